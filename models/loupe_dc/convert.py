@@ -1,0 +1,208 @@
+"""Convert a Dense Connector checkpoint (official layout) into a Loupe model pack.
+
+    python -m loupe_dc.convert --checkpoint runs/dci/checkpoint --out ../build/models/builtin-shapes
+
+A pack is a folder: vision_encoder.onnx (pixels -> projected visual tokens, connector and projector
+inside), embed_tokens.onnx, decoder_model_merged.onnx (inputs_embeds + KV cache), tokenizer.json,
+tokenizer_config.json and manifest.json (see docs/model-pack.md). This is the converter's core (fp32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .modeling import DenseConnectorMLLM, load_checkpoint
+
+OPSET = 17
+PACK_FORMAT_VERSION = 1
+
+
+class VisionEncoder(nn.Module):
+    def __init__(self, model: DenseConnectorMLLM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # (N, 3, S, S) -> (N, tokens, D)
+        return self.model.encode_images(pixel_values)
+
+
+class EmbedTokens(nn.Module):
+    def __init__(self, model: DenseConnectorMLLM):
+        super().__init__()
+        self.embed = model.llm.get_input_embeddings()
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # (B, S) -> (B, S, D)
+        return self.embed(input_ids)
+
+
+class Decoder(nn.Module):
+    """LlamaForCausalLM on inputs_embeds with a flat KV cache, as Optimum's merged decoder exposes it."""
+
+    def __init__(self, model: DenseConnectorMLLM):
+        super().__init__()
+        self.llm = model.llm
+        self.num_layers = model.llm.config.num_hidden_layers
+
+    def forward(self, inputs_embeds, attention_mask, position_ids, *past):
+        from transformers.cache_utils import DynamicCache
+
+        cache = DynamicCache.from_legacy_cache(tuple((past[2 * i], past[2 * i + 1]) for i in range(self.num_layers)))
+        out = self.llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                       past_key_values=cache, use_cache=True, return_dict=True)
+        present = out.past_key_values.to_legacy_cache()
+        return (out.logits, *[t for layer in present for t in layer])
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_pack(model: DenseConnectorMLLM, ckpt_cfg: dict, checkpoint: Path, out: Path, name: str, version: str,
+                license_: str, description: str, domain: str | None) -> dict:
+    llm_cfg = model.llm.config
+    tower = model.vision.config
+    image_size = tower.image_size
+    is_siglip = "siglip" in tower.model_type
+    pre_path = Path(checkpoint / ckpt_cfg["mm_vision_tower"]) / "preprocessor_config.json"
+    if is_siglip:  # the reference's SigLIP processor is fixed whatever the checkpoint says
+        mean, std, resample = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], "bicubic"
+    else:
+        pre = json.loads(pre_path.read_text()) if pre_path.exists() else {}
+        mean = pre.get("image_mean", [0.48145466, 0.4578275, 0.40821073])
+        std = pre.get("image_std", [0.26862954, 0.26130258, 0.27577711])
+        resample = "bicubic"
+    kv_heads = llm_cfg.num_key_value_heads
+    head_dim = llm_cfg.hidden_size // llm_cfg.num_attention_heads
+    L = llm_cfg.num_hidden_layers
+
+    tmp = Path(tempfile.mkdtemp(prefix=".pack-", dir=out.parent))
+    try:
+        with torch.no_grad():
+            px = torch.randn(2, 3, image_size, image_size)
+            tokens = VisionEncoder(model)(px).shape[1]
+            print(f"[1/4] vision encoder: {image_size}px -> {tokens} tokens x {llm_cfg.hidden_size}", file=sys.stderr)
+            torch.onnx.export(VisionEncoder(model), (px,), tmp / "vision_encoder.onnx", opset_version=OPSET,
+                              input_names=["pixel_values"], output_names=["image_features"],
+                              dynamic_axes={"pixel_values": {0: "num_images"}, "image_features": {0: "num_images"}})
+            print("[2/4] token embedding", file=sys.stderr)
+            ids = torch.tensor([[1, 2, 3]])
+            torch.onnx.export(EmbedTokens(model), (ids,), tmp / "embed_tokens.onnx", opset_version=OPSET,
+                              input_names=["input_ids"], output_names=["inputs_embeds"],
+                              dynamic_axes={"input_ids": {0: "batch_size", 1: "sequence_length"},
+                                            "inputs_embeds": {0: "batch_size", 1: "sequence_length"}})
+            print("[3/4] decoder with KV cache", file=sys.stderr)
+            past_len, seq = 3, 2
+            past = [torch.randn(1, kv_heads, past_len, head_dim) for _ in range(2 * L)]
+            emb = torch.randn(1, seq, llm_cfg.hidden_size)
+            mask = torch.ones(1, past_len + seq, dtype=torch.long)
+            pos = torch.arange(past_len, past_len + seq).unsqueeze(0)
+            past_names = [f"past_key_values.{i}.{kv}" for i in range(L) for kv in ("key", "value")]
+            present_names = [f"present.{i}.{kv}" for i in range(L) for kv in ("key", "value")]
+            dyn = {"inputs_embeds": {0: "batch_size", 1: "sequence_length"},
+                   "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
+                   "position_ids": {0: "batch_size", 1: "sequence_length"},
+                   "logits": {0: "batch_size", 1: "sequence_length"}}
+            dyn.update({n: {0: "batch_size", 2: "past_sequence_length"} for n in past_names})
+            dyn.update({n: {0: "batch_size", 2: "total_sequence_length"} for n in present_names})
+            torch.onnx.export(Decoder(model), (emb, mask, pos, *past), tmp / "decoder_model_merged.onnx", opset_version=OPSET,
+                              input_names=["inputs_embeds", "attention_mask", "position_ids", *past_names],
+                              output_names=["logits", *present_names], dynamic_axes=dyn)
+        print("[4/4] tokenizer and manifest", file=sys.stderr)
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(checkpoint / f, tmp / f)
+        tok_cfg = json.loads((tmp / "tokenizer_config.json").read_text())
+        tok = json.loads((tmp / "tokenizer.json").read_text())
+        vocab = {t["content"]: t["id"] for t in tok.get("added_tokens", [])}
+        eos_token = tok_cfg["eos_token"]
+        files = {}
+        for f in sorted(tmp.iterdir()):
+            files[f.name] = {"sha256": sha256(f), "bytes": f.stat().st_size}
+        manifest = {
+            "format": "loupe-model-pack",
+            "formatVersion": PACK_FORMAT_VERSION,
+            "name": name,
+            "version": version,
+            "license": license_,
+            "description": description,
+            "domain": domain,
+            "precision": "fp32",
+            "vision": {
+                "tower": "siglip" if is_siglip else "clip",
+                "imageSize": image_size,
+                "mean": mean,
+                "std": std,
+                "padColor": [round(m * 255) for m in mean],
+                "resample": resample,
+                "connector": model.kind,
+                "connectorLayers": ckpt_cfg.get("mm_dense_connector_layers"),
+                "tokensPerImage": tokens,
+                "tokensPerFrame": tokens // 2,
+                "temporalPooling": "max2",
+            },
+            "decoder": {
+                "hiddenSize": llm_cfg.hidden_size,
+                "numLayers": L,
+                "numKeyValueHeads": kv_heads,
+                "headDim": head_dim,
+                "vocabSize": llm_cfg.vocab_size,
+                "contextLength": llm_cfg.max_position_embeddings,
+                "usesPositionIds": True,
+            },
+            "prompt": {
+                "chatTemplate": tok_cfg["chat_template"],
+                "imageToken": "<image>",
+                "bosToken": tok_cfg.get("bos_token"),
+                "eosToken": eos_token,
+                "eosTokenIds": [vocab[eos_token]] if eos_token in vocab else [llm_cfg.eos_token_id],
+                "addBos": tok_cfg.get("add_bos_token", True),
+            },
+            "defaults": {"frames": 8, "maxNewTokens": 64},
+            "files": files,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)  # the pack appears whole or not at all
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return manifest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, required=True)
+    ap.add_argument("--vision-tower", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--name", default="builtin-shapes")
+    ap.add_argument("--version", default="1.0.0")
+    ap.add_argument("--license", default="MIT")
+    ap.add_argument("--description", default="Built-in Dense Connector (DCI) model trained on synthetic still images of shapes.")
+    ap.add_argument("--domain", default="synthetic flat shapes (circle, square, triangle) in eight colors")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    try:
+        model, cfg = load_checkpoint(args.checkpoint, args.vision_tower)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        sys.exit(f"error: {e}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    m = export_pack(model, cfg, args.checkpoint, args.out, args.name, args.version, args.license, args.description, args.domain)
+    print(f"pack written to {args.out} ({sum(f['bytes'] for f in m['files'].values()) / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

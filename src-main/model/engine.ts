@@ -1,0 +1,288 @@
+/**
+ * The multimodal engine: a loaded pack (one ONNX Runtime session per graph) that encodes frames and
+ * runs conversations. It sees frames (tensors) and token ids only; video files live in media/.
+ */
+import { LoupeError, cancelled } from '../errors.ts';
+import { createSessions, floatTensor, int64Tensor, type ProviderReport, type ProviderRequest, type Session } from './ort.ts';
+import { loadPack, type Manifest, type Pack } from './pack.ts';
+import { PromptBuilder, TextStreamer, type ChatMessage, type PromptSegment } from './prompt.ts';
+import { sampleToken, seededRandom, type SamplingOptions } from './sampler.ts';
+import { flattenFrames, poolAndConcatFrames, stackFrames, tensor, type Tokens2D } from './tensor.ts';
+
+export interface EngineOptions {
+  provider?: ProviderRequest;
+  threads?: number;
+}
+
+export interface GenerateOptions extends Partial<SamplingOptions> {
+  maxNewTokens?: number;
+  signal?: AbortSignal;
+}
+
+export type AnswerEvent =
+  | { type: 'token'; text: string; tokenId: number }
+  | { type: 'done'; text: string; tokens: number; stopped: 'eos' | 'length'; timings: AnswerTimings };
+
+export interface AnswerTimings {
+  prefillTokens: number;
+  prefillMs: number;
+  firstTokenMs: number;
+  decodeMs: number;
+  decodeTokensPerSec: number;
+}
+
+/** The visual prefix of a conversation: one still (all tokens) or frames (pooled by 2, concatenated). */
+export interface VisualInput {
+  kind: 'image' | 'frames';
+  /** Projected tokens per frame, as the vision encoder gives them: each (tokensPerImage, hidden). */
+  frames: Tokens2D[];
+}
+
+export class Engine {
+  private constructor(
+    readonly pack: Pack,
+    readonly prompt: PromptBuilder,
+    private readonly sessions: Record<'vision' | 'embed' | 'decoder', Session>,
+    readonly provider: ProviderReport,
+  ) {}
+
+  static async load(dir: string, options: EngineOptions = {}): Promise<Engine> {
+    const pack = await loadPack(dir);
+    const [prompt, { sessions, provider }] = await Promise.all([
+      PromptBuilder.load(pack),
+      createSessions(
+        { vision: pack.file('vision'), embed: pack.file('embed'), decoder: pack.file('decoder') },
+        options.provider ?? 'auto',
+        options.threads,
+      ),
+    ]);
+    checkGraphs(pack.manifest, sessions);
+    return new Engine(pack, prompt, sessions, provider);
+  }
+
+  get manifest(): Manifest {
+    return this.pack.manifest;
+  }
+
+  /** Frames that fit the context beside a question and an answer of `maxNewTokens`. */
+  maxFrames(maxNewTokens = this.manifest.defaults.maxNewTokens, textBudget = 96): number {
+    const { contextLength } = this.manifest.decoder;
+    return Math.floor((contextLength - maxNewTokens - textBudget) / this.manifest.vision.tokensPerFrame);
+  }
+
+  /** (N, 3, S, S) normalized pixels -> N frames of (tokensPerImage, hidden). */
+  async encodeImages(pixels: readonly Float32Array[], signal?: AbortSignal): Promise<Tokens2D[]> {
+    const { imageSize, tokensPerImage } = this.manifest.vision;
+    const hidden = this.manifest.decoder.hiddenSize;
+    const perImage = 3 * imageSize * imageSize;
+    const out: Tokens2D[] = [];
+    const batch = 8; // bounded memory for big towers, still one run for a typical clip
+    for (let start = 0; start < pixels.length; start += batch) {
+      if (signal?.aborted) throw cancelled();
+      const group = pixels.slice(start, start + batch);
+      const input = new Float32Array(group.length * perImage);
+      group.forEach((p, i) => {
+        if (p.length !== perImage) throw new LoupeError('MODEL_RUNTIME', `frame ${start + i} has ${p.length} values, expected ${perImage}`);
+        input.set(p, i * perImage);
+      });
+      const result = await this.sessions.vision.run({
+        pixel_values: floatTensor(input, [group.length, 3, imageSize, imageSize]),
+      });
+      const features = result.image_features!.data as Float32Array; // (n, tokensPerImage, hidden)
+      const size = tokensPerImage * hidden;
+      for (let i = 0; i < group.length; i++)
+        out.push(tensor(features.slice(i * size, (i + 1) * size), [tokensPerImage, hidden] as const));
+    }
+    return out;
+  }
+
+  startConversation(visual: VisualInput): Conversation {
+    return new Conversation(this, this.sessions, visual);
+  }
+
+  async dispose(): Promise<void> {
+    await Promise.all(Object.values(this.sessions).map((s) => s.release()));
+  }
+}
+
+function checkGraphs(manifest: Manifest, sessions: Record<'vision' | 'embed' | 'decoder', Session>): void {
+  const expect = (session: Session, inputs: string[], outputs: string[]) => {
+    for (const name of inputs)
+      if (!session.inputNames.includes(name))
+        throw new LoupeError('MODEL_INVALID', `${session.name} graph lacks input "${name}" (has ${session.inputNames.join(', ')}).`);
+    for (const name of outputs)
+      if (!session.outputNames.includes(name))
+        throw new LoupeError('MODEL_INVALID', `${session.name} graph lacks output "${name}" (has ${session.outputNames.join(', ')}).`);
+  };
+  const layers = Array.from({ length: manifest.decoder.numLayers }, (_, i) => i);
+  expect(sessions.vision, ['pixel_values'], ['image_features']);
+  expect(sessions.embed, ['input_ids'], ['inputs_embeds']);
+  expect(
+    sessions.decoder,
+    ['inputs_embeds', 'attention_mask', ...layers.flatMap((i) => [`past_key_values.${i}.key`, `past_key_values.${i}.value`])],
+    ['logits', ...layers.flatMap((i) => [`present.${i}.key`, `present.${i}.value`])],
+  );
+}
+
+/**
+ * One conversation about one visual input. It keeps the decoder's KV cache between turns, so a
+ * follow-up question prefills only its own new tokens.
+ */
+export class Conversation {
+  readonly messages: ChatMessage[] = [];
+  private past: Record<string, ReturnType<typeof floatTensor>> = {};
+  private length = 0; // tokens in the KV cache
+  /** Sampled tokens not yet run through the decoder (the turn's last token, an end-of-turn), fed with the next turn. */
+  private pending: number[] = [];
+  private busy = false;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly sessions: Record<'vision' | 'embed' | 'decoder', Session>,
+    private readonly visual: VisualInput,
+  ) {
+    const { numLayers, numKeyValueHeads, headDim } = engine.manifest.decoder;
+    for (let i = 0; i < numLayers; i++)
+      for (const kv of ['key', 'value'])
+        this.past[`past_key_values.${i}.${kv}`] = floatTensor(new Float32Array(0), [1, numKeyValueHeads, 0, headDim]);
+  }
+
+  get cachedTokens(): number {
+    return this.length;
+  }
+
+  /** Ask a question; yields answer tokens as they decode, then a `done` event. */
+  async *ask(question: string, options: GenerateOptions = {}): AsyncGenerator<AnswerEvent> {
+    if (this.busy) throw new LoupeError('USAGE', 'This conversation is still answering; wait or stop it first.');
+    this.busy = true;
+    try {
+      yield* this.answer(question, options);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async *answer(question: string, options: GenerateOptions): AsyncGenerator<AnswerEvent> {
+    const { manifest, prompt } = this.engine;
+    const maxNewTokens = options.maxNewTokens ?? manifest.defaults.maxNewTokens;
+    const sampling: SamplingOptions = { temperature: options.temperature ?? 0, topP: options.topP ?? 0.9 };
+    const random = seededRandom(options.seed ?? 0);
+    const signal = options.signal;
+    const started = performance.now();
+
+    // 1. The new tokens: the whole first prompt with the visual prefix, or only a follow-up's delta.
+    const first = this.messages.length === 0;
+    const userMessage = first ? prompt.firstUserMessage(question) : { role: 'user' as const, content: question };
+    const before = first ? '' : prompt.render(this.messages, false);
+    const rendered = prompt.render([...this.messages, userMessage], true);
+    let segments: PromptSegment[];
+    if (first) segments = prompt.encodeWithImage(rendered);
+    else {
+      if (!rendered.startsWith(before))
+        throw new LoupeError('MODEL_INVALID', "The pack's chat template does not extend earlier turns; follow-ups cannot reuse the cache.");
+      segments = [{ kind: 'text', ids: [...this.pending, ...prompt.encode(rendered.slice(before.length))] }];
+    }
+
+    // 2. Embed text pieces and splice the visual tokens in.
+    const visualTokens = first
+      ? this.visual.kind === 'image'
+        ? flattenFrames(stackFrames(this.visual.frames))
+        : poolAndConcatFrames(stackFrames(this.visual.frames))
+      : null;
+    const hidden = manifest.decoder.hiddenSize;
+    const pieces: Float32Array[] = [];
+    for (const seg of segments) {
+      if (seg.kind === 'image') pieces.push(visualTokens!.data);
+      else if (seg.ids.length) pieces.push(await this.embed(seg.ids));
+    }
+    const newTokens = pieces.reduce((n, p) => n + p.length / hidden, 0);
+    if (this.length + newTokens + maxNewTokens > manifest.decoder.contextLength) {
+      throw new LoupeError(
+        'CONTEXT_OVERFLOW',
+        `The prompt needs ${this.length + newTokens} tokens plus up to ${maxNewTokens} for the answer, more than the model's context of ${manifest.decoder.contextLength}. Use fewer frames (at most ${this.engine.maxFrames(maxNewTokens)}) or start a new conversation.`,
+        { cached: this.length, prompt: newTokens, context: manifest.decoder.contextLength },
+      );
+    }
+    const inputs = new Float32Array(newTokens * hidden);
+    let at = 0;
+    for (const p of pieces) inputs.set(p, at), (at += p.length);
+    this.messages.push(userMessage);
+    this.pending = [];
+
+    // 3. Prefill, then decode one token at a time, feeding the KV cache back.
+    const streamer = new TextStreamer((ids) => prompt.decode(ids));
+    const eosIds = new Set(manifest.prompt.eosTokenIds);
+    const vocab = manifest.decoder.vocabSize;
+    let logits = await this.step(inputs, newTokens);
+    const prefillMs = performance.now() - started;
+    let firstTokenMs = 0;
+    let produced = 0;
+    let stopped: 'eos' | 'length' = 'length';
+    const decodeStart = performance.now();
+    try {
+      while (produced < maxNewTokens) {
+        if (signal?.aborted) throw cancelled();
+        const next = sampleToken(logits.data, logits.offset, vocab, sampling, random);
+        produced++;
+        if (produced === 1) firstTokenMs = performance.now() - started;
+        if (eosIds.has(next)) {
+          stopped = 'eos';
+          this.pending = [next];
+          break;
+        }
+        const text = streamer.push(next);
+        if (text) yield { type: 'token', text, tokenId: next };
+        if (produced === maxNewTokens) this.pending = [next, manifest.prompt.eosTokenIds[0]!];
+        else logits = await this.step(await this.embed([next]), 1);
+      }
+    } finally {
+      // A stopped answer still ends its turn, so a follow-up sees a well-formed conversation.
+      if (this.pending.length === 0) this.pending = [manifest.prompt.eosTokenIds[0]!];
+      const answer = streamer.text.trim();
+      this.messages.push({ role: 'assistant', content: answer });
+    }
+    const decodeMs = performance.now() - decodeStart;
+    yield {
+      type: 'done',
+      text: streamer.text.trim(),
+      tokens: produced,
+      stopped,
+      timings: {
+        prefillTokens: newTokens,
+        prefillMs,
+        firstTokenMs,
+        decodeMs,
+        decodeTokensPerSec: produced > 1 ? ((produced - 1) * 1000) / decodeMs : 0,
+      },
+    };
+  }
+
+  private async embed(ids: readonly number[]): Promise<Float32Array> {
+    const out = await this.sessions.embed.run({
+      input_ids: int64Tensor(BigInt64Array.from(ids, (i) => BigInt(i)), [1, ids.length]),
+    });
+    return out.inputs_embeds!.data as Float32Array;
+  }
+
+  /** Run the decoder on `count` new embeddings; returns the last position's logits. */
+  private async step(embeds: Float32Array, count: number): Promise<{ data: Float32Array; offset: number }> {
+    const { hiddenSize, numLayers, usesPositionIds } = this.engine.manifest.decoder;
+    const total = this.length + count;
+    const feeds: Record<string, ReturnType<typeof floatTensor>> = {
+      inputs_embeds: floatTensor(embeds, [1, count, hiddenSize]),
+      attention_mask: int64Tensor(new BigInt64Array(total).fill(1n), [1, total]),
+      ...this.past,
+    };
+    if (usesPositionIds)
+      feeds.position_ids = int64Tensor(BigInt64Array.from({ length: count }, (_, i) => BigInt(this.length + i)), [1, count]);
+    const out = await this.sessions.decoder.run(feeds);
+    for (let i = 0; i < numLayers; i++) {
+      this.past[`past_key_values.${i}.key`] = out[`present.${i}.key`]!;
+      this.past[`past_key_values.${i}.value`] = out[`present.${i}.value`]!;
+    }
+    this.length = total;
+    const logits = out.logits!.data as Float32Array; // (1, count, vocab)
+    const vocab = this.engine.manifest.decoder.vocabSize;
+    return { data: logits, offset: (count - 1) * vocab };
+  }
+}

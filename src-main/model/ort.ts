@@ -1,0 +1,121 @@
+/**
+ * The only module that imports onnxruntime-node. Sessions are declared in one table, created with the
+ * best execution provider this machine has (CUDA, DirectML, CoreML, else CPU), and a failed run is
+ * reported with the names, dtypes and shapes it was given.
+ */
+import os from 'node:os';
+import * as ort from 'onnxruntime-node';
+import { LoupeError } from '../errors.ts';
+
+export type ProviderName = 'cpu' | 'cuda' | 'dml' | 'coreml' | 'webgpu';
+export type ProviderRequest = ProviderName | 'auto';
+
+export interface ProviderReport {
+  requested: ProviderRequest;
+  used: ProviderName;
+  /** Providers tried before the one used, with why each failed. */
+  fallbacks: { provider: ProviderName; error: string }[];
+}
+
+/** The order in which `auto` tries providers on a platform (pure, for tests). */
+export function providerCandidates(requested: ProviderRequest, platform: NodeJS.Platform): ProviderName[] {
+  if (requested !== 'auto') return requested === 'cpu' ? ['cpu'] : [requested, 'cpu'];
+  if (platform === 'win32') return ['cuda', 'dml', 'cpu'];
+  if (platform === 'darwin') return ['coreml', 'cpu'];
+  return ['cuda', 'cpu'];
+}
+
+export function supportedProviders(): string[] {
+  return ort.listSupportedBackends().map((b) => b.name);
+}
+
+export type OrtTensor = ort.Tensor;
+export type Feeds = Record<string, ort.Tensor>;
+
+export const floatTensor = (data: Float32Array, dims: readonly number[]): ort.Tensor =>
+  new ort.Tensor('float32', data, dims);
+export const int64Tensor = (data: BigInt64Array, dims: readonly number[]): ort.Tensor =>
+  new ort.Tensor('int64', data, dims);
+
+export class Session {
+  private constructor(
+    readonly name: string,
+    private readonly session: ort.InferenceSession,
+  ) {}
+
+  static async create(name: string, file: string, provider: ProviderName, threads: number): Promise<Session> {
+    const session = await ort.InferenceSession.create(file, {
+      executionProviders: [provider],
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      graphOptimizationLevel: 'all',
+    });
+    return new Session(name, session);
+  }
+
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+  get outputNames(): readonly string[] {
+    return this.session.outputNames;
+  }
+
+  async run(feeds: Feeds): Promise<Record<string, ort.Tensor>> {
+    try {
+      return await this.session.run(feeds);
+    } catch (e) {
+      const given = Object.entries(feeds).map(([k, t]) => `${k}:${t.type}[${t.dims.join(',')}]`);
+      throw new LoupeError('MODEL_RUNTIME', `${this.name} failed: ${(e as Error).message}`, {
+        graph: this.name,
+        inputs: given,
+        expected: this.session.inputNames,
+      });
+    }
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+export function defaultThreads(): number {
+  // Physical cores are what matters for matmuls; availableParallelism counts hyperthreads.
+  return Math.max(1, Math.min(8, os.availableParallelism()));
+}
+
+/**
+ * Create one session per graph with the first provider that works; CPU is the last resort.
+ */
+export async function createSessions<K extends string>(
+  files: Record<K, string>,
+  requested: ProviderRequest,
+  threads = defaultThreads(),
+): Promise<{ sessions: Record<K, Session>; provider: ProviderReport }> {
+  const fallbacks: ProviderReport['fallbacks'] = [];
+  const available = new Set(supportedProviders());
+  for (const provider of providerCandidates(requested, process.platform)) {
+    if (provider !== 'cpu' && !available.has(provider)) {
+      fallbacks.push({ provider, error: 'not available in this onnxruntime-node build' });
+      continue;
+    }
+    const created: Session[] = [];
+    try {
+      const sessions = {} as Record<K, Session>;
+      for (const [name, file] of Object.entries(files) as [K, string][]) {
+        const s = await Session.create(name, file, provider, threads);
+        created.push(s);
+        sessions[name] = s;
+      }
+      return { sessions, provider: { requested, used: provider, fallbacks } };
+    } catch (e) {
+      await Promise.all(created.map((s) => s.release()));
+      if (provider === 'cpu') {
+        throw new LoupeError('MODEL_INVALID', `Could not load the model's ONNX graphs: ${(e as Error).message}`, {
+          fallbacks,
+        });
+      }
+      fallbacks.push({ provider, error: (e as Error).message.split('\n')[0] ?? String(e) });
+    }
+  }
+  throw new LoupeError('MODEL_RUNTIME', 'No execution provider could load the model.', { fallbacks });
+}

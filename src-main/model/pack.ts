@@ -1,0 +1,147 @@
+/**
+ * Model packs: a folder with manifest.json, three ONNX graphs and the tokenizer (docs/model-pack.md).
+ * A pack is data: everything the engine needs to know (image size, normalization, tokens per frame,
+ * KV-cache layout, context length, chat template, stop tokens) is read from the manifest.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import { LoupeError } from '../errors.ts';
+
+export const PACK_FILES = {
+  vision: 'vision_encoder.onnx',
+  embed: 'embed_tokens.onnx',
+  decoder: 'decoder_model_merged.onnx',
+  tokenizer: 'tokenizer.json',
+  tokenizerConfig: 'tokenizer_config.json',
+} as const;
+
+const rgb = z.tuple([z.number(), z.number(), z.number()]);
+
+export const ManifestSchema = z.object({
+  format: z.literal('loupe-model-pack'),
+  formatVersion: z.literal(1),
+  name: z.string().min(1),
+  version: z.string().min(1),
+  license: z.string(),
+  description: z.string().default(''),
+  /** What the model can see, said plainly in the UI (null for general-purpose models). */
+  domain: z.string().nullable().default(null),
+  precision: z.enum(['fp32', 'fp16', 'int4']),
+  vision: z.object({
+    tower: z.enum(['clip', 'siglip']),
+    imageSize: z.number().int().positive(),
+    mean: rgb,
+    std: rgb,
+    padColor: rgb,
+    resample: z.string(),
+    connector: z.enum(['none', 'sti', 'sci', 'dci']),
+    connectorLayers: z.unknown().optional(),
+    tokensPerImage: z.number().int().positive(),
+    tokensPerFrame: z.number().int().positive(),
+    temporalPooling: z.literal('max2'),
+  }),
+  decoder: z.object({
+    hiddenSize: z.number().int().positive(),
+    numLayers: z.number().int().positive(),
+    numKeyValueHeads: z.number().int().positive(),
+    headDim: z.number().int().positive(),
+    vocabSize: z.number().int().positive(),
+    contextLength: z.number().int().positive(),
+    usesPositionIds: z.boolean(),
+  }),
+  prompt: z.object({
+    chatTemplate: z.string().min(1),
+    imageToken: z.string().min(1),
+    bosToken: z.string().nullable(),
+    eosToken: z.string(),
+    eosTokenIds: z.array(z.number().int()).min(1),
+    addBos: z.boolean(),
+    systemPrompt: z.string().optional(),
+  }),
+  defaults: z.object({ frames: z.number().int().positive(), maxNewTokens: z.number().int().positive() }),
+  files: z.record(z.string(), z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number().int() })),
+});
+
+export type Manifest = z.infer<typeof ManifestSchema>;
+
+export interface Pack {
+  dir: string;
+  manifest: Manifest;
+  /** Stable identity of what the vision graph computes, for cache keys. */
+  visionId: string;
+  file(name: keyof typeof PACK_FILES): string;
+}
+
+export async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+export interface LoadPackOptions {
+  /** Check every file's sha256 (always done for files under `hashLimitBytes`). */
+  verifyHashes?: boolean;
+  hashLimitBytes?: number;
+}
+
+/** Read and validate a pack; every problem is named precisely (file, field, expected vs found). */
+export async function loadPack(dir: string, options: LoadPackOptions = {}): Promise<Pack> {
+  const manifestPath = path.join(dir, 'manifest.json');
+  let raw: string;
+  try {
+    raw = await readFile(manifestPath, 'utf8');
+  } catch {
+    throw new LoupeError('MODEL_NOT_FOUND', `No model pack at ${dir}: manifest.json is missing.`, { dir });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch (e) {
+    throw new LoupeError('MODEL_INVALID', `${manifestPath} is not valid JSON: ${(e as Error).message}`, { dir });
+  }
+  const parsed = ManifestSchema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new LoupeError(
+      'MODEL_INVALID',
+      `${manifestPath}: ${issue.path.join('.') || '(root)'}: ${issue.message}`,
+      { dir, issues: parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`) },
+    );
+  }
+  const manifest = parsed.data;
+  const limit = options.hashLimitBytes ?? 256 * 1024 * 1024;
+  for (const required of Object.values(PACK_FILES)) {
+    if (!manifest.files[required])
+      throw new LoupeError('MODEL_INVALID', `${manifestPath} does not list ${required}.`, { dir });
+  }
+  for (const [name, entry] of Object.entries(manifest.files)) {
+    const file = path.join(dir, name);
+    const info = await stat(file).catch(() => null);
+    if (!info) throw new LoupeError('MODEL_INVALID', `Model pack ${dir} is missing ${name}.`, { dir, file: name });
+    if (info.size !== entry.bytes)
+      throw new LoupeError(
+        'MODEL_INVALID',
+        `${name} in ${dir} has ${info.size} bytes, the manifest says ${entry.bytes}: the file is damaged or was replaced.`,
+        { dir, file: name },
+      );
+    if (options.verifyHashes || info.size <= limit) {
+      const actual = await sha256File(file);
+      if (actual !== entry.sha256)
+        throw new LoupeError(
+          'MODEL_INVALID',
+          `${name} in ${dir} fails its hash check (sha256 ${actual.slice(0, 12)}…, expected ${entry.sha256.slice(0, 12)}…).`,
+          { dir, file: name },
+        );
+    }
+  }
+  const visionHash = manifest.files[PACK_FILES.vision]!.sha256;
+  return {
+    dir,
+    manifest,
+    visionId: `${manifest.name}@${manifest.version}:${visionHash.slice(0, 16)}`,
+    file: (name) => path.join(dir, PACK_FILES[name]),
+  };
+}
