@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--max-images", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bank", default=str(Path(__file__).resolve().parent.parent / "data" / "distractors"))
+    ap.add_argument("--snapshot", type=Path, help="write the run's current state as a checkpoint here and exit")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -109,6 +110,9 @@ def main() -> None:
         spent, step, seed = st["spent"], st["step"], st["seed"] + 1  # new data stream after a resume
         print(f"resumed at step {step}, {spent / 60:.1f} min spent")
     budget = args.minutes * 60
+    if args.snapshot:
+        write_checkpoint(model, codec, cfg, args.snapshot, spent, step)
+        return
 
     ctx = mp.get_context("fork")
     queue: mp.Queue = ctx.Queue(maxsize=4)
@@ -144,15 +148,19 @@ def main() -> None:
             last_save = time.time()
     save_state()
     worker.terminate()
+    write_checkpoint(model, codec, cfg, args.run / "checkpoint", spent, step)
+    print(f"done: {step} steps in {spent / 60:.1f} min -> {args.run / 'checkpoint'}")
+
+
+def write_checkpoint(model: DenseConnectorMLLM, codec: PromptCodec, cfg: BuiltinConfig, out: Path, spent: float, step: int) -> None:
     model.eval()
-    model.save_checkpoint(args.run / "checkpoint", extra={"loupe_training_minutes": round(spent / 60, 1), "loupe_steps": step})
-    save_tokenizer(codec.tok, args.run / "checkpoint")
-    (args.run / "checkpoint" / "vision_tower" / "preprocessor_config.json").write_text(
+    model.save_checkpoint(out, extra={"loupe_training_minutes": round(spent / 60, 1), "loupe_steps": step})
+    save_tokenizer(codec.tok, out)
+    (out / "vision_tower" / "preprocessor_config.json").write_text(
         '{"image_processor_type": "CLIPImageProcessor", "crop_size": {"height": %d, "width": %d}, "size": {"shortest_edge": %d},'
         ' "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],'
         ' "resample": 3, "do_center_crop": true}' % (cfg.image_size, cfg.image_size, cfg.image_size)
     )
-    print(f"done: {step} steps in {spent / 60:.1f} min -> {args.run / 'checkpoint'}")
 
 
 if __name__ == "__main__":

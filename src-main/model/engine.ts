@@ -17,6 +17,10 @@ export interface EngineOptions {
 export interface GenerateOptions extends Partial<SamplingOptions> {
   maxNewTokens?: number;
   signal?: AbortSignal;
+  /** Diagnostics and parity tests: the logits after the prompt, before the first token is chosen. */
+  onPromptLogits?: (logits: Float32Array) => void;
+  /** Benchmarks: decode exactly maxNewTokens, past end-of-turn tokens. */
+  ignoreEos?: boolean;
 }
 
 export type AnswerEvent =
@@ -205,7 +209,10 @@ export class Conversation {
     }
     const inputs = new Float32Array(newTokens * hidden);
     let at = 0;
-    for (const p of pieces) inputs.set(p, at), (at += p.length);
+    for (const p of pieces) {
+      inputs.set(p, at);
+      at += p.length;
+    }
     this.messages.push(userMessage);
     this.pending = [];
 
@@ -214,6 +221,7 @@ export class Conversation {
     const eosIds = new Set(manifest.prompt.eosTokenIds);
     const vocab = manifest.decoder.vocabSize;
     let logits = await this.step(inputs, newTokens);
+    options.onPromptLogits?.(logits.data.slice(logits.offset, logits.offset + vocab));
     const prefillMs = performance.now() - started;
     let firstTokenMs = 0;
     let produced = 0;
@@ -225,7 +233,7 @@ export class Conversation {
         const next = sampleToken(logits.data, logits.offset, vocab, sampling, random);
         produced++;
         if (produced === 1) firstTokenMs = performance.now() - started;
-        if (eosIds.has(next)) {
+        if (eosIds.has(next) && !options.ignoreEos) {
           stopped = 'eos';
           this.pending = [next];
           break;

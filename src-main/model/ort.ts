@@ -3,7 +3,10 @@
  * best execution provider this machine has (CUDA, DirectML, CoreML, else CPU), and a failed run is
  * reported with the names, dtypes and shapes it was given.
  */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
+import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { LoupeError } from '../errors.ts';
 
@@ -25,8 +28,25 @@ export function providerCandidates(requested: ProviderRequest, platform: NodeJS.
   return ['cuda', 'cpu'];
 }
 
+/**
+ * Providers this onnxruntime-node can use: bundled ones, plus those whose provider library the user
+ * installed beside the binding (CUDA on Linux is a separate download, see docs/install.md).
+ */
 export function supportedProviders(): string[] {
-  return ort.listSupportedBackends().map((b) => b.name);
+  const bindingDir = path.join(
+    path.dirname(createRequire(import.meta.url).resolve('onnxruntime-node')),
+    '..',
+    'bin',
+    'napi-v6',
+    process.platform,
+    process.arch,
+  );
+  const libName = (name: string) =>
+    process.platform === 'win32' ? `onnxruntime_providers_${name}.dll` : `libonnxruntime_providers_${name}.so`;
+  return ort
+    .listSupportedBackends()
+    .filter((b) => b.bundled || existsSync(path.join(bindingDir, libName(b.name))))
+    .map((b) => b.name);
 }
 
 export type OrtTensor = ort.Tensor;

@@ -94,7 +94,7 @@ export class TextStreamer {
 
   push(id: number): string {
     this.ids.push(id);
-    const text = this.decode(this.ids);
+    const text = this.decode(this.ids).trimStart(); // answers start after "ASSISTANT:" with a space
     if (text.endsWith('\uFFFD')) return '';
     const delta = text.startsWith(this.emitted) ? text.slice(this.emitted.length) : '';
     this.emitted = text;

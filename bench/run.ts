@@ -1,0 +1,149 @@
+/**
+ * `npm run bench [-- --json]`: speed and memory of the core pipeline on this machine, with references
+ * measured in the same run (whole-stream decoding, PyTorch, a minimal Python onnxruntime loop).
+ * Medians of several runs. Not a test: it prints numbers, it does not judge them.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { sampleFrames } from '../src-main/media/index.ts';
+import { resolveBinaries } from '../src-main/media/binaries.ts';
+import { askAboutClip } from '../src-main/qa/ask.ts';
+import { Services } from '../src-main/services.ts';
+import { COLORS, ffmpeg, makeShapesClip } from '../test/fixtures/clips.ts';
+import { CHECKPOINT, PYTHON, ROOT, tempDir } from '../test/helpers.ts';
+
+const run = promisify(execFile);
+const CACHE = path.join(ROOT, 'bench', '.cache');
+const THREADS = 2;
+const json = process.argv.includes('--json');
+const log = (msg: string) => (json ? process.stderr : process.stdout).write(msg + '\n');
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+async function timeIt(fn: () => Promise<unknown>): Promise<number> {
+  const t = performance.now();
+  await fn();
+  return performance.now() - t;
+}
+async function medianMs(runs: number, fn: () => Promise<unknown>): Promise<number> {
+  const out: number[] = [];
+  for (let i = 0; i < runs; i++) out.push(await timeIt(fn));
+  return median(out);
+}
+
+/** A 1080p H.264 test pattern of the given length (10 fps keeps generation quick; GOP 250 as cameras often use). */
+async function longClip(minutes: number): Promise<string> {
+  const file = path.join(CACHE, `testsrc2-1080p-${minutes}min.mp4`);
+  if (!existsSync(file)) {
+    log(`making ${path.basename(file)} (once)…`);
+    await mkdir(CACHE, { recursive: true });
+    await ffmpeg([
+      '-f', 'lavfi', '-i', `testsrc2=s=1920x1080:r=10:d=${minutes * 60}`,
+      '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '250', '-pix_fmt', 'yuv420p', '-f', 'mp4', file + '.tmp',
+    ]);
+    await run('mv', [file + '.tmp', file]);
+  }
+  return file;
+}
+
+async function main(): Promise<void> {
+  const services = new Services({ dataDir: await tempDir('loupe-bench-'), featureCache: false, threads: THREADS });
+  const engine = await services.engine();
+  const extractor = await services.extractor();
+  const v = engine.manifest.vision;
+  const format = { size: v.imageSize, mean: v.mean, std: v.std, pad: v.padColor };
+  const results: Record<string, number> = {};
+
+  // 1. Sampling cost must not grow with the video's length (input seeking).
+  const oneMin = await longClip(1);
+  const tenMin = await longClip(10);
+  results.sample_ms_1min = await medianMs(5, () => sampleFrames(oneMin, { count: 8, ...format }));
+  results.sample_ms_10min = await medianMs(5, () => sampleFrames(tenMin, { count: 8, ...format }));
+  const { ffmpeg: bin } = await resolveBinaries();
+  results.full_decode_ms_10min = await medianMs(1, () => run(bin.path, ['-v', 'error', '-threads', String(THREADS), '-i', tenMin, '-f', 'null', '-']));
+
+  // 2. The model on a 30-second 640×360 clip.
+  const clip = await makeShapesClip(path.join(CACHE, 'clips'), {
+    name: 'ask-30s', width: 640, height: 360, duration: 30, fps: 25, codec: 'h264', background: '#2a3a4a',
+    shapes: [
+      { kind: 'circle', color: COLORS.red, radius: 0.14, x0: 0.2, y0: 0.5, x1: 0.4, y1: 0.3 },
+      { kind: 'square', color: COLORS.yellow, radius: 0.12, x0: 0.75, y0: 0.5 },
+    ],
+  });
+  const sampled = await sampleFrames(clip, { count: 8, ...format });
+  results.vision_ms_per_frame = (await medianMs(7, () => engine.encodeImages(sampled.map((f) => f.pixels)))) / 8;
+  const frames = await engine.encodeImages(sampled.map((f) => f.pixels));
+
+  const prefill: number[] = [];
+  const decode: number[] = [];
+  const ttftFirst: number[] = [];
+  const ttftFollow: number[] = [];
+  let promptTokens = 0;
+  for (let i = 0; i < 7; i++) {
+    const conversation = engine.startConversation({ kind: 'frames', frames });
+    for await (const e of conversation.ask('Describe the video.', { maxNewTokens: 64, ignoreEos: true }))
+      if (e.type === 'done') {
+        prefill.push((e.timings.prefillTokens * 1000) / e.timings.prefillMs);
+        decode.push(e.timings.decodeTokensPerSec);
+        ttftFirst.push(e.timings.firstTokenMs);
+        promptTokens = e.timings.prefillTokens;
+      }
+    for await (const e of conversation.ask('What color is the circle?', { maxNewTokens: 8 }))
+      if (e.type === 'done') ttftFollow.push(e.timings.firstTokenMs);
+  }
+  results.prefill_tok_s = median(prefill);
+  results.decode_tok_s = median(decode);
+  results.ttft_first_ms = median(ttftFirst);
+  results.ttft_followup_ms = median(ttftFollow);
+
+  // 3. A whole ask: probe, sample 8 frames, encode, prefill, answer (cold feature cache, model loaded).
+  results.ask_ms_8_frames = await medianMs(5, async () => {
+    for await (const e of askAboutClip(engine, extractor, { path: clip, question: 'What color is the circle?' })) void e;
+  });
+
+  // 4. References in the same run, same threads: PyTorch, and a minimal Python onnxruntime loop.
+  if (existsSync(PYTHON) && existsSync(CHECKPOINT)) {
+    const { stdout } = await run(
+      PYTHON,
+      ['-m', 'loupe_dc.bench_decode', '--checkpoint', CHECKPOINT, '--pack', engine.pack.dir,
+        '--prompt-tokens', String(promptTokens), '--new-tokens', '64', '--threads', String(THREADS), '--repeats', '5'],
+      { cwd: path.join(ROOT, 'models'), env: { ...process.env, PYTHONWARNINGS: 'ignore' } },
+    );
+    Object.assign(results, JSON.parse(stdout));
+  } else log('(Python references skipped: run scripts/setup-dev.sh)');
+  results.peak_rss_mb = process.resourceUsage().maxRSS / 1024;
+  await services.dispose();
+
+  if (json) {
+    process.stdout.write(JSON.stringify(results, null, 2) + '\n');
+    return;
+  }
+  const f = (n: number | undefined, digits = 0) => (n === undefined ? '—' : n.toFixed(digits));
+  const ratio = (a?: number, b?: number) => (a && b ? `${(a / b).toFixed(2)}×` : '—');
+  const rows: [string, string, string][] = [
+    ['sample 8 frames, 1-min 1080p H.264', `${f(results.sample_ms_1min)} ms`, ''],
+    ['sample 8 frames, 10-min 1080p H.264', `${f(results.sample_ms_10min)} ms`, `${ratio(results.sample_ms_10min, results.sample_ms_1min)} of 1-min (target ≤ 1.2×)`],
+    ['decode the whole 10-min stream (reference)', `${f(results.full_decode_ms_10min)} ms`, `sampling is ${ratio(results.full_decode_ms_10min, results.sample_ms_10min)} faster`],
+    ['vision encoder', `${f(results.vision_ms_per_frame, 2)} ms/frame`, ''],
+    [`prefill (${promptTokens} tokens: 8 frames + prompt)`, `${f(results.prefill_tok_s)} tok/s`, ''],
+    ['decode (Loupe, onnxruntime-node)', `${f(results.decode_tok_s)} tok/s`, ''],
+    ['decode (Python onnxruntime loop, same graphs)', `${f(results.decode_tok_s_ort_python)} tok/s`, `Loupe = ${ratio(results.decode_tok_s, results.decode_tok_s_ort_python)} (target ≥ 0.9×)`],
+    ['decode (PyTorch, same weights)', `${f(results.decode_tok_s_pytorch)} tok/s`, `Loupe = ${ratio(results.decode_tok_s, results.decode_tok_s_pytorch)}`],
+    ['time to first token, first question', `${f(results.ttft_first_ms, 1)} ms`, ''],
+    ['time to first token, follow-up', `${f(results.ttft_followup_ms, 1)} ms`, `${((100 * results.ttft_followup_ms!) / results.ttft_first_ms!).toFixed(1)}% of first (target ≤ 10%)`],
+    ['whole ask, 8 frames of a 30-s 640×360 clip', `${f(results.ask_ms_8_frames)} ms`, 'cold feature cache, model loaded'],
+    ['peak RSS', `${f(results.peak_rss_mb)} MB`, ''],
+  ];
+  const w0 = Math.max(...rows.map((r) => r[0].length));
+  const w1 = Math.max(...rows.map((r) => r[1].length));
+  log(`Loupe bench — ${engine.manifest.name}@${engine.manifest.version}, ${engine.provider.used}, ${THREADS} threads, medians\n`);
+  for (const [a, b, c] of rows) log(`${a.padEnd(w0)}  ${b.padStart(w1)}  ${c}`);
+}
+
+await main();

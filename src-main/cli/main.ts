@@ -1,0 +1,183 @@
+#!/usr/bin/env node
+/**
+ * `loupe`: the command line. Thin wrappers over the same services the app uses.
+ * Exit codes: 0 ok, 2 usage, 3 bad input (media), 4 model error, 1 anything else.
+ */
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { LoupeError } from '../errors.ts';
+import { formatTime, parseTime } from '../media/frame-times.ts';
+import { probe } from '../media/probe.ts';
+import type { ProviderRequest } from '../model/ort.ts';
+import { askAboutClip } from '../qa/ask.ts';
+import { Services } from '../services.ts';
+import { listPacks, verifyPack } from './models.ts';
+
+const time = (value: string) => {
+  try {
+    return parseTime(value);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+};
+const positiveInt = (value: string) => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a whole number ≥ 1');
+  return n;
+};
+const number = (value: string) => {
+  const n = Number(value);
+  if (!Number.isFinite(n)) throw new InvalidArgumentError('must be a number');
+  return n;
+};
+const PROVIDERS = ['auto', 'cpu', 'cuda', 'dml', 'coreml', 'webgpu'];
+const provider = (value: string) => {
+  if (!PROVIDERS.includes(value)) throw new InvalidArgumentError(`one of ${PROVIDERS.join(', ')}`);
+  return value as ProviderRequest;
+};
+
+interface AskOptions {
+  from?: number;
+  to?: number;
+  frames?: number;
+  model?: string;
+  json?: boolean;
+  provider: ProviderRequest;
+  maxTokens?: number;
+  temperature: number;
+  topP: number;
+  cache: boolean;
+}
+
+export function buildProgram(): Command {
+  const program = new Command()
+    .name('loupe')
+    .description('Ask questions about your videos, entirely on your own machine.')
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command('ask')
+    .description('ask a question about a video (or a still image) and stream the answer')
+    .argument('<video>', 'video or image file')
+    .argument('<question>', 'the question, in quotes')
+    .option('--from <time>', 'clip start: seconds or [hh:]mm:ss[.ms]', time)
+    .option('--to <time>', 'clip end: seconds or [hh:]mm:ss[.ms]', time)
+    .option('--frames <n>', 'frames sampled from the clip (default: the model pack’s, 8)', positiveInt)
+    .option('--model <dir>', 'model pack folder (default: the built-in pack)')
+    .option('--json', 'print one JSON object: answer, frames, provider, timings')
+    .option('--provider <name>', `execution provider: ${PROVIDERS.join(' | ')}`, provider, 'auto')
+    .option('--max-tokens <n>', 'longest answer, in tokens', positiveInt)
+    .option('--temperature <t>', 'sampling temperature (0 = greedy)', number, 0)
+    .option('--top-p <p>', 'nucleus sampling mass', number, 0.9)
+    .option('--no-cache', 'do not use the frame-feature cache')
+    .action(async (video: string, question: string, opts: AskOptions) => {
+      const services = new Services({ packDir: opts.model, provider: opts.provider, featureCache: opts.cache });
+      const controller = new AbortController();
+      const onSignal = () => controller.abort();
+      process.once('SIGINT', onSignal);
+      const started = performance.now();
+      try {
+        const engine = await services.engine();
+        const loadMs = performance.now() - started;
+        const extractor = await services.extractor();
+        let frames: { timeSec: number; cached: boolean }[] = [];
+        let answer = '';
+        for await (const event of askAboutClip(engine, extractor, {
+          path: video,
+          question,
+          from: opts.from,
+          to: opts.to,
+          frames: opts.frames,
+          maxNewTokens: opts.maxTokens,
+          temperature: opts.temperature,
+          topP: opts.topP,
+          signal: controller.signal,
+        })) {
+          if (event.type === 'frames') {
+            frames = event.frames;
+            if (!opts.json && process.stderr.isTTY)
+              process.stderr.write(
+                `frames at ${event.frames.map((f) => formatTime(f.timeSec)).join(', ')}${event.frames.every((f) => f.cached) ? ' (cached)' : ''}\n`,
+              );
+          } else if (event.type === 'token') {
+            if (!opts.json) process.stdout.write(event.text);
+          } else {
+            answer = event.text;
+            if (opts.json) {
+              const totalMs = performance.now() - started;
+              process.stdout.write(
+                JSON.stringify({
+                  answer,
+                  frames: frames.map((f) => Number(f.timeSec.toFixed(3))),
+                  cachedFrames: frames.filter((f) => f.cached).length,
+                  model: `${engine.manifest.name}@${engine.manifest.version}`,
+                  provider: engine.provider,
+                  stopped: event.stopped,
+                  timings: { loadMs, totalMs, ...event.timings },
+                }) + '\n',
+              );
+            } else process.stdout.write('\n');
+          }
+        }
+      } finally {
+        process.off('SIGINT', onSignal);
+        await services.dispose();
+      }
+    });
+
+  program
+    .command('probe')
+    .description('show what Loupe sees in a media file')
+    .argument('<video>')
+    .option('--json', 'print JSON')
+    .action(async (video: string, opts: { json?: boolean }) => {
+      const info = await probe(video);
+      if (opts.json) process.stdout.write(JSON.stringify(info, null, 2) + '\n');
+      else
+        for (const [k, v] of Object.entries(info))
+          if (v !== undefined && v !== null) process.stdout.write(`${k.padEnd(14)} ${String(v)}\n`);
+    });
+
+  const models = program.command('models').description('model packs');
+  models
+    .command('list')
+    .description('list the model packs Loupe knows')
+    .option('--json', 'print JSON')
+    .action(async (opts: { json?: boolean }) => {
+      const packs = await listPacks();
+      if (opts.json) process.stdout.write(JSON.stringify(packs, null, 2) + '\n');
+      else
+        for (const p of packs)
+          process.stdout.write(
+            `${p.builtin ? '*' : ' '} ${p.name}@${p.version}  ${p.precision}  ${(p.bytes / 1e6).toFixed(1)} MB  ${p.dir}${p.error ? `  (invalid: ${p.error})` : ''}\n`,
+          );
+    });
+  models
+    .command('verify')
+    .description('check a pack: manifest, file sizes and hashes, graph inputs and outputs')
+    .argument('[dir]', 'pack folder (default: the built-in pack)')
+    .action(async (dir?: string) => {
+      const report = await verifyPack(dir);
+      process.stdout.write(`ok: ${report.name}@${report.version} (${report.files} files verified, provider ${report.provider})\n`);
+    });
+  return program;
+}
+
+export async function main(argv = process.argv): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    const err = LoupeError.from(e);
+    process.stderr.write(`loupe: ${err.message}\n`);
+    return err.exitCode;
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith('cli/main.ts')) {
+  main().then((code) => {
+    process.exitCode = code;
+  });
+}

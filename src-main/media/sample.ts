@@ -1,0 +1,139 @@
+/** Frames for the model: uniformly spread over a range, letterboxed to a square, normalized CHW floats. */
+import { createHash } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { LoupeError } from '../errors.ts';
+import { clampRange, frameTimes } from './frame-times.ts';
+import { fitInside, grabFrames } from './grab.ts';
+import { probe, statMedia, type MediaInfo } from './probe.ts';
+
+export type Rgb = readonly number[];
+
+export interface FrameFormat {
+  /** Side of the model's square input, e.g. 96. */
+  size: number;
+  /** Per-channel normalization in 0..1 units: pixels = (x/255 - mean) / std. */
+  mean: Rgb;
+  std: Rgb;
+  /** Letterbox color in 0..255; defaults to round(mean × 255), i.e. zero after normalization. */
+  pad?: Rgb;
+  signal?: AbortSignal;
+  /** A probe result for this file, to skip probing again. */
+  info?: MediaInfo;
+  timeoutMs?: number;
+}
+
+export interface SampleOptions extends FrameFormat {
+  /** Range on the player's clock in seconds; defaults to the whole video. */
+  from?: number;
+  to?: number;
+  /** How many frames (fewer when the range holds fewer source frames). */
+  count: number;
+}
+
+export interface SampledFrame {
+  /** The frame's real presentation time as a player shows it (pts minus the container's start_time). */
+  timeSec: number;
+  /** The instant that was asked for. */
+  requestedSec: number;
+  /** CHW, 3 × size × size, (x/255 - mean) / std. */
+  pixels: Float32Array<ArrayBuffer>;
+  /** HWC, size × size × 3, letterboxed: for debugging and thumbnails. */
+  rgb: Uint8Array<ArrayBuffer>;
+}
+
+/** Sample `count` frames spread evenly over [from, to] of `path` (one, at time 0, for a still image). */
+export async function sampleFrames(path: string, options: SampleOptions): Promise<SampledFrame[]> {
+  const info = options.info ?? (await probe(path, options.signal));
+  const { from, to } = clampRange(info, options.from, options.to);
+  const times = info.kind === 'image' ? [0] : frameTimes(from, to, options.count, info.fps);
+  return sampleFramesAt(path, times, { ...options, info });
+}
+
+/**
+ * The frames shown at `times` (player's clock, in seconds): for each, the frame whose presentation time is
+ * nearest (for constant frame rates). A still image yields its one picture for every requested time.
+ */
+export async function sampleFramesAt(
+  path: string,
+  times: readonly number[],
+  format: FrameFormat,
+): Promise<SampledFrame[]> {
+  const { size, mean, std, signal } = format;
+  if (!Number.isInteger(size) || size < 1)
+    throw new LoupeError('USAGE', `The frame size must be a positive integer (got ${size}).`);
+  if (mean.length !== 3 || std.length !== 3 || std.some((s) => !(s > 0))) {
+    throw new LoupeError('USAGE', 'mean and std need three values each, and std must be positive.');
+  }
+  const info = format.info ?? (await probe(path, signal));
+  if (info.kind === 'video') {
+    for (const t of times) clampRange(info, t, info.durationSec); // RANGE_OUTSIDE for instants off the video
+  }
+  const pad = format.pad ?? mean.map((m) => Math.round(m * 255));
+  const [width, height] = fitInside(info.displayWidth, info.displayHeight, size);
+  const padColor = pad
+    .map((c) =>
+      Math.min(255, Math.max(0, Math.round(c)))
+        .toString(16)
+        .padStart(2, '0'),
+    )
+    .join('');
+  const { stdout, timesSec } = await grabFrames({
+    info,
+    times: [...times],
+    width,
+    height,
+    tail: `pad=${size}:${size}:${(size - width) >> 1}:${(size - height) >> 1}:color=0x${padColor},setsar=1`,
+    output: ['-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'],
+    signal,
+    timeoutMs: format.timeoutMs,
+  });
+
+  const frameBytes = size * size * 3;
+  if (stdout.length !== frameBytes * timesSec.length) {
+    const message = `ffmpeg returned ${stdout.length} bytes for ${timesSec.length} frames of ${size}×${size}.`;
+    throw new LoupeError('FFMPEG_FAILED', message, { path });
+  }
+  const frames = timesSec.map((timeSec, i) => {
+    const rgb = new Uint8Array(stdout.buffer, stdout.byteOffset + i * frameBytes, frameBytes).slice();
+    return { timeSec, rgb, pixels: normalize(rgb, mean, std) };
+  });
+  return times.map((requestedSec, i) => ({ ...frames[info.kind === 'image' ? 0 : i]!, requestedSec }));
+}
+
+/** HWC bytes → CHW floats, (x/255 - mean) / std. */
+function normalize(rgb: Uint8Array, mean: Rgb, std: Rgb): Float32Array<ArrayBuffer> {
+  const plane = rgb.length / 3;
+  const out = new Float32Array(rgb.length);
+  for (let c = 0; c < 3; c++) {
+    const scale = 1 / (255 * std[c]!);
+    const offset = mean[c]! / std[c]!;
+    for (let p = 0; p < plane; p++) out[c * plane + p] = rgb[p * 3 + c]! * scale - offset;
+  }
+  return out;
+}
+
+const CHUNK = 64 * 1024;
+
+/**
+ * A fast content key for the frame-feature cache: sha256 of the size and three 64 KiB chunks (start, middle,
+ * end). Reads at most 192 KiB whatever the file's size.
+ */
+export async function hashSampledBytes(path: string): Promise<string> {
+  const { size } = await statMedia(path);
+  const hash = createHash('sha256').update(`loupe-media-v1:${size}:`);
+  const handle = await open(path, 'r');
+  try {
+    const buffer = Buffer.alloc(CHUNK);
+    for (const offset of new Set([
+      0,
+      Math.max(0, Math.floor(size / 2) - CHUNK / 2),
+      Math.max(0, size - CHUNK),
+    ])) {
+      const { bytesRead } = await handle.read(buffer, 0, CHUNK, offset);
+      hash.update(buffer.subarray(0, bytesRead));
+    }
+  } finally {
+    await handle.close();
+  }
+  return hash.digest('hex');
+}

@@ -1,0 +1,69 @@
+/**
+ * Questions about a clip: frames in, answer tokens out, as one async stream of events. A
+ * ClipConversation keeps the engine's conversation (and its KV cache) for follow-up questions.
+ */
+import { LoupeError } from '../errors.ts';
+import type { AnswerEvent, Conversation, Engine, GenerateOptions } from '../model/engine.ts';
+import type { ClipFeatureExtractor, ClipFeatures, ClipRequest, UsedFrame } from './clip-features.ts';
+
+export type AskEvent =
+  | {
+      type: 'frames';
+      kind: 'image' | 'frames';
+      frames: UsedFrame[];
+      range: { from: number; to: number };
+      durationSec: number;
+      timings: ClipFeatures['timings'];
+    }
+  | AnswerEvent;
+
+export class ClipConversation {
+  private constructor(
+    readonly clip: ClipFeatures,
+    private readonly conversation: Conversation,
+  ) {}
+
+  static async open(engine: Engine, extractor: ClipFeatureExtractor, req: ClipRequest): Promise<ClipConversation> {
+    const clip = await extractor.extract(req);
+    const needed = clip.visual.frames.length;
+    const fits = engine.maxFrames();
+    if (clip.visual.kind === 'frames' && needed > fits)
+      throw new LoupeError(
+        'CONTEXT_OVERFLOW',
+        `${needed} frames do not fit the model's context of ${engine.manifest.decoder.contextLength} tokens: use at most ${fits}.`,
+        { frames: needed, maxFrames: fits },
+      );
+    return new ClipConversation(clip, engine.startConversation(clip.visual));
+  }
+
+  get framesEvent(): AskEvent {
+    return {
+      type: 'frames',
+      kind: this.clip.visual.kind,
+      frames: this.clip.frames,
+      range: this.clip.range,
+      durationSec: this.clip.info.durationSec,
+      timings: this.clip.timings,
+    };
+  }
+
+  get cachedTokens(): number {
+    return this.conversation.cachedTokens;
+  }
+
+  ask(question: string, options: GenerateOptions = {}): AsyncGenerator<AnswerEvent> {
+    if (!question.trim()) throw new LoupeError('USAGE', 'The question is empty.');
+    return this.conversation.ask(question.trim(), options);
+  }
+}
+
+/** One-shot: open a conversation on the clip, announce the frames used, stream the answer. */
+export async function* askAboutClip(
+  engine: Engine,
+  extractor: ClipFeatureExtractor,
+  req: ClipRequest & GenerateOptions & { question: string },
+): AsyncGenerator<AskEvent> {
+  const conversation = await ClipConversation.open(engine, extractor, req);
+  yield conversation.framesEvent;
+  yield* conversation.ask(req.question, req);
+}

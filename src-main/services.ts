@@ -1,0 +1,70 @@
+/**
+ * The composition root: one place that builds Loupe's services (media, engine, feature cache) and
+ * hands them to the CLI, the HTTP transport and the Electron IPC transport alike.
+ */
+import path from 'node:path';
+import { FeatureCache } from './cache/feature-cache.ts';
+import * as media from './media/index.ts';
+import type { Engine } from './model/engine.ts';
+import type { ProviderRequest } from './model/ort.ts';
+import { builtinPackDir, userDataDir } from './paths.ts';
+import { ClipFeatureExtractor, type MediaPort } from './qa/clip-features.ts';
+
+export interface ServicesOptions {
+  dataDir?: string;
+  packDir?: string;
+  provider?: ProviderRequest;
+  threads?: number;
+  /** false: no frame-feature cache (every question decodes and encodes). */
+  featureCache?: boolean;
+  featureCacheBytes?: number;
+  mediaPort?: MediaPort;
+}
+
+export const ffmpegMedia: MediaPort = {
+  probe: media.probe,
+  hashSampledBytes: media.hashSampledBytes,
+  clampRange: media.clampRange,
+  frameTimes: media.frameTimes,
+  sampleFramesAt: media.sampleFramesAt,
+};
+
+export class Services {
+  readonly dataDir: string;
+  readonly packDir: string;
+  readonly cache: FeatureCache | null;
+  readonly media: MediaPort;
+  private enginePromise: Promise<Engine> | null = null;
+  private extractorInstance: ClipFeatureExtractor | null = null;
+
+  constructor(private readonly options: ServicesOptions = {}) {
+    this.dataDir = options.dataDir ?? userDataDir();
+    this.packDir = options.packDir ?? builtinPackDir();
+    this.cache =
+      options.featureCache === false
+        ? null
+        : new FeatureCache(path.join(this.dataDir, 'cache', 'features'), options.featureCacheBytes);
+    this.media = options.mediaPort ?? ffmpegMedia;
+  }
+
+  /** The model, loaded once on first use and shared by every caller. */
+  engine(): Promise<Engine> {
+    if (!this.enginePromise) {
+      this.enginePromise = import('./model/engine.ts').then(({ Engine }) =>
+        Engine.load(this.packDir, { provider: this.options.provider, threads: this.options.threads }),
+      );
+      this.enginePromise.catch(() => (this.enginePromise = null)); // a failed load can be retried
+    }
+    return this.enginePromise;
+  }
+
+  async extractor(): Promise<ClipFeatureExtractor> {
+    if (!this.extractorInstance) this.extractorInstance = new ClipFeatureExtractor(await this.engine(), this.media, this.cache);
+    return this.extractorInstance;
+  }
+
+  async dispose(): Promise<void> {
+    const engine = await this.enginePromise?.catch(() => null);
+    await engine?.dispose();
+  }
+}
