@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import { FeatureCache } from './cache/feature-cache.ts';
+import { ModelGate } from './jobs/gate.ts';
 import * as media from './media/index.ts';
 import type { Engine } from './model/engine.ts';
 import type { ProviderRequest } from './model/ort.ts';
@@ -34,6 +35,8 @@ export class Services {
   readonly packDir: string;
   readonly cache: FeatureCache | null;
   readonly media: MediaPort;
+  /** One model, two lanes: questions asked in the app go before batch work (see docs/batch.md). */
+  readonly gate = new ModelGate(1000);
   private enginePromise: Promise<Engine> | null = null;
   private extractorInstance: ClipFeatureExtractor | null = null;
 

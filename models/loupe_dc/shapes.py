@@ -46,6 +46,8 @@ class Still:
     image: Image.Image
     placed: dict[ShapeSpec, float] = field(default_factory=dict)
     in_domain: bool = True  # False for noise, text, test patterns...
+    # Where each shape is drawn, in the still's pixels: (spec, outline test) for patch labels.
+    outlines: list = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- rendering
@@ -124,18 +126,21 @@ def render_scene(rng: random.Random, members: list[ShapeSpec], cast: list[ShapeS
     canvas = Image.new("RGB", (w * ss, h * ss), bg)
     draw = ImageDraw.Draw(canvas)
     placed: dict[ShapeSpec, float] = {}
+    outlines: list = []
     for spec, (cx, cy, r) in zip(members, spots):
         fill = _jitter_color(rng, COLORS[spec.color], 28)
         x, y, rr = cx * ss, cy * ss, r * ss
         if spec.kind == "circle":
             squash = rng.uniform(0.93, 1.07)
             draw.ellipse((x - rr * squash, y - rr / squash, x + rr * squash, y + rr / squash), fill=fill)
+            outlines.append((spec, ("ellipse", cx, cy, r * squash, r / squash)))
         else:
             angle = rng.gauss(0, 0.12) if rng.random() < 0.6 else rng.uniform(-math.pi, math.pi) * 0.25
             draw.polygon(_shape_polygon(spec.kind, x, y, rr, angle), fill=fill)
+            outlines.append((spec, ("polygon", _shape_polygon(spec.kind, cx, cy, r, angle))))
         placed[spec] = cx / w
     image = canvas if ss == 1 else canvas.resize((w, h), rng.choice((Image.BOX, Image.BILINEAR, Image.LANCZOS)))
-    return Still(degrade(rng, image), placed, True)
+    return Still(degrade(rng, image), placed, True, outlines)
 
 
 def degrade(rng: random.Random, image: Image.Image) -> Image.Image:
@@ -396,3 +401,58 @@ def corpus_for_tokenizer(rng: random.Random, n: int) -> list[str]:
             texts.append(f"USER: {q} ASSISTANT: {a}")
         texts.append(random_ood_question(rng))
     return texts
+
+
+# ------------------------------------------------------- patch labels (vision pretraining)
+
+PATCH_BACKGROUND, PATCH_OTHER = 0, 1  # then 2 + kind * 8 + color for each (kind, color)
+PATCH_CLASSES = 2 + len(SHAPES) * len(COLORS)
+
+
+def patch_class(spec: ShapeSpec) -> int:
+    return 2 + SHAPES.index(spec.kind) * len(COLORS) + list(COLORS).index(spec.color)
+
+
+def _inside(outline: tuple, x: float, y: float) -> bool:
+    if outline[0] == "ellipse":
+        _, cx, cy, rx, ry = outline
+        return ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2 <= 1.0
+    poly = outline[1]
+    inside = False
+    for (x1, y1), (x2, y2) in zip(poly, poly[1:] + poly[:1]):
+        if (y1 > y) != (y2 > y) and x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
+            inside = not inside
+    return inside
+
+
+def patch_labels(still: Still, grid: int) -> np.ndarray:
+    """(grid*grid,) class per patch of the letterboxed square: which shape covers it, background, or other content.
+
+    A patch takes the shape that covers most of its 4x4 sample points (any coverage counts, so small shapes
+    still label the patches they touch); patches in the letterbox padding are background.
+    """
+    w, h = still.image.size
+    side = max(w, h)
+    ox, oy = (side - w) / 2, (side - h) / 2
+    labels = np.zeros(grid * grid, dtype=np.int64)
+    step = side / grid
+    offsets = [(k + 0.5) / 4 for k in range(4)]
+    for i in range(grid):
+        for j in range(grid):
+            hits: dict[int, int] = {}
+            in_image = False
+            for dy in offsets:
+                for dx in offsets:
+                    x, y = (j + dx) * step - ox, (i + dy) * step - oy
+                    if not (0 <= x < w and 0 <= y < h):
+                        continue
+                    in_image = True
+                    for spec, outline in still.outlines:
+                        if _inside(outline, x, y):
+                            c = patch_class(spec)
+                            hits[c] = hits.get(c, 0) + 1
+            if hits:
+                labels[i * grid + j] = max(hits, key=hits.get)
+            elif in_image and not still.in_domain:
+                labels[i * grid + j] = PATCH_OTHER
+    return labels

@@ -88,6 +88,8 @@ def main() -> None:
     ap.add_argument("--max-images", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bank", default=str(Path(__file__).resolve().parent.parent / "data" / "distractors"))
+    ap.add_argument("--vision-init", type=Path, help="start from a pretrained tower (loupe_dc.pretrain_vision)")
+    ap.add_argument("--vision-lr-scale", type=float, default=0.3)
     ap.add_argument("--snapshot", type=Path, help="write the run's current state as a checkpoint here and exit")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -100,7 +102,16 @@ def main() -> None:
     codec = PromptCodec(Tokenizer.from_file(str(tok_path)))
     cfg = BuiltinConfig(connector=args.connector)
     model = DenseConnectorMLLM.new_builtin(cfg, codec.tok.get_vocab_size(), codec.bos, codec.eos, codec.pad)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    if args.vision_init and not (args.run / "state.pt").exists():
+        model.vision.load_state_dict(torch.load(args.vision_init))
+        print(f"vision tower from {args.vision_init}")
+    vision_params = list(model.vision.parameters())
+    vision_ids = {id(p) for p in vision_params}
+    groups = [
+        {"params": vision_params, "lr_scale": args.vision_lr_scale if args.vision_init else 1.0},
+        {"params": [p for p in model.parameters() if id(p) not in vision_ids], "lr_scale": 1.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     state_path = args.run / "state.pt"
     spent, step, seed = 0.0, 0, args.seed
     if state_path.exists():
@@ -132,7 +143,7 @@ def main() -> None:
         frac = spent / budget
         lr = args.lr * min(1.0, (step + 1) / 150) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac)))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["lr_scale"]
         loss = forward_batch(model, samples, codec.pad)
         opt.zero_grad(set_to_none=True)
         loss.backward()

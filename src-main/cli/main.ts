@@ -11,6 +11,7 @@ import type { ProviderRequest } from '../model/ort.ts';
 import { askAboutClip } from '../qa/ask.ts';
 import { Services } from '../services.ts';
 import { listPacks, verifyPack } from './models.ts';
+import { registerBatchCommands } from './summarize.ts';
 
 const time = (value: string) => {
   try {
@@ -159,6 +160,28 @@ export function buildProgram(): Command {
     .action(async (dir?: string) => {
       const report = await verifyPack(dir);
       process.stdout.write(`ok: ${report.name}@${report.version} (${report.files} files verified, provider ${report.provider})\n`);
+    });
+  registerBatchCommands(program);
+
+  program
+    .command('serve')
+    .description('web mode: serve the app on 127.0.0.1 and print the URL to open')
+    .option('--port <n>', 'port (default: any free one)', (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('a port from 0 to 65535');
+      return n;
+    })
+    .option('--model <dir>', 'model pack folder (default: the built-in pack)')
+    .action(async (opts: { port?: number; model?: string }) => {
+      const { serveUntilInterrupted } = await import('./serve.ts');
+      await serveUntilInterrupted({ port: opts.port, packDir: opts.model });
+    });
+  program
+    .command('start')
+    .description('open the desktop app (web mode where no Electron binary is installed)')
+    .action(async () => {
+      const { start } = await import('./start.ts');
+      await start();
     });
   return program;
 }

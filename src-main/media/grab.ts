@@ -76,7 +76,9 @@ async function runBatch(ffmpeg: string, request: GrabRequest, times: number[], t
     );
   });
   const inputs = times.map((_, i) => `[v${i}]`).join('');
-  const graph = `${chains.join(';')};${inputs}concat=n=${times.length}:v=1:a=0[out]`;
+  // Frames picked from one keyframe interval can share a timestamp after concat; encoders such as mjpeg
+  // refuse non-increasing pts, so number the output frames (their real times come from showinfo above).
+  const graph = `${chains.join(';')};${inputs}concat=n=${times.length}:v=1:a=0,setpts=N/TB[out]`;
   args.push(
     '-filter_complex',
     graph,

@@ -8,5 +8,5 @@ export type { MediaInfo, ProbeOptions } from './probe.ts';
 export { frameTimes, parseTime, formatTime, clampRange } from './frame-times.ts';
 export { sampleFrames, sampleFramesAt, hashSampledBytes } from './sample.ts';
 export type { FrameFormat, Rgb, SampleOptions, SampledFrame } from './sample.ts';
-export { thumbnails, splitJpegs } from './thumbnails.ts';
+export { thumbnails, thumbnailsAt, splitJpegs } from './thumbnails.ts';
 export type { Thumbnail, ThumbnailOptions } from './thumbnails.ts';

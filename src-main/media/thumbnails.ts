@@ -19,15 +19,26 @@ export interface Thumbnail {
 
 /** `count` JPEG thumbnails spread over the whole video (one for a still image), from one ffmpeg run. */
 export async function thumbnails(path: string, options: ThumbnailOptions): Promise<Thumbnail[]> {
-  const { count, width, signal } = options;
+  const info = options.info ?? (await probe(path, options.signal));
+  const times = info.kind === 'image' ? [0] : frameTimes(0, info.durationSec, options.count, info.fps);
+  return thumbnailsAt(path, times, { ...options, info });
+}
+
+/** JPEG thumbnails of the frames shown at `times` (seconds on the player's clock), from one ffmpeg run per 16. */
+export async function thumbnailsAt(
+  path: string,
+  times: readonly number[],
+  options: Omit<ThumbnailOptions, 'count'>,
+): Promise<Thumbnail[]> {
+  const { width, signal } = options;
   if (!Number.isInteger(width) || width < 2)
     throw new LoupeError('USAGE', `Invalid thumbnail width ${width}.`);
+  if (times.length === 0) return [];
   const info = options.info ?? (await probe(path, signal));
-  const times = info.kind === 'image' ? [0] : frameTimes(0, info.durationSec, count, info.fps);
   const height = Math.max(2, Math.round((width * info.displayHeight) / info.displayWidth / 2) * 2);
   const { stdout, timesSec } = await grabFrames({
     info,
-    times,
+    times: [...times],
     width,
     height,
     tail: 'scale=out_color_matrix=bt601:out_range=full,format=yuvj420p',
@@ -36,13 +47,9 @@ export async function thumbnails(path: string, options: ThumbnailOptions): Promi
   });
   const jpegs = splitJpegs(stdout);
   if (jpegs.length !== timesSec.length) {
-    throw new LoupeError(
-      'FFMPEG_FAILED',
-      `ffmpeg returned ${jpegs.length} JPEGs for ${timesSec.length} thumbnails.`,
-      {
-        path,
-      },
-    );
+    throw new LoupeError('FFMPEG_FAILED', `ffmpeg returned ${jpegs.length} JPEGs for ${timesSec.length} thumbnails.`, {
+      path,
+    });
   }
   return timesSec.map((timeSec, i) => ({ timeSec, jpeg: jpegs[i]! }));
 }

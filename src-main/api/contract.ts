@@ -1,0 +1,290 @@
+/**
+ * Loupe's one API: every method the renderer may call, the events of the streamed ones, and the shape of
+ * errors. Main implements it once (service.ts); ipc.ts and http.ts carry it; preload and renderer import
+ * its types only. The zod schemas here are checked in main for every payload that crosses a process
+ * boundary: inputs as they arrive, outputs before they leave. A payload that does not match is answered
+ * with a BAD_REQUEST error (for inputs) or INTERNAL (for outputs), never dropped.
+ */
+import { z } from 'zod';
+import { LoupeError, type SerializedError } from '../errors.ts';
+
+// ─── Shared shapes ──────────────────────────────────────────────────────────────────────────────────
+
+const seconds = z.number().finite().min(0);
+const id = z.string().min(1).max(200);
+
+export const ErrorSchema = z.object({
+  code: z.string(),
+  message: z.string(),
+  details: z.record(z.string(), z.unknown()).optional(),
+});
+
+export const VideoSchema = z.object({
+  id,
+  path: z.string(),
+  name: z.string(),
+  sizeBytes: z.number().int().min(0),
+  durationSec: seconds,
+  width: z.number().int().min(0),
+  height: z.number().int().min(0),
+  kind: z.enum(['video', 'image']),
+  codec: z.string(),
+  addedAt: z.string(),
+  /** Set when the file cannot be read (missing, corrupt, not a video): the library shows it beside the name. */
+  error: ErrorSchema.nullable(),
+});
+export type Video = z.infer<typeof VideoSchema>;
+
+export const FrameRefSchema = z.object({
+  timeSec: seconds,
+  /** A small JPEG as a data: URL. */
+  thumb: z.string(),
+});
+export type FrameRef = z.infer<typeof FrameRefSchema>;
+
+export const TimingsSchema = z.object({
+  prefillTokens: z.number(),
+  prefillMs: z.number(),
+  firstTokenMs: z.number(),
+  decodeMs: z.number(),
+  decodeTokensPerSec: z.number(),
+});
+export type Timings = z.infer<typeof TimingsSchema>;
+
+export const TurnSchema = z.object({
+  question: z.string(),
+  answer: z.string(),
+  /** eos: the model finished; length: hit the answer-length limit; cancelled: Stop; error: see `error`. */
+  stopped: z.enum(['eos', 'length', 'cancelled', 'error']),
+  askedAt: z.string(),
+  timings: TimingsSchema.nullable(),
+  error: ErrorSchema.nullable(),
+});
+export type Turn = z.infer<typeof TurnSchema>;
+
+export const ConversationRecordSchema = z.object({
+  id,
+  videoId: id,
+  range: z.object({ from: seconds, to: seconds }),
+  /** The frame times the model saw (thumbnails are re-made on demand; they are not stored). */
+  frameTimes: z.array(seconds),
+  createdAt: z.string(),
+  model: z.string(),
+  turns: z.array(TurnSchema),
+});
+export type ConversationRecord = z.infer<typeof ConversationRecordSchema>;
+
+export const SettingsSchema = z.object({
+  /** Frames sampled per clip; null = the model pack's default. */
+  frames: z.number().int().min(1).max(64).nullable(),
+  /** Longest answer, in tokens. */
+  maxNewTokens: z.number().int().min(8).max(2048),
+  /** 0 = greedy (the same answer every time). */
+  temperature: z.number().min(0).max(2),
+  theme: z.enum(['system', 'light', 'dark']),
+});
+export type Settings = z.infer<typeof SettingsSchema>;
+
+export const DEFAULT_SETTINGS: Settings = { frames: null, maxNewTokens: 256, temperature: 0, theme: 'system' };
+
+export const ModelInfoSchema = z.object({
+  name: z.string(),
+  version: z.string(),
+  description: z.string(),
+  /** What the model can see, in the pack's words; null for general-purpose models. */
+  domain: z.string().nullable(),
+  builtin: z.boolean(),
+  packDir: z.string(),
+  packBytes: z.number(),
+  precision: z.string(),
+  provider: z.object({ requested: z.string(), used: z.string(), fallbacks: z.array(z.object({ provider: z.string(), error: z.string() })) }),
+  framesDefault: z.number().int(),
+  maxFrames: z.number().int(),
+  contextLength: z.number().int(),
+  memory: z.object({ rssBytes: z.number(), heapUsedBytes: z.number() }),
+});
+export type ModelInfo = z.infer<typeof ModelInfoSchema>;
+
+// ─── Streamed events ────────────────────────────────────────────────────────────────────────────────
+
+export const AskEventSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('token'), text: z.string() }),
+  z.object({
+    type: z.literal('done'),
+    text: z.string(),
+    tokens: z.number().int(),
+    stopped: z.enum(['eos', 'length']),
+    timings: TimingsSchema,
+  }),
+  /** Stop was pressed: the partial answer is kept (and saved) as it was. */
+  z.object({ type: z.literal('cancelled'), text: z.string() }),
+]);
+export type AskEvent = z.infer<typeof AskEventSchema>;
+
+export const PlaybackEventSchema = z.discriminatedUnion('type', [
+  /** A low-resolution H.264 copy is being made because the browser cannot play the original's codec. */
+  z.object({ type: z.literal('converting'), fraction: z.number().min(0).max(1), reason: z.string() }),
+  z.object({ type: z.literal('ready'), url: z.string(), proxy: z.boolean() }),
+]);
+export type PlaybackEvent = z.infer<typeof PlaybackEventSchema>;
+
+// ─── Methods ────────────────────────────────────────────────────────────────────────────────────────
+
+const empty = z.strictObject({});
+const ok = z.object({ ok: z.literal(true) });
+
+/** Request/response methods. */
+export const calls = {
+  listVideos: { input: empty, output: z.object({ videos: z.array(VideoSchema) }) },
+  /** Add files, or every video in folders (`recursive`: sub-folders too). Unreadable files are added with their error. */
+  addPaths: {
+    input: z.strictObject({ paths: z.array(z.string().min(1).max(4096)).min(1).max(1000), recursive: z.boolean().default(false) }),
+    output: z.object({ added: z.array(VideoSchema), skipped: z.array(z.object({ path: z.string(), reason: z.string() })) }),
+  },
+  removeVideo: { input: z.strictObject({ videoId: id }), output: ok },
+  /** Make a short clip of shapes with ffmpeg (nothing is downloaded) and add it. */
+  makeSample: { input: empty, output: z.object({ video: VideoSchema }) },
+  thumbnails: {
+    input: z.strictObject({ videoId: id, count: z.number().int().min(1).max(120), width: z.number().int().min(16).max(640) }),
+    output: z.object({ thumbnails: z.array(FrameRefSchema) }),
+  },
+  /** Sample the clip's frames and start a conversation about them (follow-ups reuse the model's cache). */
+  openConversation: {
+    input: z.strictObject({ videoId: id, from: seconds, to: seconds }),
+    output: z.object({
+      conversationId: id,
+      range: z.object({ from: seconds, to: seconds }),
+      frames: z.array(FrameRefSchema),
+    }),
+  },
+  stop: { input: z.strictObject({ conversationId: id }), output: ok },
+  history: { input: z.strictObject({ videoId: id }), output: z.object({ conversations: z.array(ConversationRecordSchema) }) },
+  /** Thumbnails of the given instants, for answers in the history. */
+  frameThumbs: {
+    input: z.strictObject({ videoId: id, times: z.array(seconds).max(64) }),
+    output: z.object({ frames: z.array(FrameRefSchema) }),
+  },
+  modelInfo: { input: empty, output: ModelInfoSchema },
+  getSettings: { input: empty, output: SettingsSchema },
+  setSettings: { input: SettingsSchema.partial().strict(), output: SettingsSchema },
+  privacyInfo: { input: empty, output: z.object({ dataDir: z.string(), cacheBytes: z.number(), conversations: z.number().int() }) },
+  clearHistory: { input: empty, output: ok },
+  clearCaches: { input: empty, output: ok },
+} as const;
+
+/** Methods that answer with a stream of events (SSE over HTTP, event channel over IPC). */
+export const streams = {
+  /** Ask in an open conversation: tokens as they decode, then done (or cancelled). */
+  ask: {
+    input: z.strictObject({ conversationId: id, question: z.string().trim().min(1).max(2000) }),
+    event: AskEventSchema,
+  },
+  /** Where to play a video from; converts first (with progress) when the codec cannot be played. */
+  playback: { input: z.strictObject({ videoId: id, forceProxy: z.boolean().default(false) }), event: PlaybackEventSchema },
+} as const;
+
+export type CallName = keyof typeof calls;
+export type StreamName = keyof typeof streams;
+export type MethodName = CallName | StreamName;
+/** What a caller passes (defaults may be left out). */
+export type CallInput<M extends CallName> = z.input<(typeof calls)[M]['input']>;
+export type CallOutput<M extends CallName> = z.infer<(typeof calls)[M]['output']>;
+export type StreamInput<M extends StreamName> = z.input<(typeof streams)[M]['input']>;
+export type StreamEvent<M extends StreamName> = z.infer<(typeof streams)[M]['event']>;
+/** What the implementation receives: validated, defaults applied. */
+export type ParsedCallInput<M extends CallName> = z.infer<(typeof calls)[M]['input']>;
+export type ParsedStreamInput<M extends StreamName> = z.infer<(typeof streams)[M]['input']>;
+
+/** The API as main implements it. Streams are async iterators that end when the AbortSignal fires. */
+export type LoupeApi = {
+  [M in CallName]: (input: ParsedCallInput<M>) => Promise<CallOutput<M>>;
+} & {
+  [M in StreamName]: (input: ParsedStreamInput<M>, signal: AbortSignal) => AsyncIterable<StreamEvent<M>>;
+};
+
+/** The object preload exposes on `window.loupe` (callback-based: async iterators cannot cross contextBridge). */
+export interface LoupeBridge {
+  call(method: CallName, input: unknown): Promise<Envelope<unknown>>;
+  /** Starts a stream; returns a function that stops it. `onMessage` gets events, then one end or error. */
+  stream(method: StreamName, input: unknown, onMessage: (message: StreamMessage) => void): () => void;
+}
+
+/** How a call's result crosses a boundary: never a thrown exception, always data. */
+export type Envelope<T> = { ok: true; value: T } | { ok: false; error: SerializedError };
+export type StreamMessage = { kind: 'event'; event: unknown } | { kind: 'end' } | { kind: 'error'; error: SerializedError };
+
+export function isCallName(name: string): name is CallName {
+  return Object.hasOwn(calls, name);
+}
+export function isStreamName(name: string): name is StreamName {
+  return Object.hasOwn(streams, name);
+}
+
+function badRequest(method: string, error: z.ZodError): LoupeError {
+  const issues = error.issues.map((i) => `${i.path.join('.') || '(input)'}: ${i.message}`);
+  return new LoupeError('BAD_REQUEST', `Invalid request to ${method}: ${issues[0]}`, { method, issues });
+}
+
+/** Validate an incoming payload; throws BAD_REQUEST naming the first problem. */
+export function parseCallInput<M extends CallName>(method: M, input: unknown): ParsedCallInput<M> {
+  const result = calls[method].input.safeParse(input ?? {});
+  if (!result.success) throw badRequest(method, result.error);
+  return result.data as ParsedCallInput<M>;
+}
+
+export function parseStreamInput<M extends StreamName>(method: M, input: unknown): ParsedStreamInput<M> {
+  const result = streams[method].input.safeParse(input ?? {});
+  if (!result.success) throw badRequest(method, result.error);
+  return result.data as ParsedStreamInput<M>;
+}
+
+/** Check what main is about to send: a mismatch is a bug in main, reported as INTERNAL rather than sent. */
+export function checkCallOutput<M extends CallName>(method: M, output: unknown): CallOutput<M> {
+  const result = calls[method].output.safeParse(output);
+  if (!result.success)
+    throw new LoupeError('INTERNAL', `${method} produced an invalid answer: ${result.error.issues[0]?.message}`, {
+      method,
+      issues: result.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`),
+    });
+  return result.data as CallOutput<M>;
+}
+
+export function checkStreamEvent<M extends StreamName>(method: M, event: unknown): StreamEvent<M> {
+  const result = streams[method].event.safeParse(event);
+  if (!result.success)
+    throw new LoupeError('INTERNAL', `${method} produced an invalid event: ${result.error.issues[0]?.message}`, { method });
+  return result.data as StreamEvent<M>;
+}
+
+// ─── Dispatch, shared by both transports ────────────────────────────────────────────────────────────
+
+/** Run one call: validate the input, call the implementation, validate the output; errors become data. */
+export async function dispatchCall(api: LoupeApi, method: string, input: unknown): Promise<Envelope<unknown>> {
+  try {
+    if (!isCallName(method)) throw new LoupeError('BAD_REQUEST', `Unknown method "${method}".`, { method });
+    const parsed = parseCallInput(method, input);
+    const fn = api[method] as (input: unknown) => Promise<unknown>;
+    return { ok: true, value: checkCallOutput(method, await fn.call(api, parsed)) };
+  } catch (error) {
+    return { ok: false, error: LoupeError.from(error).toJSON() };
+  }
+}
+
+/** Run one stream, handing each validated event to `send`; always ends with one end or error message. */
+export async function dispatchStream(
+  api: LoupeApi,
+  method: string,
+  input: unknown,
+  signal: AbortSignal,
+  send: (message: StreamMessage) => void,
+): Promise<void> {
+  try {
+    if (!isStreamName(method)) throw new LoupeError('BAD_REQUEST', `Unknown stream "${method}".`, { method });
+    const parsed = parseStreamInput(method, input);
+    const fn = api[method] as (input: unknown, signal: AbortSignal) => AsyncIterable<unknown>;
+    for await (const event of fn.call(api, parsed, signal)) send({ kind: 'event', event: checkStreamEvent(method, event) });
+    send({ kind: 'end' });
+  } catch (error) {
+    send({ kind: 'error', error: LoupeError.from(error).toJSON() });
+  }
+}

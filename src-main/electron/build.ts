@@ -1,0 +1,35 @@
+/**
+ * Bundle the Electron main process (ESM, dependencies left to node_modules) and the sandboxed preload
+ * (CommonJS, self-contained: a sandboxed preload cannot load other files) into dist-main/electron/.
+ */
+import path from 'node:path';
+
+export async function buildElectron(root: string): Promise<void> {
+  const { build } = await import('esbuild');
+  const out = path.join(root, 'dist-main', 'electron');
+  await build({
+    entryPoints: [path.join(root, 'src-main', 'electron', 'main.ts')],
+    outfile: path.join(out, 'main.js'),
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    packages: 'external',
+    logLevel: 'warning',
+  });
+  await build({
+    entryPoints: [path.join(root, 'src-main', 'electron', 'preload.ts')],
+    outfile: path.join(out, 'preload.cjs'),
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    external: ['electron'],
+    logLevel: 'warning',
+  });
+}
+
+if (process.argv[1]?.endsWith('electron/build.ts')) {
+  const { resourcesRoot } = await import('../paths.ts');
+  await buildElectron(resourcesRoot());
+}

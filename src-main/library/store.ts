@@ -1,0 +1,84 @@
+/**
+ * The library on disk: one versioned JSON file (`library.json` in the user-data folder) holding videos,
+ * settings and the per-video conversation history. Reads migrate old versions; writes are atomic
+ * (temp file + rename) and serialized, so a crash never leaves a half-written library.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { emptyLibrary, migrate, type LibraryData } from './migrations.ts';
+
+export const LIBRARY_FILE = 'library.json';
+
+export class LibraryStore {
+  private queue: Promise<void> = Promise.resolve();
+
+  private constructor(
+    readonly file: string,
+    private current: LibraryData,
+    /** Set when the file on disk was unreadable and was moved aside (the app starts with an empty library). */
+    readonly recoveredFrom: string | null,
+  ) {}
+
+  /** Open (or create) the library in `dir`; an older format is migrated and saved at once. */
+  static async open(dir: string): Promise<LibraryStore> {
+    const file = path.join(dir, LIBRARY_FILE);
+    let text: string | null = null;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    if (text === null) return new LibraryStore(file, emptyLibrary(), null);
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      // Keep the damaged file for the user (or a bug report) and start afresh rather than refuse to start.
+      const aside = `${file}.damaged-${Date.now()}`;
+      await rename(file, aside);
+      return new LibraryStore(file, emptyLibrary(), aside);
+    }
+    const { data, migratedFrom } = migrate(json);
+    const store = new LibraryStore(file, data, null);
+    if (migratedFrom !== null) {
+      await writeFile(`${file}.v${migratedFrom}.bak`, text); // the pre-migration file, in case of regret
+      await store.update(() => {});
+    }
+    return store;
+  }
+
+  /** A snapshot of the library; change it only through `update`. */
+  get data(): Readonly<LibraryData> {
+    return this.current;
+  }
+
+  /** Apply `change` to a copy, write it atomically, then make it current. Calls run one after another. */
+  update<T>(change: (draft: LibraryData) => T): Promise<T> {
+    const run = this.queue.then(async () => {
+      const draft = structuredClone(this.current);
+      const result = change(draft);
+      await writeAtomic(this.file, JSON.stringify(draft, null, 1));
+      this.current = draft;
+      return result;
+    });
+    this.queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+}
+
+/** Write `text` to `file` through a temporary file in the same folder, then rename over the original. */
+export async function writeAtomic(file: string, text: string): Promise<void> {
+  await mkdir(path.dirname(file), { recursive: true });
+  const tmp = `${file}.${process.pid}.${randomUUID().slice(0, 8)}.tmp`;
+  try {
+    await writeFile(tmp, text);
+    await rename(tmp, file);
+  } catch (error) {
+    await rm(tmp, { force: true });
+    throw error;
+  }
+}

@@ -1,0 +1,53 @@
+/** The whole renderer's state: one instance, built in main.ts with the API client and passed down. */
+import type { ApiClient } from '../api/client.ts';
+import { ConversationState } from './conversation.svelte.ts';
+import { LibraryState } from './library.svelte.ts';
+import { PlayerState } from './player.svelte.ts';
+import { SettingsState } from './settings.svelte.ts';
+import { TimelineState } from './timeline.svelte.ts';
+
+export class AppState {
+  readonly library: LibraryState;
+  readonly player: PlayerState;
+  readonly timeline: TimelineState;
+  readonly conversation: ConversationState;
+  readonly settings: SettingsState;
+  settingsOpen = $state(false);
+
+  /** What a question is about: the selection, or the whole video. */
+  readonly scope = $derived(this.timelineScope());
+
+  constructor(readonly api: ApiClient) {
+    this.library = new LibraryState(api);
+    this.player = new PlayerState(api);
+    this.timeline = new TimelineState(api);
+    this.conversation = new ConversationState(api);
+    this.settings = new SettingsState(api);
+  }
+
+  private timelineScope() {
+    const sel = this.timeline.selection;
+    return sel ? { from: sel.from, to: sel.to, whole: false } : { from: 0, to: this.timeline.duration, whole: true };
+  }
+
+  async start(): Promise<void> {
+    await Promise.all([this.library.load(), this.settings.load()]);
+    void this.settings.loadModel();
+    const first = this.library.videos.find((v) => !v.error);
+    if (first) await this.open(first.id);
+  }
+
+  async open(videoId: string | null): Promise<void> {
+    this.library.selectedId = videoId;
+    const video = this.library.selected;
+    void this.player.load(video); // may take a while (a playable copy being made): it reports its own progress
+    await Promise.all([
+      this.timeline.reset(video && !video.error ? video.id : null, video?.durationSec ?? 0),
+      this.conversation.load(video && !video.error ? video.id : null),
+    ]);
+  }
+
+  ask(): Promise<void> {
+    return this.conversation.ask({ from: this.scope.from, to: this.scope.to });
+  }
+}
