@@ -20,3 +20,5 @@ if [ ! -x .venv/bin/python ]; then
   /usr/bin/python3 -m venv --system-site-packages .venv
 fi
 .venv/bin/pip install -q -r models/requirements.txt
+# fp16 conversion uses onnxconverter-common 1.14 (1.16 crashes on our graphs); its protobuf pin is not needed.
+.venv/bin/pip install -q --no-deps "onnxconverter-common==1.14.0"

@@ -21,10 +21,77 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from dataclasses import asdict
+
 from .modeling import DenseConnectorMLLM, load_checkpoint
 
 OPSET = 17
 PACK_FORMAT_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int4")
+EXTERNAL_DATA_BYTES = 1 << 30  # graphs with more weights than this keep them in one `<graph>_data` file
+
+
+def _graph_dir(tmp: Path, name: str) -> Path:
+    """Each graph is exported into its own folder: big models come out with one file per tensor."""
+    d = tmp / f".{name}.d"
+    d.mkdir()
+    return d / name
+
+
+def _weights_bytes(m) -> int:
+    import numpy as np
+    from onnx import helper
+
+    return sum(helper.tensor_dtype_to_np_dtype(t.data_type).itemsize * int(np.prod(t.dims)) for t in m.graph.initializer)
+
+
+def _save_graph(m, path: Path) -> None:
+    import onnx
+
+    for f in (path, path.with_name(path.name + "_data")):
+        if f.exists():
+            f.unlink()
+    if _weights_bytes(m) > EXTERNAL_DATA_BYTES:
+        onnx.save_model(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + "_data", size_threshold=1024)
+    else:
+        onnx.save_model(m, str(path))
+
+
+def _gather(tmp: Path, name: str) -> None:
+    """Move an exported graph into the pack folder; loose external tensors become one `<name>_data` file."""
+    import onnx
+
+    d = tmp / f".{name}.d"
+    if [f for f in d.iterdir() if f.name != name]:
+        _save_graph(onnx.load(str(d / name)), tmp / name)
+    else:
+        os.replace(d / name, tmp / name)
+    shutil.rmtree(d)
+
+
+def apply_precision(tmp: Path, precision: str) -> None:
+    """fp16: every graph's weights and arithmetic in fp16, inputs and outputs kept fp32 (Casts at the edges).
+    int4: decoder MatMul weights 4-bit with onnxruntime's quantizer (block 32, symmetric, fp32 scales), its other
+    weights fp32; vision encoder and embedding as fp16."""
+    import onnx
+    from onnxconverter_common.float16 import convert_float_to_float16
+
+    for name in ("vision_encoder.onnx", "embed_tokens.onnx", "decoder_model_merged.onnx"):
+        path = tmp / name
+        m = onnx.load(str(path))
+        if precision == "int4" and name == "decoder_model_merged.onnx":
+            try:
+                from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer as Quantizer
+            except ImportError:  # onnxruntime < 1.21 names it MatMul4BitsQuantizer
+                from onnxruntime.quantization.matmul_4bits_quantizer import MatMul4BitsQuantizer as Quantizer
+            q = Quantizer(m, block_size=32, is_symmetric=True)
+            q.process()
+            m = q.model.model
+        else:
+            m = convert_float_to_float16(m, keep_io_types=True, disable_shape_infer=_weights_bytes(m) > EXTERNAL_DATA_BYTES)
+        _save_graph(m, path)
+        del m
 
 
 class VisionEncoder(nn.Module):
@@ -72,11 +139,17 @@ def sha256(path: Path) -> str:
 
 
 def export_pack(model: DenseConnectorMLLM, ckpt_cfg: dict, checkpoint: Path, out: Path, name: str, version: str,
-                license_: str, description: str, domain: str | None) -> dict:
+                license_: str, description: str, domain: str | None, precision: str = "fp32",
+                official: dict | None = None, release_weights: bool = False) -> dict:
+    """official: {"pre": vision preprocessing, "conv_mode": str | None} for released checkpoints (loupe_dc.official).
+    release_weights: free the PyTorch weights once the graphs are exported (peak memory of big models)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
     llm_cfg = model.llm.config
     tower = model.vision.config
     image_size = tower.image_size
     is_siglip = "siglip" in tower.model_type
+    steps = 4 if precision == "fp32" else 5
     pre_path = Path(checkpoint / ckpt_cfg["mm_vision_tower"]) / "preprocessor_config.json"
     if is_siglip:  # the reference's SigLIP processor is fixed whatever the checkpoint says
         mean, std, resample = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], "bicubic"
@@ -85,6 +158,9 @@ def export_pack(model: DenseConnectorMLLM, ckpt_cfg: dict, checkpoint: Path, out
         mean = pre.get("image_mean", [0.48145466, 0.4578275, 0.40821073])
         std = pre.get("image_std", [0.26862954, 0.26130258, 0.27577711])
         resample = "bicubic"
+    pad_color = [round(m * 255) for m in mean]
+    if official is not None:
+        mean, std, resample, pad_color = (official["pre"][k] for k in ("mean", "std", "resample", "padColor"))
     kv_heads = llm_cfg.num_key_value_heads
     head_dim = llm_cfg.hidden_size // llm_cfg.num_attention_heads
     L = llm_cfg.num_hidden_layers
@@ -94,17 +170,19 @@ def export_pack(model: DenseConnectorMLLM, ckpt_cfg: dict, checkpoint: Path, out
         with torch.no_grad():
             px = torch.randn(2, 3, image_size, image_size)
             tokens = VisionEncoder(model)(px).shape[1]
-            print(f"[1/4] vision encoder: {image_size}px -> {tokens} tokens x {llm_cfg.hidden_size}", file=sys.stderr)
-            torch.onnx.export(VisionEncoder(model), (px,), tmp / "vision_encoder.onnx", opset_version=OPSET,
+            print(f"[1/{steps}] vision encoder: {image_size}px -> {tokens} tokens x {llm_cfg.hidden_size}", file=sys.stderr)
+            torch.onnx.export(VisionEncoder(model), (px,), _graph_dir(tmp, "vision_encoder.onnx"), opset_version=OPSET,
                               input_names=["pixel_values"], output_names=["image_features"],
                               dynamic_axes={"pixel_values": {0: "num_images"}, "image_features": {0: "num_images"}})
-            print("[2/4] token embedding", file=sys.stderr)
+            _gather(tmp, "vision_encoder.onnx")
+            print(f"[2/{steps}] token embedding", file=sys.stderr)
             ids = torch.tensor([[1, 2, 3]])
-            torch.onnx.export(EmbedTokens(model), (ids,), tmp / "embed_tokens.onnx", opset_version=OPSET,
+            torch.onnx.export(EmbedTokens(model), (ids,), _graph_dir(tmp, "embed_tokens.onnx"), opset_version=OPSET,
                               input_names=["input_ids"], output_names=["inputs_embeds"],
                               dynamic_axes={"input_ids": {0: "batch_size", 1: "sequence_length"},
                                             "inputs_embeds": {0: "batch_size", 1: "sequence_length"}})
-            print("[3/4] decoder with KV cache", file=sys.stderr)
+            _gather(tmp, "embed_tokens.onnx")
+            print(f"[3/{steps}] decoder with KV cache", file=sys.stderr)
             past_len, seq = 3, 2
             past = [torch.randn(1, kv_heads, past_len, head_dim) for _ in range(2 * L)]
             emb = torch.randn(1, seq, llm_cfg.hidden_size)
@@ -118,12 +196,27 @@ def export_pack(model: DenseConnectorMLLM, ckpt_cfg: dict, checkpoint: Path, out
                    "logits": {0: "batch_size", 1: "sequence_length"}}
             dyn.update({n: {0: "batch_size", 2: "past_sequence_length"} for n in past_names})
             dyn.update({n: {0: "batch_size", 2: "total_sequence_length"} for n in present_names})
-            torch.onnx.export(Decoder(model), (emb, mask, pos, *past), tmp / "decoder_model_merged.onnx", opset_version=OPSET,
+            torch.onnx.export(Decoder(model), (emb, mask, pos, *past), _graph_dir(tmp, "decoder_model_merged.onnx"), opset_version=OPSET,
                               input_names=["inputs_embeds", "attention_mask", "position_ids", *past_names],
                               output_names=["logits", *present_names], dynamic_axes=dyn)
-        print("[4/4] tokenizer and manifest", file=sys.stderr)
-        for f in ("tokenizer.json", "tokenizer_config.json"):
-            shutil.copy(checkpoint / f, tmp / f)
+        if release_weights:  # the graphs hold the weights now; drop PyTorch's copy before post-processing
+            for p in model.parameters():
+                p.data = torch.empty(0)
+        _gather(tmp, "decoder_model_merged.onnx")
+        if precision != "fp32":
+            print(f"[4/{steps}] {precision}: " + ("fp16 weights and compute, fp32 inputs/outputs" if precision == "fp16" else
+                  "decoder MatMuls 4-bit (MatMulNBits, block 32, symmetric), vision and embedding fp16"), file=sys.stderr)
+            apply_precision(tmp, precision)
+        print(f"[{steps}/{steps}] tokenizer and manifest", file=sys.stderr)
+        if official is not None:
+            from .official import prompt_config, tokenizer_files
+
+            tokenizer_files(checkpoint, tmp)
+            prompt = prompt_config(checkpoint, tmp, ckpt_cfg, official.get("conv_mode"))
+        else:
+            prompt = None
+            for f in ("tokenizer.json", "tokenizer_config.json"):
+                shutil.copy(checkpoint / f, tmp / f)
         tok_cfg = json.loads((tmp / "tokenizer_config.json").read_text())
         tok = json.loads((tmp / "tokenizer.json").read_text())
         vocab = {t["content"]: t["id"] for t in tok.get("added_tokens", [])}
@@ -139,16 +232,16 @@ def export_pack(model: DenseConnectorMLLM, ckpt_cfg: dict, checkpoint: Path, out
             "license": license_,
             "description": description,
             "domain": domain,
-            "precision": "fp32",
+            "precision": precision,
             "vision": {
                 "tower": "siglip" if is_siglip else "clip",
                 "imageSize": image_size,
                 "mean": mean,
                 "std": std,
-                "padColor": [round(m * 255) for m in mean],
+                "padColor": pad_color,
                 "resample": resample,
                 "connector": model.kind,
-                "connectorLayers": ckpt_cfg.get("mm_dense_connector_layers"),
+                "connectorLayers": ckpt_cfg.get("mm_dense_connector_layers") if official is None else asdict(model.layers),
                 "tokensPerImage": tokens,
                 "tokensPerFrame": tokens // 2,
                 "temporalPooling": "max2",
@@ -162,7 +255,7 @@ def export_pack(model: DenseConnectorMLLM, ckpt_cfg: dict, checkpoint: Path, out
                 "contextLength": llm_cfg.max_position_embeddings,
                 "usesPositionIds": True,
             },
-            "prompt": {
+            "prompt": prompt or {
                 "chatTemplate": tok_cfg["chat_template"],
                 "imageToken": "<image>",
                 "bosToken": tok_cfg.get("bos_token"),
@@ -186,21 +279,39 @@ def export_pack(model: DenseConnectorMLLM, ckpt_cfg: dict, checkpoint: Path, out
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, required=True)
-    ap.add_argument("--vision-tower", type=Path)
+    ap.add_argument("--vision-tower", type=Path, help="the vision tower folder (released checkpoints name a Hub id)")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--name", default="builtin-shapes")
+    ap.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    ap.add_argument("--conv-mode", choices=("vicuna_v1", "llama_3"), help="released checkpoints: the conversation "
+                    "template (default: llama_3 for Llama-3 tokenizers, vicuna_v1 otherwise)")
+    ap.add_argument("--name", default=None)
     ap.add_argument("--version", default="1.0.0")
-    ap.add_argument("--license", default="MIT")
-    ap.add_argument("--description", default="Built-in Dense Connector (DCI) model trained on synthetic still images of shapes.")
-    ap.add_argument("--domain", default="synthetic flat shapes (circle, square, triangle) in eight colors")
+    ap.add_argument("--license", default=None)
+    ap.add_argument("--description", default=None)
+    ap.add_argument("--domain", default=None)
     args = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    from .official import CheckpointError, is_official_release, load_official
+
+    official = is_official_release(args.checkpoint) or not (args.checkpoint / "config.json").exists()
     try:
-        model, cfg = load_checkpoint(args.checkpoint, args.vision_tower)
-    except (FileNotFoundError, ValueError, OSError) as e:
+        if official:
+            model, cfg, pre = load_official(args.checkpoint, args.vision_tower)
+            extra = {"pre": pre, "conv_mode": args.conv_mode}
+            defaults = (args.checkpoint.resolve().name, "see the checkpoint's model card",
+                        f"Dense Connector ({cfg['mm_dense_connector_type'].upper()}) converted from {args.checkpoint.resolve().name}.", None)
+        else:
+            model, cfg = load_checkpoint(args.checkpoint, args.vision_tower)
+            extra = None
+            defaults = ("builtin-shapes", "MIT", "Built-in Dense Connector (DCI) model trained on synthetic still images of shapes.",
+                        "synthetic flat shapes (circle, square, triangle) in eight colors")
+    except (CheckpointError, FileNotFoundError, ValueError, OSError) as e:
         sys.exit(f"error: {e}")
+    name, license_, description, domain = (v if v is not None else d for v, d in
+                                           zip((args.name, args.license, args.description, args.domain), defaults))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    m = export_pack(model, cfg, args.checkpoint, args.out, args.name, args.version, args.license, args.description, args.domain)
+    m = export_pack(model, cfg, args.checkpoint, args.out, name, args.version, license_, description, domain,
+                    precision=args.precision, official=extra, release_weights=official)
     print(f"pack written to {args.out} ({sum(f['bytes'] for f in m['files'].values()) / 1e6:.1f} MB)")
 
 

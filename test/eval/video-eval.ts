@@ -122,16 +122,16 @@ export function questionsFor(rand: () => number, spec: ShapesClipSpec, colors: C
 /** Clips with none of the domain's shapes: every question must get the honest answer. */
 async function makeOffDomainClips(dir: string, count: number): Promise<string[]> {
   const sources = [
-    'sierpinski=s=320x180:type=carpet',
-    'color=c=0x406080:s=320x180,noise=alls=60:allf=t',
-    'cellauto=s=320x180:rule=110',
-    'testsrc2=s=320x180',
-    'smptehdbars=s=320x180',
+    'sierpinski=s=320x180:type=carpet:r=25',
+    'color=c=0x406080:s=320x180:r=25,noise=alls=60:allf=t',
+    'cellauto=s=320x180:rule=110:r=25',
+    'testsrc2=s=320x180:r=25',
+    'smptehdbars=s=320x180:r=25',
   ];
   const out: string[] = [];
   for (let i = 0; i < count; i++) {
     const file = path.join(dir, `offdomain-${i}.mp4`);
-    await ffmpeg(['-f', 'lavfi', '-i', `${sources[i % sources.length]}:r=25:d=3`, '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', '-f', 'mp4', file]);
+    await ffmpeg(['-f', 'lavfi', '-i', sources[i % sources.length]!, '-t', '3', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', '-f', 'mp4', file]);
     out.push(file);
   }
   return out;
