@@ -11,7 +11,8 @@ const config: Configuration = {
   productName: 'Loupe',
   copyright: 'Loupe contributors',
   directories: { output: 'release', buildResources: 'build' },
-  files: ['dist-main/**', 'dist-renderer/**', 'package.json', '!**/*.map'],
+  // The main process is bundled by esbuild; tsx/esbuild only serve the development CLI.
+  files: ['dist-main/**', 'dist-renderer/**', 'package.json', '!**/*.map', '!node_modules/{tsx,esbuild,@esbuild}/**'],
   extraResources: [{ from: 'build/models', to: 'build/models', filter: ['**/*'] }],
   asarUnpack: ['node_modules/onnxruntime-node/**', 'node_modules/ffmpeg-static/**'],
   extraMetadata: { main: 'dist-main/electron/main.js' },

@@ -18,6 +18,8 @@ export const ERROR_CODES = {
   MODEL_INVALID: 4,
   MODEL_RUNTIME: 4,
   CONTEXT_OVERFLOW: 4,
+  /** The pack's graphs would not fit in this computer's memory. */
+  MODEL_TOO_LARGE: 4,
   /** A payload that does not match the API contract (a bug in the caller, or a forged request). */
   BAD_REQUEST: 2,
   /** An id the library or the conversation map does not know (any more). */

@@ -32,7 +32,7 @@ export const ffmpegMedia: MediaPort = {
 
 export class Services {
   readonly dataDir: string;
-  readonly packDir: string;
+  private currentPackDir: string;
   readonly cache: FeatureCache | null;
   readonly media: MediaPort;
   /** One model, two lanes: questions asked in the app go before batch work (see docs/batch.md). */
@@ -42,12 +42,30 @@ export class Services {
 
   constructor(private readonly options: ServicesOptions = {}) {
     this.dataDir = options.dataDir ?? userDataDir();
-    this.packDir = options.packDir ?? builtinPackDir();
+    this.currentPackDir = options.packDir ?? builtinPackDir();
     this.cache =
       options.featureCache === false
         ? null
         : new FeatureCache(path.join(this.dataDir, 'cache', 'features'), options.featureCacheBytes);
     this.media = options.mediaPort ?? ffmpegMedia;
+  }
+
+  /** The model pack folder in use (see setPackDir). */
+  get packDir(): string {
+    return this.currentPackDir;
+  }
+
+  /**
+   * Use another model pack from now on: the loaded model is disposed (once a load in progress has ended) and the
+   * next `engine()` loads `dir`. The caller makes sure nothing still uses the old model (conversations, a batch).
+   */
+  async setPackDir(dir: string): Promise<void> {
+    const previous = this.enginePromise;
+    this.enginePromise = null;
+    this.extractorInstance = null;
+    this.currentPackDir = dir;
+    const engine = await previous?.catch(() => null);
+    await engine?.dispose();
   }
 
   /** The model, loaded once on first use and shared by every caller. */

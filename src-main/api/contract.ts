@@ -82,10 +82,12 @@ export const SettingsSchema = z.object({
   /** 0 = greedy (the same answer every time). */
   temperature: z.number().min(0).max(2),
   theme: z.enum(['system', 'light', 'dark']),
+  /** The model pack in use (a folder); null = the built-in pack. Changed only through `selectModel`. */
+  modelPack: z.string().nullable(),
 });
 export type Settings = z.infer<typeof SettingsSchema>;
 
-export const DEFAULT_SETTINGS: Settings = { frames: null, maxNewTokens: 256, temperature: 0, theme: 'system' };
+export const DEFAULT_SETTINGS: Settings = { frames: null, maxNewTokens: 256, temperature: 0, theme: 'system', modelPack: null };
 
 export const ModelInfoSchema = z.object({
   name: z.string(),
@@ -104,6 +106,111 @@ export const ModelInfoSchema = z.object({
   memory: z.object({ rssBytes: z.number(), heapUsedBytes: z.number() }),
 });
 export type ModelInfo = z.infer<typeof ModelInfoSchema>;
+
+/** Whether a pack's graphs are expected to fit in memory (ONNX bytes × 1.5 against free and total memory). */
+export const MemoryFitSchema = z.object({
+  needBytes: z.number().min(0),
+  freeBytes: z.number().min(0),
+  totalBytes: z.number().min(0),
+  fits: z.boolean(),
+  /** Why it does not fit, or a warning when it is tight; null when there is room. */
+  message: z.string().nullable(),
+});
+export type MemoryFit = z.infer<typeof MemoryFitSchema>;
+
+/** A model pack Loupe knows: the built-in one (always listed) and those imported into the data folder. */
+export const PackInfoSchema = z.object({
+  dir: z.string(),
+  name: z.string(),
+  version: z.string(),
+  description: z.string(),
+  domain: z.string().nullable(),
+  precision: z.string(),
+  /** All files of the pack; `onnxBytes` is the part loaded into memory. */
+  bytes: z.number().min(0),
+  onnxBytes: z.number().min(0),
+  contextLength: z.number().int().nullable(),
+  builtin: z.boolean(),
+  /** The pack in use now. */
+  active: z.boolean(),
+  /** Imported with --link: the folder is a link to where the pack lives. */
+  linked: z.boolean(),
+  memory: MemoryFitSchema.nullable(),
+  /** Why the pack cannot be used (missing files, bad manifest); null when it reads fine. */
+  error: ErrorSchema.nullable(),
+});
+export type PackInfo = z.infer<typeof PackInfoSchema>;
+
+// ─── Batches ────────────────────────────────────────────────────────────────────────────────────────
+
+/** One clip of a batch: queued → running{fraction} → done | failed | cancelled (never backwards). */
+export const BatchClipStatusSchema = z.discriminatedUnion('state', [
+  z.object({ state: z.literal('queued') }),
+  z.object({ state: z.literal('running'), stage: z.enum(['preparing', 'answering']), fraction: z.number().min(0).max(1) }),
+  z.object({ state: z.literal('done'), resumed: z.boolean() }),
+  z.object({ state: z.literal('failed'), error: ErrorSchema }),
+  z.object({ state: z.literal('cancelled') }),
+]);
+export type BatchClipStatus = z.infer<typeof BatchClipStatusSchema>;
+
+export const BatchClipSchema = z.object({
+  relPath: z.string(),
+  path: z.string(),
+  /** The clip's id in the library (finished clips are added to it). */
+  videoId: id,
+  status: BatchClipStatusSchema,
+});
+export type BatchClip = z.infer<typeof BatchClipSchema>;
+
+export const BatchOverallSchema = z.object({
+  done: z.number().int().min(0),
+  failed: z.number().int().min(0),
+  total: z.number().int().min(0),
+  clipsPerMin: z.number().min(0),
+  etaSec: z.number().min(0).nullable(),
+  /** Waiting for a question asked in the app (which goes first). */
+  yielding: z.boolean(),
+});
+export type BatchOverall = z.infer<typeof BatchOverallSchema>;
+
+/** interrupted: Loupe stopped while it ran (resume continues it from its results file). */
+export const BatchStateSchema = z.enum(['running', 'paused', 'done', 'cancelled', 'failed', 'interrupted']);
+export type BatchState = z.infer<typeof BatchStateSchema>;
+
+export const BatchSummarySchema = z.object({
+  id,
+  folder: z.string(),
+  recursive: z.boolean(),
+  prompts: z.array(z.string()),
+  segmentSec: z.number().positive().nullable(),
+  createdAt: z.string(),
+  state: BatchStateSchema,
+  /** Why the batch stopped (the model could not load, the disk is full…). */
+  error: ErrorSchema.nullable(),
+  overall: BatchOverallSchema,
+  model: z.string().nullable(),
+});
+export type BatchSummary = z.infer<typeof BatchSummarySchema>;
+
+export const BatchDetailSchema = BatchSummarySchema.extend({ clips: z.array(BatchClipSchema) });
+export type BatchDetail = z.infer<typeof BatchDetailSchema>;
+
+/** One answer of a batch: a clip and a prompt (segment answers on the first prompt's). */
+export const BatchResultSchema = z.object({
+  batchId: id,
+  videoId: id,
+  path: z.string(),
+  relPath: z.string(),
+  prompt: z.string(),
+  promptIndex: z.number().int().min(0),
+  durationSec: seconds.nullable(),
+  answer: z.string().nullable(),
+  frames: z.array(seconds),
+  segments: z.array(z.object({ from: seconds, to: seconds, answer: z.string().nullable(), error: ErrorSchema.nullable() })),
+  error: ErrorSchema.nullable(),
+  finishedAt: z.string(),
+});
+export type BatchResult = z.infer<typeof BatchResultSchema>;
 
 // ─── Streamed events ────────────────────────────────────────────────────────────────────────────────
 
@@ -127,6 +234,16 @@ export const PlaybackEventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('ready'), url: z.string(), proxy: z.boolean() }),
 ]);
 export type PlaybackEvent = z.infer<typeof PlaybackEventSchema>;
+
+export const BatchEventSchema = z.discriminatedUnion('type', [
+  /** First event of every `batchEvents` stream: the batch as it is now. */
+  z.object({ type: z.literal('snapshot'), batch: BatchDetailSchema }),
+  z.object({ type: z.literal('clip'), clip: BatchClipSchema }),
+  z.object({ type: z.literal('overall'), state: BatchStateSchema, overall: BatchOverallSchema }),
+  /** The batch stopped (finished, cancelled, failed); the stream ends after it. */
+  z.object({ type: z.literal('end'), state: BatchStateSchema, error: ErrorSchema.nullable() }),
+]);
+export type BatchEvent = z.infer<typeof BatchEventSchema>;
 
 // ─── Methods ────────────────────────────────────────────────────────────────────────────────────────
 
@@ -166,10 +283,48 @@ export const calls = {
   },
   modelInfo: { input: empty, output: ModelInfoSchema },
   getSettings: { input: empty, output: SettingsSchema },
-  setSettings: { input: SettingsSchema.partial().strict(), output: SettingsSchema },
+  setSettings: { input: SettingsSchema.omit({ modelPack: true }).partial().strict(), output: SettingsSchema },
   privacyInfo: { input: empty, output: z.object({ dataDir: z.string(), cacheBytes: z.number(), conversations: z.number().int() }) },
   clearHistory: { input: empty, output: ok },
   clearCaches: { input: empty, output: ok },
+
+  // Model packs
+  /** The built-in pack (always) and those imported into the data folder, with the providers this machine has. */
+  listModels: { input: empty, output: z.object({ packs: z.array(PackInfoSchema), providers: z.array(z.string()) }) },
+  /** Validate a pack folder (every hash), then copy it (or link it) into the data folder's `models/`. */
+  importModel: {
+    input: z.strictObject({ path: z.string().min(1).max(4096), link: z.boolean().default(false) }),
+    output: z.object({ pack: PackInfoSchema }),
+  },
+  /** Check every file of a pack against the sha256 in its manifest. */
+  verifyModel: { input: z.strictObject({ dir: z.string().min(1).max(4096) }), output: z.object({ files: z.number().int(), bytes: z.number() }) },
+  /** Load another pack (after a memory check) and keep using it after restarts. */
+  selectModel: { input: z.strictObject({ dir: z.string().min(1).max(4096) }), output: ModelInfoSchema },
+
+  // Batches
+  /** Answer prompts about every clip of a folder, in the background; questions asked meanwhile go first. */
+  startBatch: {
+    input: z.strictObject({
+      folder: z.string().trim().min(1).max(4096),
+      recursive: z.boolean().default(true),
+      prompts: z.array(z.string().trim().min(1).max(2000)).max(10).default([]),
+      /** Also answer the first prompt per segment of this many seconds. */
+      segmentSec: z.number().positive().max(86_400).nullable().default(null),
+    }),
+    output: z.object({ batchId: id }),
+  },
+  listBatches: { input: empty, output: z.object({ batches: z.array(BatchSummarySchema) }) },
+  batchResults: { input: z.strictObject({ batchId: id }), output: z.object({ batch: BatchDetailSchema, results: z.array(BatchResultSchema) }) },
+  pauseBatch: { input: z.strictObject({ batchId: id }), output: ok },
+  /** Resume a paused batch, or continue an interrupted or cancelled one from its results file. */
+  resumeBatch: { input: z.strictObject({ batchId: id }), output: ok },
+  cancelBatch: { input: z.strictObject({ batchId: id }), output: ok },
+  exportBatch: {
+    input: z.strictObject({ batchId: id, format: z.enum(['jsonl', 'md', 'csv']) }),
+    output: z.object({ fileName: z.string(), mimeType: z.string(), text: z.string() }),
+  },
+  /** The latest batch answers about one video (its summary, and segment answers for the timeline). */
+  videoSummaries: { input: z.strictObject({ videoId: id }), output: z.object({ results: z.array(BatchResultSchema) }) },
 } as const;
 
 /** Methods that answer with a stream of events (SSE over HTTP, event channel over IPC). */
@@ -181,6 +336,8 @@ export const streams = {
   },
   /** Where to play a video from; converts first (with progress) when the codec cannot be played. */
   playback: { input: z.strictObject({ videoId: id, forceProxy: z.boolean().default(false) }), event: PlaybackEventSchema },
+  /** A batch's progress: a snapshot, then clip and overall changes until it stops (end). */
+  batchEvents: { input: z.strictObject({ batchId: id }), event: BatchEventSchema },
 } as const;
 
 export type CallName = keyof typeof calls;

@@ -12,12 +12,15 @@ import path from 'node:path';
 import { LoupeError } from '../errors.ts';
 import { frameTimes, probe, resolveBinaries, runProcess, thumbnailsAt, type MediaInfo } from '../media/index.ts';
 import type { AnswerEvent, GenerateOptions } from '../model/engine.ts';
+import { loadPack } from '../model/pack.ts';
+import { importPack, listPackInfos, memoryFit, onnxBytes, systemMemory, verifyPackFiles } from '../packs/manage.ts';
 import { builtinPackDir } from '../paths.ts';
 import { ProxyMaker, proxyReason } from '../playback/proxy.ts';
 import { ClipConversation } from '../qa/ask.ts';
 import type { ClipRequest } from '../qa/clip-features.ts';
 import type { Services } from '../services.ts';
 import { LibraryStore } from '../library/store.ts';
+import { BatchManager } from './batches.ts';
 import type {
   AskEvent,
   CallOutput,
@@ -30,6 +33,7 @@ import type {
   Settings,
   Turn,
   Video,
+  BatchEvent,
 } from './contract.ts';
 
 /** What the service needs of an open clip conversation (qa/ask.ts's ClipConversation has it). */
@@ -67,6 +71,10 @@ export class LoupeService implements LoupeApi {
   private readonly live = new Map<string, Live>();
   private readonly thumbCache = new Map<string, FrameRef[]>();
   readonly proxies: ProxyMaker;
+  /** Set once by `create` (the manager needs the service to add finished clips to the library). */
+  batches!: BatchManager;
+  /** The pack loaded, when the memory check held (memory given back when switching away from it). */
+  private loadedPackBytes = 0;
 
   private constructor(
     readonly services: Services,
@@ -78,7 +86,20 @@ export class LoupeService implements LoupeApi {
 
   static async create(services: Services, options: ServiceOptions): Promise<LoupeService> {
     await mkdir(services.dataDir, { recursive: true });
-    return new LoupeService(services, await LibraryStore.open(services.dataDir), options);
+    const service = new LoupeService(services, await LibraryStore.open(services.dataDir), options);
+    service.batches = await BatchManager.open({
+      services,
+      settings: () => service.store.data.settings,
+      addToLibrary: async (paths) => void (await service.addPaths({ paths, recursive: false })),
+      videoIdFor: idFor,
+    });
+    await service.useChosenPack();
+    return service;
+  }
+
+  /** The folder imported packs go to. */
+  get userPacksDir(): string {
+    return path.join(this.services.dataDir, 'models');
   }
 
   // ─── Library ──────────────────────────────────────────────────────────────────────────────────────
@@ -301,6 +322,7 @@ export class LoupeService implements LoupeApi {
   async modelInfo(): Promise<CallOutput<'modelInfo'>> {
     const engine = await this.services.engine();
     const m = engine.manifest;
+    this.loadedPackBytes = memoryFit(onnxBytes(m), systemMemory()).needBytes;
     const memory = process.memoryUsage();
     return {
       name: m.name,
@@ -321,6 +343,110 @@ export class LoupeService implements LoupeApi {
       contextLength: m.decoder.contextLength,
       memory: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed },
     };
+  }
+
+  // ─── Model packs ──────────────────────────────────────────────────────────────────────────────────
+
+  async listModels(): Promise<CallOutput<'listModels'>> {
+    const packs = await listPackInfos(
+      { builtinDir: builtinPackDir(), userDir: this.userPacksDir },
+      this.services.packDir,
+      systemMemory(this.loadedPackBytes),
+    );
+    const { supportedProviders } = await import('../model/ort.ts');
+    return { packs, providers: ['cpu', ...supportedProviders().filter((p) => p !== 'cpu')] };
+  }
+
+  async importModel({ path: source, link }: ParsedCallInput<'importModel'>): Promise<CallOutput<'importModel'>> {
+    const { dir } = await importPack(source, this.userPacksDir, { link });
+    const packs = await this.listModels();
+    const pack = packs.packs.find((p) => path.resolve(p.dir) === path.resolve(dir));
+    if (!pack) throw new LoupeError('INTERNAL', `The pack was imported to ${dir} but is not listed.`);
+    return { pack };
+  }
+
+  async verifyModel({ dir }: ParsedCallInput<'verifyModel'>): Promise<CallOutput<'verifyModel'>> {
+    return verifyPackFiles(dir);
+  }
+
+  /**
+   * Switch to another pack: 1. it must read (manifest, sizes, small files' hashes); 2. it must fit in memory;
+   * 3. no batch may be using the model; 4. open conversations close (their caches belong to the old model);
+   * 5. load it (on failure the previous pack comes back); 6. remember the choice.
+   */
+  async selectModel({ dir }: ParsedCallInput<'selectModel'>): Promise<CallOutput<'selectModel'>> {
+    const target = path.resolve(dir);
+    if (target === path.resolve(this.services.packDir)) return this.modelInfo();
+    const { manifest } = await loadPack(target);
+    const fit = memoryFit(onnxBytes(manifest), systemMemory(this.loadedPackBytes));
+    if (!fit.fits) throw new LoupeError('MODEL_TOO_LARGE', fit.message!, { dir: target, needBytes: fit.needBytes, freeBytes: fit.freeBytes });
+    if (this.batches.busy)
+      throw new LoupeError('USAGE', 'A batch is using the model: let it finish, or cancel it, before switching models.');
+    for (const id of [...this.live.keys()]) this.close(id);
+    const previous = this.services.packDir;
+    await this.services.setPackDir(target);
+    try {
+      await this.services.engine();
+    } catch (error) {
+      await this.services.setPackDir(previous);
+      throw error;
+    }
+    const builtin = target === path.resolve(builtinPackDir());
+    await this.store.update((d) => void (d.settings.modelPack = builtin ? null : target));
+    return this.modelInfo();
+  }
+
+  /** At start: load the pack chosen earlier, unless `--model` named one; fall back to the built-in pack if it cannot be used. */
+  private async useChosenPack(): Promise<void> {
+    const chosen = this.store.data.settings.modelPack;
+    if (!chosen || path.resolve(this.services.packDir) !== path.resolve(builtinPackDir())) return;
+    try {
+      const { manifest } = await loadPack(chosen, { hashLimitBytes: 0 });
+      if (memoryFit(onnxBytes(manifest), systemMemory()).fits) await this.services.setPackDir(chosen);
+    } catch {
+      // Moved or deleted since: the built-in pack is used, and the model list shows the pack's error.
+    }
+  }
+
+  // ─── Batches ──────────────────────────────────────────────────────────────────────────────────────
+
+  startBatch(input: ParsedCallInput<'startBatch'>): Promise<CallOutput<'startBatch'>> {
+    return this.batches.start(input);
+  }
+
+  async listBatches(): Promise<CallOutput<'listBatches'>> {
+    return { batches: this.batches.list() };
+  }
+
+  batchResults({ batchId }: ParsedCallInput<'batchResults'>): Promise<CallOutput<'batchResults'>> {
+    return this.batches.results(batchId);
+  }
+
+  async pauseBatch({ batchId }: ParsedCallInput<'pauseBatch'>): Promise<CallOutput<'pauseBatch'>> {
+    await this.batches.pause(batchId);
+    return { ok: true };
+  }
+
+  async resumeBatch({ batchId }: ParsedCallInput<'resumeBatch'>): Promise<CallOutput<'resumeBatch'>> {
+    await this.batches.resume(batchId);
+    return { ok: true };
+  }
+
+  async cancelBatch({ batchId }: ParsedCallInput<'cancelBatch'>): Promise<CallOutput<'cancelBatch'>> {
+    await this.batches.cancel(batchId);
+    return { ok: true };
+  }
+
+  exportBatch({ batchId, format }: ParsedCallInput<'exportBatch'>): Promise<CallOutput<'exportBatch'>> {
+    return this.batches.export(batchId, format);
+  }
+
+  async videoSummaries({ videoId }: ParsedCallInput<'videoSummaries'>): Promise<CallOutput<'videoSummaries'>> {
+    return { results: await this.batches.videoSummaries(videoId) };
+  }
+
+  batchEvents({ batchId }: ParsedStreamInput<'batchEvents'>, signal: AbortSignal): AsyncIterable<BatchEvent> {
+    return this.batches.events(batchId, signal);
   }
 
   async getSettings(): Promise<Settings> {
@@ -356,9 +482,10 @@ export class LoupeService implements LoupeApi {
     return { ok: true };
   }
 
-  /** End every running answer (app quit). */
+  /** End every running answer and batch (app quit). */
   dispose(): void {
     for (const id of [...this.live.keys()]) this.close(id);
+    this.batches.dispose();
   }
 
   // ─── Helpers ──────────────────────────────────────────────────────────────────────────────────────

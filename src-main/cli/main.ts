@@ -11,6 +11,7 @@ import type { ProviderRequest } from '../model/ort.ts';
 import { askAboutClip } from '../qa/ask.ts';
 import { Services } from '../services.ts';
 import { listPacks, verifyPack } from './models.ts';
+import { registerModelImportCommand } from './models-import.ts';
 import { registerBatchCommands } from './summarize.ts';
 
 const time = (value: string) => {
@@ -161,6 +162,7 @@ export function buildProgram(): Command {
       const report = await verifyPack(dir);
       process.stdout.write(`ok: ${report.name}@${report.version} (${report.files} files verified, provider ${report.provider})\n`);
     });
+  registerModelImportCommand(models);
   registerBatchCommands(program);
 
   program

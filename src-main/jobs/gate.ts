@@ -73,10 +73,7 @@ export class ModelGate {
         released = true;
         if (--this.interactiveHolders > 0) return;
         this.idleSince = performance.now();
-        if (this.cooldownMs > 0) {
-          this.cooldownTimer = setTimeout(() => this.notify(), this.cooldownMs);
-          this.cooldownTimer.unref?.();
-        } else this.notify();
+        this.wakeWhenCooledDown();
       },
     };
   }
@@ -122,6 +119,19 @@ export class ModelGate {
       },
       signal,
     );
+  }
+
+  /**
+   * Wake waiters once the cooldown has passed. Timers may fire a little before `performance.now()` says the
+   * cooldown is over, so re-arm for the remainder instead of waking waiters that would find the lane still busy.
+   */
+  private wakeWhenCooledDown(): void {
+    clearTimeout(this.cooldownTimer);
+    if (this.interactiveHolders > 0) return;
+    const remaining = this.cooldownMs - (performance.now() - this.idleSince);
+    if (remaining <= 0) return this.notify();
+    this.cooldownTimer = setTimeout(() => this.wakeWhenCooledDown(), Math.ceil(remaining) + 1);
+    this.cooldownTimer.unref?.();
   }
 
   private notify(): void {

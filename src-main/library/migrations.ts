@@ -6,12 +6,13 @@
  *      settings: { frames, maxTokens } }` — no history.
  * v2: video fields named by unit (sizeBytes, durationSec) plus size/kind/codec/addedAt; settings gain temperature
  *      and theme (maxTokens → maxNewTokens); `conversations` holds the per-video history.
+ * v3: settings gain `modelPack` (the chosen model pack's folder; null = the built-in one).
  */
 import { z } from 'zod';
 import { ConversationRecordSchema, DEFAULT_SETTINGS, SettingsSchema, VideoSchema } from '../api/contract.ts';
 import { LoupeError } from '../errors.ts';
 
-export const CURRENT_VERSION = 2;
+export const CURRENT_VERSION = 3;
 
 export const LibraryDataSchema = z.object({
   version: z.literal(CURRENT_VERSION),
@@ -62,6 +63,7 @@ export const migrations: Record<number, (doc: Json) => Json> = {
       conversations: [],
     };
   },
+  2: (doc) => ({ ...doc, version: 3, settings: { ...asRecord(doc.settings), modelPack: null } }),
 };
 
 /** Bring any known version up to date. Throws for files from a newer Loupe (they are never overwritten). */

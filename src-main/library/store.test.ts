@@ -40,6 +40,13 @@ describe('library migrations', () => {
     expect(() => migrate({ version: CURRENT_VERSION + 1 })).toThrow(/newer version of Loupe/);
   });
 
+  it('migrates v2 to v3: settings gain modelPack (the built-in pack), nothing else changes', () => {
+    const v2 = { version: 2, videos: [], settings: { frames: null, maxNewTokens: 256, temperature: 0.3, theme: 'dark' }, conversations: [] };
+    const v3 = migrations[2]!(v2);
+    expect(v3).toEqual({ ...v2, version: 3, settings: { ...v2.settings, modelPack: null } });
+    expect(migrate(v2).data.settings.modelPack).toBeNull();
+  });
+
   it('names the damaged field of an invalid library', () => {
     expect(() => migrate({ version: 2, videos: [{ id: 'x' }], settings: {}, conversations: [] })).toThrow(/damaged: videos\.0/);
   });

@@ -46,6 +46,9 @@ export interface ClipFeatures {
   timings: { probeMs: number; decodeMs: number; encodeMs: number };
 }
 
+/** Probe results kept in memory (a batch of thousands of clips must not grow this without bound). */
+const PROBE_MEMO_SIZE = 256;
+
 export class ClipFeatureExtractor {
   private readonly probes = new Map<string, MediaInfo>();
 
@@ -73,6 +76,7 @@ export class ClipFeatureExtractor {
     let info = this.probes.get(probeKey);
     if (!info) {
       info = await this.media.probe(req.path, req.signal);
+      if (this.probes.size >= PROBE_MEMO_SIZE) this.probes.delete(this.probes.keys().next().value!);
       this.probes.set(probeKey, info);
     }
     const range = info.kind === 'image' ? { from: 0, to: 0 } : this.media.clampRange(info, req.from, req.to);
@@ -121,7 +125,9 @@ export class ClipFeatureExtractor {
         const { t, i } = missing[k]!;
         features[i] = encoded[k]!;
         used[i] = { timeSec: sampled[k]!.timeSec, requestedSec: t, cached: false };
-        if (this.cache) await this.cache.put(keyFor(t), { timeSec: sampled[k]!.timeSec, features: encoded[k]! });
+        // A cache that cannot be written (full disk, read-only folder) costs speed, never the answer.
+        if (this.cache)
+          await this.cache.put(keyFor(t), { timeSec: sampled[k]!.timeSec, features: encoded[k]! }).catch(() => undefined);
       }
     }
     return {

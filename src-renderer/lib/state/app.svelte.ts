@@ -1,9 +1,12 @@
 /** The whole renderer's state: one instance, built in main.ts with the API client and passed down. */
 import type { ApiClient } from '../api/client.ts';
+import { BatchViewState } from './batch.svelte.ts';
 import { ConversationState } from './conversation.svelte.ts';
 import { LibraryState } from './library.svelte.ts';
 import { PlayerState } from './player.svelte.ts';
+import { ModelsState } from './models.svelte.ts';
 import { SettingsState } from './settings.svelte.ts';
+import { SummaryState } from './summary.svelte.ts';
 import { TimelineState } from './timeline.svelte.ts';
 
 export class AppState {
@@ -12,7 +15,12 @@ export class AppState {
   readonly timeline: TimelineState;
   readonly conversation: ConversationState;
   readonly settings: SettingsState;
+  readonly batch: BatchViewState;
+  readonly models: ModelsState;
+  readonly summary: SummaryState;
   settingsOpen = $state(false);
+  /** Which screen is shown: the player with questions, or batches. */
+  view = $state<'ask' | 'batch'>('ask');
 
   /** What a question is about: the selection, or the whole video. */
   readonly scope = $derived(this.timelineScope());
@@ -23,6 +31,13 @@ export class AppState {
     this.timeline = new TimelineState(api);
     this.conversation = new ConversationState(api);
     this.settings = new SettingsState(api);
+    this.batch = new BatchViewState(api, () => void this.library.load());
+    this.models = new ModelsState(api, (model) => {
+      this.settings.model = model;
+      this.settings.modelError = null;
+      void this.open(this.library.selectedId); // the open conversation belonged to the previous model
+    });
+    this.summary = new SummaryState(api);
   }
 
   private timelineScope() {
@@ -44,7 +59,20 @@ export class AppState {
     await Promise.all([
       this.timeline.reset(video && !video.error ? video.id : null, video?.durationSec ?? 0),
       this.conversation.load(video && !video.error ? video.id : null),
+      this.summary.load(video && !video.error ? video.id : null),
     ]);
+  }
+
+  /** Open a clip of a batch in the player (it was added to the library when it finished). */
+  async openFromBatch(videoId: string): Promise<void> {
+    if (!this.library.videos.some((v) => v.id === videoId)) await this.library.load();
+    this.view = 'ask';
+    await this.open(videoId);
+  }
+
+  showBatches(): void {
+    this.view = 'batch';
+    void this.batch.load();
   }
 
   ask(): Promise<void> {

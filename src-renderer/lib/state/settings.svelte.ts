@@ -3,7 +3,7 @@ import type { ModelInfo, Settings } from '../../../src-main/api/contract.ts';
 import { ApiError, type ApiClient } from '../api/client.ts';
 
 export class SettingsState {
-  settings = $state<Settings>({ frames: null, maxNewTokens: 256, temperature: 0, theme: 'system' });
+  settings = $state<Settings>({ frames: null, maxNewTokens: 256, temperature: 0, theme: 'system', modelPack: null });
   model = $state<ModelInfo | null>(null);
   modelError = $state<string | null>(null);
   privacy = $state<{ dataDir: string; cacheBytes: number; conversations: number } | null>(null);
@@ -36,7 +36,7 @@ export class SettingsState {
     this.privacy = await this.api.call('privacyInfo', {}).catch(() => null);
   }
 
-  async update(change: Partial<Settings>): Promise<void> {
+  async update(change: Partial<Omit<Settings, 'modelPack'>>): Promise<void> {
     this.saveError = null;
     try {
       this.settings = await this.api.call('setSettings', change);
