@@ -28,7 +28,7 @@ def to_fp16(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst)
     for f in dst.rglob("*.safetensors"):
         state = load_file(str(f))
-        save_file({k: v.to(torch.float16).contiguous() for k, v in state.items()}, str(f))
+        save_file({k: v.to(torch.float16).contiguous() for k, v in state.items()}, str(f), metadata={"format": "pt"})
 
 
 def main() -> None:
@@ -39,6 +39,7 @@ def main() -> None:
     ckpt = ROOT / "models" / "builtin" / "checkpoint"
     to_fp16(args.run / "checkpoint", ckpt)
     model, cfg = load_checkpoint(ckpt)
+    (ROOT / "build" / "models").mkdir(parents=True, exist_ok=True)
     export_pack(model, cfg, ckpt, ROOT / "build" / "models" / "builtin-shapes", "builtin-shapes", args.version, "MIT",
                 "Built-in Dense Connector (DCI) model, trained from scratch on synthetic still images of flat shapes.",
                 "synthetic flat shapes (circle, square, triangle) in eight colors")

@@ -1,0 +1,242 @@
+/**
+ * End to end: web mode (real services, the built-in model, ffmpeg) driven through Chromium with playwright-core.
+ * A fresh data folder per run; clips generated with ffmpeg. Screenshots of each main screen go to
+ * test/screenshots/.
+ *
+ * Answers are paced (a short pause before each token, through the service's `openClip` seam) so that the
+ * test can watch tokens arrive and press Stop in the middle of an answer: the built-in model answers in a
+ * few tokens, faster than a click.
+ */
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { request } from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ClipSession } from '../src-main/api/service.ts';
+import { serve, type RunningWeb } from '../src-main/cli/serve.ts';
+import type { AnswerEvent } from '../src-main/model/engine.ts';
+import { ClipConversation } from '../src-main/qa/ask.ts';
+import { COLORS, makeCorrupt, makeShapesClip } from './fixtures/clips.ts';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const SHOTS = path.join(ROOT, 'test', 'screenshots');
+const COLOR_WORDS = ['red', 'green', 'blue', 'yellow', 'purple', 'orange', 'white', 'black'];
+const TOKEN_PAUSE_MS = 200;
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+  });
+
+/** The real conversation, with a pause before each event of an answer. */
+async function pacedClip(...args: Parameters<typeof ClipConversation.open>): Promise<ClipSession> {
+  const real = await ClipConversation.open(...args);
+  return {
+    clip: real.clip,
+    async *ask(question, options): AsyncGenerator<AnswerEvent> {
+      for await (const event of real.ask(question, options)) {
+        await sleep(TOKEN_PAUSE_MS, options.signal);
+        yield event;
+      }
+    },
+  };
+}
+
+async function buildRenderer(): Promise<void> {
+  if (existsSync(path.join(ROOT, 'dist-renderer', 'index.html')) && !process.env.LOUPE_REBUILD) return;
+  const { build } = await import('vite');
+  await build({ configFile: path.join(ROOT, 'vite.config.ts'), root: path.join(ROOT, 'src-renderer'), logLevel: 'warn' });
+}
+
+function rawStatus(port: number, route: string, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: route, method: 'POST', headers }, (res) => {
+      res.resume();
+      resolve(res.statusCode!);
+    });
+    req.on('error', reject);
+    req.end('{}');
+  });
+}
+
+describe('the Loupe app in web mode', () => {
+  let dir: string;
+  let clips: string;
+  let running: RunningWeb;
+  let browser: Browser;
+  let page: Page;
+  const cspViolations: string[] = [];
+  const pageErrors: string[] = [];
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'loupe-e2e-'));
+    clips = path.join(dir, 'My clips');
+    await mkdir(path.join(clips, 'more'), { recursive: true });
+    await mkdir(SHOTS, { recursive: true });
+    const [, , , corrupt] = await Promise.all([
+      buildRenderer(),
+      makeShapesClip(clips, {
+        name: 'red-circle.mp4', width: 320, height: 180, duration: 6, fps: 10, codec: 'h264', background: COLORS.white, gop: 10,
+        shapes: [{ kind: 'circle', color: COLORS.red, radius: 0.2, x0: 0.2, y0: 0.5, x1: 0.8, y1: 0.5 }],
+      }),
+      makeShapesClip(path.join(clips, 'more'), {
+        name: 'green-square.mp4', width: 320, height: 180, duration: 3, fps: 10, codec: 'h264', background: COLORS.black,
+        shapes: [{ kind: 'square', color: COLORS.green, radius: 0.2, x0: 0.5, y0: 0.5 }],
+      }),
+      makeCorrupt(path.join(dir, 'corrupt'), 'truncated'),
+    ]);
+    await copyFile(corrupt, path.join(clips, 'broken-download.mp4'));
+    process.env.LOUPE_DATA_DIR = path.join(dir, 'data');
+    running = await serve({ dataDir: path.join(dir, 'data'), port: 0, log: null, openClip: (services, req) => services.engine().then(async (engine) => pacedClip(engine, await services.extractor(), req)) });
+    browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    });
+    page = await browser.newPage({ viewport: { width: 1440, height: 900 }, colorScheme: 'light' });
+    page.setDefaultTimeout(20_000);
+    page.on('console', (m) => {
+      if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
+    });
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+  }, 120_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await running?.close();
+    delete process.env.LOUPE_DATA_DIR;
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** expect.poll with room for a busy machine (its default is one second). */
+  const poll = <T,>(fn: () => Promise<T> | T, options: { timeout?: number } = {}) => expect.poll(fn, { timeout: 20_000, ...options });
+  const answers = () => page.getByTestId('conversation').getByTestId('answer');
+
+  it('refuses requests without the token or from another origin', async () => {
+    const { web } = running;
+    const noToken = await fetch(web.url);
+    expect(noToken.status).toBe(401);
+    const json = { 'Content-Type': 'application/json', 'X-Loupe-Token': web.token, Host: `127.0.0.1:${web.port}` };
+    expect(await rawStatus(web.port, '/api/call/listVideos', { ...json, Origin: 'http://evil.example' })).toBe(403);
+    expect(await rawStatus(web.port, '/api/call/listVideos', { ...json, Host: 'evil.example' })).toBe(403);
+    expect(await rawStatus(web.port, '/api/call/listVideos', json)).toBe(200);
+    // A page elsewhere cannot read the API even from the same browser.
+    const other = await browser.newPage();
+    await other.goto(web.url);
+    expect(await other.textContent('body')).toMatch(/access token/);
+    await other.close();
+  });
+
+  it('opens on an empty library that offers a sample clip', async () => {
+    await page.goto(running.web.openUrl);
+    expect(page.url()).toBe(running.web.url); // the token left the address bar
+    await poll(() => page.getByRole('button', { name: 'Make a sample clip' }).isVisible()).toBe(true);
+    await page.screenshot({ path: path.join(SHOTS, '1-empty-library.png') });
+  });
+
+  it('adds a folder (with sub-folders): thumbnails for the videos, its error for the corrupt file', async () => {
+    await page.fill('#add-path', clips);
+    await page.getByRole('button', { name: 'Add', exact: true }).click();
+    const items = page.getByRole('listitem');
+    await poll(() => items.count()).toBe(3);
+    const broken = items.filter({ hasText: 'broken-download.mp4' });
+    await poll(() => broken.getByTestId('video-error').textContent()).toMatch(/\w+/);
+    await page.getByRole('button', { name: /^red-circle\.mp4/ }).click();
+    await poll(() => page.locator('.strip img').count()).toBeGreaterThan(10);
+    await poll(() => page.locator('.item .thumb img').count()).toBe(2);
+    await poll(() => page.locator('video').evaluate((v: HTMLVideoElement) => v.readyState)).toBeGreaterThan(0);
+  });
+
+  it('selects a clip by dragging on the timeline and asks about it: the answer streams in', async () => {
+    const box = (await page.getByTestId('strip').boundingBox())!;
+    await page.mouse.move(box.x + box.width * 0.1, box.y + box.height / 2);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width * 0.6, box.y + box.height / 2, { steps: 10 });
+    await page.mouse.up();
+    const chip = await page.getByTestId('selection').textContent();
+    expect(chip).toMatch(/Clip 0:00\.[56] – 0:03\.[56]/);
+
+    await page.fill('#question', 'What color is the circle?');
+    await page.keyboard.press('Enter');
+    await poll(() => answers().first().getAttribute('data-status')).toBe('answering');
+    await poll(() => answers().first().getAttribute('data-status'), { timeout: 30_000 }).toMatch(/eos|length/);
+    const answer = (await answers().first().textContent())!.trim().toLowerCase();
+    if (process.env.LOUPE_EXPECT_ACCURATE) expect(answer).toContain('red');
+    else expect(COLOR_WORDS.some((c) => answer.includes(c)), `"${answer}" names a color`).toBe(true);
+    // Each answer shows its frames with timestamps; clicking one seeks the player there.
+    const frames = page.getByRole('list', { name: 'Frames the model saw' }).getByRole('button');
+    expect(await frames.count()).toBeGreaterThan(1);
+    const label = (await frames.nth(2).getAttribute('aria-label'))!;
+    await frames.nth(2).click();
+    const t = Number(/0:0(\d\.\d)/.exec(label)![1]);
+    await poll(() => page.locator('video').evaluate((v: HTMLVideoElement) => v.currentTime)).toBeCloseTo(t, 0);
+    await page.screenshot({ path: path.join(SHOTS, '2-answer.png') });
+  });
+
+  it('asks a follow-up in the same conversation', async () => {
+    await page.fill('#question', 'What color is the background?');
+    await page.getByRole('button', { name: 'Ask', exact: true }).click();
+    await poll(() => answers().count()).toBe(2);
+    await poll(() => answers().nth(1).getAttribute('data-status'), { timeout: 30_000 }).toMatch(/eos|length/);
+    expect(await page.getByTestId('new-conversation-note').count()).toBe(0);
+  });
+
+  it('stops an answer in the middle', async () => {
+    await page.fill('#question', 'Tell me a long story about everything in this clip.');
+    await page.keyboard.press('Enter');
+    const stop = page.getByRole('button', { name: 'Stop the answer' });
+    await stop.click();
+    await poll(() => answers().nth(2).getAttribute('data-status')).toBe('cancelled');
+    expect(await page.getByTestId('conversation').getByTestId('turn').nth(2).textContent()).toContain('Stopped');
+    await poll(() => page.getByRole('button', { name: 'Ask', exact: true }).isVisible()).toBe(true);
+  });
+
+  it('says that a changed selection starts a new conversation', async () => {
+    await page.getByTestId('strip').focus();
+    await page.keyboard.press('End');
+    await page.keyboard.press('o'); // out point at the end…
+    await page.keyboard.press('Home');
+    await page.keyboard.press('i'); // …in point at the start
+    expect(await page.getByTestId('selection').textContent()).toMatch(/0:00\.0 – 0:06\.0/);
+    await poll(() => page.getByTestId('new-conversation-note').isVisible()).toBe(true);
+    await page.screenshot({ path: path.join(SHOTS, '3-new-selection.png') });
+  });
+
+  it('keeps the history of the video across a reload, with markers on the timeline', async () => {
+    await page.reload();
+    await page.getByRole('button', { name: /^red-circle\.mp4/ }).click();
+    const item = page.getByTestId('history-item').first();
+    await poll(() => item.textContent()).toContain('What color is the circle?');
+    await item.locator('summary').click();
+    await poll(() => item.textContent()).toContain('What color is the background?');
+    expect(await page.locator('.marker').count()).toBeGreaterThan(0);
+    await page.screenshot({ path: path.join(SHOTS, '4-history-after-reload.png') });
+  });
+
+  it('shows a corrupt file’s error while the rest keeps working', async () => {
+    await page.getByRole('button', { name: /^broken-download\.mp4/ }).click();
+    await poll(() => page.getByRole('alert').first().textContent()).toMatch(/cannot be shown/);
+    await page.screenshot({ path: path.join(SHOTS, '5-corrupt-file.png') });
+    await page.getByRole('button', { name: /^green-square\.mp4/ }).click();
+    await poll(() => page.locator('.strip img').count()).toBeGreaterThan(5);
+  });
+
+  it('shows the model, settings and privacy facts, in light and dark', async () => {
+    await page.getByRole('button', { name: 'Settings and model' }).click();
+    const dialog = page.getByTestId('settings');
+    await poll(() => dialog.getByTestId('model-statement').textContent()).toMatch(/never audio/);
+    expect(await dialog.getByTestId('data-dir').textContent()).toBe(path.join(dir, 'data'));
+    await page.screenshot({ path: path.join(SHOTS, '6-settings.png') });
+    await dialog.getByText('Dark', { exact: true }).click();
+    await poll(() => page.evaluate(() => document.documentElement.dataset.theme)).toBe('dark');
+    await page.keyboard.press('Escape');
+    await page.screenshot({ path: path.join(SHOTS, '7-dark.png') });
+  });
+
+  it('broke no Content-Security-Policy rule and threw no page errors', () => {
+    expect(cspViolations).toEqual([]);
+    expect(pageErrors).toEqual([]);
+  });
+});

@@ -1,0 +1,120 @@
+/** Model-pack validation names exactly what is wrong; the CLI maps errors to exit codes. */
+import { spawnSync } from 'node:child_process';
+import { cp, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Engine } from '../src-main/model/engine.ts';
+import { loadPack } from '../src-main/model/pack.ts';
+import { builtinPackDir } from '../src-main/paths.ts';
+import { makeShapesClip, COLORS } from './fixtures/clips.ts';
+import { FIXTURES, tempDir } from './helpers.ts';
+
+describe('model pack validation', () => {
+  let work: string;
+  beforeAll(async () => {
+    work = await tempDir('loupe-pack-');
+  });
+  afterAll(() => rm(work, { recursive: true, force: true }));
+
+  const copyPack = async (name: string) => {
+    const dir = path.join(work, name);
+    await cp(builtinPackDir(), dir, { recursive: true });
+    return dir;
+  };
+
+  it('loads the built-in pack and checks every hash', async () => {
+    const pack = await loadPack(builtinPackDir(), { verifyHashes: true });
+    expect(pack.manifest.vision.connector).toBe('dci');
+    expect(pack.manifest.vision.tokensPerFrame * 2).toBe(pack.manifest.vision.tokensPerImage);
+  });
+
+  it('names a missing folder', async () => {
+    await expect(loadPack(path.join(work, 'nowhere'))).rejects.toMatchObject({ code: 'MODEL_NOT_FOUND' });
+  });
+
+  it('names a missing file', async () => {
+    const dir = await copyPack('missing');
+    await rm(path.join(dir, 'embed_tokens.onnx'));
+    await expect(loadPack(dir)).rejects.toMatchObject({ code: 'MODEL_INVALID', message: expect.stringContaining('missing embed_tokens.onnx') });
+  });
+
+  it('names a file whose hash does not match', async () => {
+    const dir = await copyPack('tampered');
+    const file = path.join(dir, 'tokenizer.json');
+    const text = await readFile(file, 'utf8');
+    await writeFile(file, text.replace('"<s>"', '"<S>"'));
+    await expect(loadPack(dir)).rejects.toMatchObject({ message: expect.stringMatching(/tokenizer\.json .*(hash|bytes)/) });
+  });
+
+  it('names the first wrong manifest field', async () => {
+    const dir = await copyPack('bad-manifest');
+    const manifest = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8'));
+    manifest.vision.imageSize = -3;
+    await writeFile(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
+    await expect(loadPack(dir)).rejects.toMatchObject({ message: expect.stringContaining('vision.imageSize') });
+  });
+
+  it('names a graph input that is not where the manifest says', async () => {
+    const dir = await copyPack('swapped');
+    // The embedding graph in the decoder's place: valid ONNX, wrong inputs.
+    await cp(path.join(dir, 'embed_tokens.onnx'), path.join(dir, 'decoder_model_merged.onnx'));
+    const manifest = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8'));
+    manifest.files['decoder_model_merged.onnx'] = manifest.files['embed_tokens.onnx'];
+    await writeFile(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
+    await expect(Engine.load(dir, { provider: 'cpu' })).rejects.toMatchObject({
+      code: 'MODEL_INVALID',
+      message: expect.stringContaining('decoder graph lacks input "inputs_embeds"'),
+    });
+  });
+});
+
+describe('loupe CLI exit codes', () => {
+  const loupe = (...args: string[]) =>
+    spawnSync(process.execPath, ['--import', 'tsx', 'src-main/cli/main.ts', ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, LOUPE_DATA_DIR: '/tmp/loupe-cli-test' },
+    });
+
+  it('exits 2 on a usage error', () => {
+    const out = loupe('ask', 'clip.mp4');
+    expect(out.status).toBe(2);
+    expect(out.stderr).toContain("missing required argument 'question'");
+  });
+
+  it('exits 2 on a malformed time', () => {
+    expect(loupe('ask', 'clip.mp4', 'q?', '--from', '1:99').status).toBe(2);
+  });
+
+  it('exits 3 with one clear line for a missing video', () => {
+    const out = loupe('ask', '/nonexistent/clip.mp4', 'What color is the circle?');
+    expect(out.status).toBe(3);
+    expect(out.stderr.trim().split('\n')).toHaveLength(1);
+    expect(out.stderr).toContain('/nonexistent/clip.mp4');
+  });
+
+  it('exits 4 for a model folder that is not a pack', async () => {
+    const clip = await makeShapesClip(FIXTURES, {
+      name: 'cli-small', width: 160, height: 90, duration: 1, fps: 10, codec: 'h264', background: '#000000',
+      shapes: [{ kind: 'circle', color: COLORS.red, radius: 0.2, x0: 0.5, y0: 0.5 }],
+    });
+    const out = loupe('ask', clip, 'What color is the circle?', '--model', '/tmp');
+    expect(out.status).toBe(4);
+    expect(out.stderr).toContain('manifest.json is missing');
+  });
+
+  it('probes a video as JSON', async () => {
+    const clip = await makeShapesClip(FIXTURES, {
+      name: 'cli-small', width: 160, height: 90, duration: 1, fps: 10, codec: 'h264', background: '#000000',
+      shapes: [{ kind: 'circle', color: COLORS.red, radius: 0.2, x0: 0.5, y0: 0.5 }],
+    });
+    const out = loupe('probe', clip, '--json');
+    expect(out.status).toBe(0);
+    expect(JSON.parse(out.stdout)).toMatchObject({ width: 160, height: 90, codec: 'h264' });
+  });
+
+  it('verifies the built-in pack', () => {
+    const out = loupe('models', 'verify');
+    expect(out.stderr).toBe('');
+    expect(out.stdout).toMatch(/^ok: builtin-shapes@/);
+  });
+});
