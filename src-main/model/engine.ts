@@ -42,6 +42,9 @@ export interface VisualInput {
   frames: Tokens2D[];
 }
 
+/** Vocabulary × hidden values up to which the embedding table is kept in JavaScript (16 MB of floats). */
+const EMBEDDING_TABLE_MAX_VALUES = 4 * 1024 * 1024;
+
 export class Engine {
   private constructor(
     readonly pack: Pack,
@@ -102,6 +105,33 @@ export class Engine {
 
   startConversation(visual: VisualInput): Conversation {
     return new Conversation(this, this.sessions, visual);
+  }
+
+  private embeddingTable: Float32Array | null | undefined;
+
+  /**
+   * Token embeddings. For small vocabularies the whole table is read from embed_tokens.onnx once and looked
+   * up in JavaScript, which saves one ONNX Runtime call per generated token; big models keep using the graph
+   * (their table would be a second copy of hundreds of MB).
+   */
+  async embed(ids: readonly number[]): Promise<Float32Array> {
+    const { vocabSize, hiddenSize } = this.manifest.decoder;
+    if (this.embeddingTable === undefined) {
+      this.embeddingTable =
+        vocabSize * hiddenSize <= EMBEDDING_TABLE_MAX_VALUES ? await this.runEmbed(Array.from({ length: vocabSize }, (_, i) => i)) : null;
+    }
+    const table = this.embeddingTable;
+    if (!table) return this.runEmbed(ids);
+    const out = new Float32Array(ids.length * hiddenSize);
+    ids.forEach((id, i) => out.set(table.subarray(id * hiddenSize, (id + 1) * hiddenSize), i * hiddenSize));
+    return out;
+  }
+
+  private async runEmbed(ids: readonly number[]): Promise<Float32Array> {
+    const out = await this.sessions.embed.run({
+      input_ids: int64Tensor(BigInt64Array.from(ids, (i) => BigInt(i)), [1, ids.length]),
+    });
+    return out.inputs_embeds!.data as Float32Array;
   }
 
   async dispose(): Promise<void> {
@@ -265,11 +295,8 @@ export class Conversation {
     };
   }
 
-  private async embed(ids: readonly number[]): Promise<Float32Array> {
-    const out = await this.sessions.embed.run({
-      input_ids: int64Tensor(BigInt64Array.from(ids, (i) => BigInt(i)), [1, ids.length]),
-    });
-    return out.inputs_embeds!.data as Float32Array;
+  private embed(ids: readonly number[]): Promise<Float32Array> {
+    return this.engine.embed(ids);
   }
 
   /** Run the decoder on `count` new embeddings; returns the last position's logits. */
