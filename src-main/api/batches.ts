@@ -29,9 +29,7 @@ import {
 import { writeAtomic } from '../library/store.ts';
 import type { Services } from '../services.ts';
 import {
-  BatchOverallSchema,
-  BatchStateSchema,
-  ErrorSchema,
+  BatchSummarySchema,
   type BatchClip,
   type BatchClipStatus,
   type BatchDetail,
@@ -55,18 +53,10 @@ export interface BatchHost {
 }
 
 const META_VERSION = 1;
-const BatchMetaSchema = z.object({
+/** What is stored per batch: the API's summary plus a storage version. */
+const BatchMetaSchema = BatchSummarySchema.extend({
   v: z.literal(META_VERSION),
-  id: z.string(),
-  folder: z.string(),
-  recursive: z.boolean(),
   prompts: z.array(z.string()).min(1),
-  segmentSec: z.number().positive().nullable(),
-  createdAt: z.string(),
-  state: BatchStateSchema,
-  error: ErrorSchema.nullable(),
-  overall: BatchOverallSchema,
-  model: z.string().nullable(),
 });
 type BatchMeta = z.infer<typeof BatchMetaSchema>;
 
