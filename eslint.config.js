@@ -4,6 +4,7 @@ import tseslint from 'typescript-eslint';
 export default tseslint.config(
   { ignores: ['node_modules', 'dist-renderer', 'dist-main', 'release', 'models', '.venv', '**/*.svelte'] },
   js.configs.recommended,
+  { files: ['bin/**/*.js', 'eslint.config.js'], languageOptions: { globals: { process: 'readonly' } } },
   ...tseslint.configs.recommended,
   {
     rules: {

@@ -45,8 +45,21 @@ async function longClip(minutes: number): Promise<string> {
     log(`making ${path.basename(file)} (once)…`);
     await mkdir(CACHE, { recursive: true });
     await ffmpeg([
-      '-f', 'lavfi', '-i', `testsrc2=s=1920x1080:r=10:d=${minutes * 60}`,
-      '-c:v', 'libx264', '-preset', 'ultrafast', '-g', '250', '-pix_fmt', 'yuv420p', '-f', 'mp4', file + '.tmp',
+      '-f',
+      'lavfi',
+      '-i',
+      `testsrc2=s=1920x1080:r=10:d=${minutes * 60}`,
+      '-c:v',
+      'libx264',
+      '-preset',
+      'ultrafast',
+      '-g',
+      '250',
+      '-pix_fmt',
+      'yuv420p',
+      '-f',
+      'mp4',
+      file + '.tmp',
     ]);
     await run('mv', [file + '.tmp', file]);
   }
@@ -54,7 +67,11 @@ async function longClip(minutes: number): Promise<string> {
 }
 
 async function main(): Promise<void> {
-  const services = new Services({ dataDir: await tempDir('loupe-bench-'), featureCache: false, threads: THREADS });
+  const services = new Services({
+    dataDir: await tempDir('loupe-bench-'),
+    featureCache: false,
+    threads: THREADS,
+  });
   const engine = await services.engine();
   const extractor = await services.extractor();
   const v = engine.manifest.vision;
@@ -67,18 +84,27 @@ async function main(): Promise<void> {
   results.sample_ms_1min = await medianMs(5, () => sampleFrames(oneMin, { count: 8, ...format }));
   results.sample_ms_10min = await medianMs(5, () => sampleFrames(tenMin, { count: 8, ...format }));
   const { ffmpeg: bin } = await resolveBinaries();
-  results.full_decode_ms_10min = await medianMs(1, () => run(bin.path, ['-v', 'error', '-threads', String(THREADS), '-i', tenMin, '-f', 'null', '-']));
+  results.full_decode_ms_10min = await medianMs(1, () =>
+    run(bin.path, ['-v', 'error', '-threads', String(THREADS), '-i', tenMin, '-f', 'null', '-']),
+  );
 
   // 2. The model on a 30-second 640×360 clip.
   const clip = await makeShapesClip(path.join(CACHE, 'clips'), {
-    name: 'ask-30s', width: 640, height: 360, duration: 30, fps: 25, codec: 'h264', background: '#2a3a4a',
+    name: 'ask-30s',
+    width: 640,
+    height: 360,
+    duration: 30,
+    fps: 25,
+    codec: 'h264',
+    background: '#2a3a4a',
     shapes: [
       { kind: 'circle', color: COLORS.red, radius: 0.14, x0: 0.2, y0: 0.5, x1: 0.4, y1: 0.3 },
       { kind: 'square', color: COLORS.yellow, radius: 0.12, x0: 0.75, y0: 0.5 },
     ],
   });
   const sampled = await sampleFrames(clip, { count: 8, ...format });
-  results.vision_ms_per_frame = (await medianMs(7, () => engine.encodeImages(sampled.map((f) => f.pixels)))) / 8;
+  results.vision_ms_per_frame =
+    (await medianMs(7, () => engine.encodeImages(sampled.map((f) => f.pixels)))) / 8;
   const frames = await engine.encodeImages(sampled.map((f) => f.pixels));
 
   const prefill: number[] = [];
@@ -105,15 +131,33 @@ async function main(): Promise<void> {
 
   // 3. A whole ask: probe, sample 8 frames, encode, prefill, answer (cold feature cache, model loaded).
   results.ask_ms_8_frames = await medianMs(5, async () => {
-    for await (const e of askAboutClip(engine, extractor, { path: clip, question: 'What color is the circle?' })) void e;
+    for await (const e of askAboutClip(engine, extractor, {
+      path: clip,
+      question: 'What color is the circle?',
+    }))
+      void e;
   });
 
   // 4. References in the same run, same threads: PyTorch, and a minimal Python onnxruntime loop.
   if (existsSync(PYTHON) && existsSync(CHECKPOINT)) {
     const { stdout } = await run(
       PYTHON,
-      ['-m', 'loupe_dc.bench_decode', '--checkpoint', CHECKPOINT, '--pack', engine.pack.dir,
-        '--prompt-tokens', String(promptTokens), '--new-tokens', '64', '--threads', String(THREADS), '--repeats', '5'],
+      [
+        '-m',
+        'loupe_dc.bench_decode',
+        '--checkpoint',
+        CHECKPOINT,
+        '--pack',
+        engine.pack.dir,
+        '--prompt-tokens',
+        String(promptTokens),
+        '--new-tokens',
+        '64',
+        '--threads',
+        String(THREADS),
+        '--repeats',
+        '5',
+      ],
       { cwd: path.join(ROOT, 'models'), env: { ...process.env, PYTHONWARNINGS: 'ignore' } },
     );
     Object.assign(results, JSON.parse(stdout));
@@ -132,23 +176,57 @@ async function main(): Promise<void> {
   const ratio = (a?: number, b?: number) => (a && b ? `${(a / b).toFixed(2)}×` : '—');
   const rows: [string, string, string][] = [
     ['sample 8 frames, 1-min 1080p H.264', `${f(results.sample_ms_1min)} ms`, ''],
-    ['sample 8 frames, 10-min 1080p H.264', `${f(results.sample_ms_10min)} ms`, `${ratio(results.sample_ms_10min, results.sample_ms_1min)} of 1-min (target ≤ 1.2×)`],
-    ['decode the whole 10-min stream (reference)', `${f(results.full_decode_ms_10min)} ms`, `sampling is ${ratio(results.full_decode_ms_10min, results.sample_ms_10min)} faster`],
+    [
+      'sample 8 frames, 10-min 1080p H.264',
+      `${f(results.sample_ms_10min)} ms`,
+      `${ratio(results.sample_ms_10min, results.sample_ms_1min)} of 1-min (target ≤ 1.2×)`,
+    ],
+    [
+      'decode the whole 10-min stream (reference)',
+      `${f(results.full_decode_ms_10min)} ms`,
+      `sampling is ${ratio(results.full_decode_ms_10min, results.sample_ms_10min)} faster`,
+    ],
     ['vision encoder', `${f(results.vision_ms_per_frame, 2)} ms/frame`, ''],
     [`prefill (${promptTokens} tokens: 8 frames + prompt)`, `${f(results.prefill_tok_s)} tok/s`, ''],
     ['decode (Loupe, onnxruntime-node)', `${f(results.decode_tok_s)} tok/s`, ''],
-    ['decode (Python onnxruntime loop, same graphs)', `${f(results.decode_tok_s_ort_python)} tok/s`, `Loupe = ${ratio(results.decode_tok_s, results.decode_tok_s_ort_python)} (target ≥ 0.9×)`],
-    ['decode (PyTorch, same weights)', `${f(results.decode_tok_s_pytorch)} tok/s`, `Loupe = ${ratio(results.decode_tok_s, results.decode_tok_s_pytorch)}`],
+    [
+      'decode (Python onnxruntime loop, same graphs)',
+      `${f(results.decode_tok_s_ort_python)} tok/s`,
+      `Loupe = ${ratio(results.decode_tok_s, results.decode_tok_s_ort_python)} (target ≥ 0.9×)`,
+    ],
+    [
+      'decode (PyTorch, same weights)',
+      `${f(results.decode_tok_s_pytorch)} tok/s`,
+      `Loupe = ${ratio(results.decode_tok_s, results.decode_tok_s_pytorch)}`,
+    ],
     ['time to first token, first question', `${f(results.ttft_first_ms, 1)} ms`, ''],
-    ['time to first token, follow-up', `${f(results.ttft_followup_ms, 1)} ms`, `${((100 * results.ttft_followup_ms!) / results.ttft_first_ms!).toFixed(1)}% of first (target ≤ 10%)`],
-    ['whole ask, 8 frames of a 30-s 640×360 clip', `${f(results.ask_ms_8_frames)} ms`, 'cold feature cache, model loaded'],
-    ['batch: 20 short clips, pipelined', `${f(results.batch_clips_per_min, 1)} clips/min`, `${ratio(results.batch_clips_per_min, results.naive_clips_per_min)} the naive loop (target ≥ 1.3×)`],
-    ['batch: naive loop (decode, then infer, per clip)', `${f(results.naive_clips_per_min, 1)} clips/min`, ''],
+    [
+      'time to first token, follow-up',
+      `${f(results.ttft_followup_ms, 1)} ms`,
+      `${((100 * results.ttft_followup_ms!) / results.ttft_first_ms!).toFixed(1)}% of first (target ≤ 10%)`,
+    ],
+    [
+      'whole ask, 8 frames of a 30-s 640×360 clip',
+      `${f(results.ask_ms_8_frames)} ms`,
+      'cold feature cache, model loaded',
+    ],
+    [
+      'batch: 20 short clips, pipelined',
+      `${f(results.batch_clips_per_min, 1)} clips/min`,
+      `${ratio(results.batch_clips_per_min, results.naive_clips_per_min)} the naive loop (target ≥ 1.3×)`,
+    ],
+    [
+      'batch: naive loop (decode, then infer, per clip)',
+      `${f(results.naive_clips_per_min, 1)} clips/min`,
+      '',
+    ],
     ['peak RSS', `${f(results.peak_rss_mb)} MB`, ''],
   ];
   const w0 = Math.max(...rows.map((r) => r[0].length));
   const w1 = Math.max(...rows.map((r) => r[1].length));
-  log(`Loupe bench — ${engine.manifest.name}@${engine.manifest.version}, ${engine.provider.used}, ${THREADS} threads, medians\n`);
+  log(
+    `Loupe bench — ${engine.manifest.name}@${engine.manifest.version}, ${engine.provider.used}, ${THREADS} threads, medians\n`,
+  );
   for (const [a, b, c] of rows) log(`${a.padEnd(w0)}  ${b.padStart(w1)}  ${c}`);
 }
 

@@ -58,16 +58,27 @@ export class LoupeError extends Error {
   }
 
   static fromJSON(data: SerializedError): LoupeError {
-    return new LoupeError(data.code in ERROR_CODES ? data.code : 'INTERNAL', data.message, data.details ?? {});
+    return new LoupeError(
+      data.code in ERROR_CODES ? data.code : 'INTERNAL',
+      data.message,
+      data.details ?? {},
+    );
   }
 
   /** Wrap anything thrown into a LoupeError, keeping LoupeErrors as they are. */
   static from(error: unknown): LoupeError {
     if (error instanceof LoupeError) return error;
-    if (error instanceof Error && error.name === 'AbortError') return new LoupeError('CANCELLED', 'Cancelled.');
+    if (error instanceof Error && error.name === 'AbortError')
+      return new LoupeError('CANCELLED', 'Cancelled.');
     const err = error as NodeJS.ErrnoException;
-    if (err?.code === 'ENOSPC') return new LoupeError('DISK_FULL', 'The disk is full: free some space and try again.');
-    return new LoupeError('INTERNAL', err instanceof Error ? err.message : String(error), {}, { cause: error });
+    if (err?.code === 'ENOSPC')
+      return new LoupeError('DISK_FULL', 'The disk is full: free some space and try again.');
+    return new LoupeError(
+      'INTERNAL',
+      err instanceof Error ? err.message : String(error),
+      {},
+      { cause: error },
+    );
   }
 }
 

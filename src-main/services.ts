@@ -80,7 +80,8 @@ export class Services {
   }
 
   async extractor(): Promise<ClipFeatureExtractor> {
-    if (!this.extractorInstance) this.extractorInstance = new ClipFeatureExtractor(await this.engine(), this.media, this.cache);
+    if (!this.extractorInstance)
+      this.extractorInstance = new ClipFeatureExtractor(await this.engine(), this.media, this.cache);
     return this.extractorInstance;
   }
 

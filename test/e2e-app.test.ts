@@ -48,7 +48,11 @@ async function pacedClip(...args: Parameters<typeof ClipConversation.open>): Pro
 async function buildRenderer(): Promise<void> {
   if (existsSync(path.join(ROOT, 'dist-renderer', 'index.html')) && !process.env.LOUPE_REBUILD) return;
   const { build } = await import('vite');
-  await build({ configFile: path.join(ROOT, 'vite.config.ts'), root: path.join(ROOT, 'src-renderer'), logLevel: 'warn' });
+  await build({
+    configFile: path.join(ROOT, 'vite.config.ts'),
+    root: path.join(ROOT, 'src-renderer'),
+    logLevel: 'warn',
+  });
 }
 
 function rawStatus(port: number, route: string, headers: Record<string, string>): Promise<number> {
@@ -79,21 +83,47 @@ describe('the Loupe app in web mode', () => {
     const [, , , corrupt] = await Promise.all([
       buildRenderer(),
       makeShapesClip(clips, {
-        name: 'red-circle.mp4', width: 320, height: 180, duration: 6, fps: 10, codec: 'h264', background: COLORS.white, gop: 10,
+        name: 'red-circle.mp4',
+        width: 320,
+        height: 180,
+        duration: 6,
+        fps: 10,
+        codec: 'h264',
+        background: COLORS.white,
+        gop: 10,
         shapes: [{ kind: 'circle', color: COLORS.red, radius: 0.2, x0: 0.2, y0: 0.5, x1: 0.8, y1: 0.5 }],
       }),
       makeShapesClip(path.join(clips, 'more'), {
-        name: 'green-square.mp4', width: 320, height: 180, duration: 3, fps: 10, codec: 'h264', background: COLORS.black,
+        name: 'green-square.mp4',
+        width: 320,
+        height: 180,
+        duration: 3,
+        fps: 10,
+        codec: 'h264',
+        background: COLORS.black,
         shapes: [{ kind: 'square', color: COLORS.green, radius: 0.2, x0: 0.5, y0: 0.5 }],
       }),
       makeCorrupt(path.join(dir, 'corrupt'), 'truncated'),
     ]);
     await copyFile(corrupt, path.join(clips, 'broken-download.mp4'));
     process.env.LOUPE_DATA_DIR = path.join(dir, 'data');
-    running = await serve({ dataDir: path.join(dir, 'data'), port: 0, log: null, openClip: (services, req) => services.engine().then(async (engine) => pacedClip(engine, await services.extractor(), req)) });
+    running = await serve({
+      dataDir: path.join(dir, 'data'),
+      port: 0,
+      log: null,
+      openClip: (services, req) =>
+        services.engine().then(async (engine) => pacedClip(engine, await services.extractor(), req)),
+    });
     browser = await chromium.launch({
       executablePath: '/usr/bin/chromium',
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
     });
     page = await browser.newPage({ viewport: { width: 1440, height: 900 }, colorScheme: 'light' });
     page.setDefaultTimeout(20_000);
@@ -111,15 +141,22 @@ describe('the Loupe app in web mode', () => {
   });
 
   /** expect.poll with room for a busy machine (its default is one second). */
-  const poll = <T,>(fn: () => Promise<T> | T, options: { timeout?: number } = {}) => expect.poll(fn, { timeout: 20_000, ...options });
+  const poll = <T>(fn: () => Promise<T> | T, options: { timeout?: number } = {}) =>
+    expect.poll(fn, { timeout: 20_000, ...options });
   const answers = () => page.getByTestId('conversation').getByTestId('answer');
 
   it('refuses requests without the token or from another origin', async () => {
     const { web } = running;
     const noToken = await fetch(web.url);
     expect(noToken.status).toBe(401);
-    const json = { 'Content-Type': 'application/json', 'X-Loupe-Token': web.token, Host: `127.0.0.1:${web.port}` };
-    expect(await rawStatus(web.port, '/api/call/listVideos', { ...json, Origin: 'http://evil.example' })).toBe(403);
+    const json = {
+      'Content-Type': 'application/json',
+      'X-Loupe-Token': web.token,
+      Host: `127.0.0.1:${web.port}`,
+    };
+    expect(
+      await rawStatus(web.port, '/api/call/listVideos', { ...json, Origin: 'http://evil.example' }),
+    ).toBe(403);
     expect(await rawStatus(web.port, '/api/call/listVideos', { ...json, Host: 'evil.example' })).toBe(403);
     expect(await rawStatus(web.port, '/api/call/listVideos', json)).toBe(200);
     // A page elsewhere cannot read the API even from the same browser.
@@ -146,7 +183,9 @@ describe('the Loupe app in web mode', () => {
     await page.getByRole('button', { name: /^red-circle\.mp4/ }).click();
     await poll(() => page.locator('.strip img').count()).toBeGreaterThan(10);
     await poll(() => page.locator('.item .thumb img').count()).toBe(2);
-    await poll(() => page.locator('video').evaluate((v: HTMLVideoElement) => v.readyState)).toBeGreaterThan(0);
+    await poll(() => page.locator('video').evaluate((v: HTMLVideoElement) => v.readyState)).toBeGreaterThan(
+      0,
+    );
   });
 
   it('selects a clip by dragging on the timeline and asks about it: the answer streams in', async () => {
@@ -161,17 +200,26 @@ describe('the Loupe app in web mode', () => {
     await page.fill('#question', 'What color is the circle?');
     await page.keyboard.press('Enter');
     await poll(() => answers().first().getAttribute('data-status')).toBe('answering');
-    await poll(() => answers().first().getAttribute('data-status'), { timeout: 30_000 }).toMatch(/eos|length/);
+    await poll(() => answers().first().getAttribute('data-status'), { timeout: 30_000 }).toMatch(
+      /eos|length/,
+    );
     const answer = (await answers().first().textContent())!.trim().toLowerCase();
     if (process.env.LOUPE_EXPECT_ACCURATE) expect(answer).toContain('red');
-    else expect(COLOR_WORDS.some((c) => answer.includes(c)), `"${answer}" names a color`).toBe(true);
+    else
+      expect(
+        COLOR_WORDS.some((c) => answer.includes(c)),
+        `"${answer}" names a color`,
+      ).toBe(true);
     // Each answer shows its frames with timestamps; clicking one seeks the player there.
     const frames = page.getByRole('list', { name: 'Frames the model saw' }).getByRole('button');
     expect(await frames.count()).toBeGreaterThan(1);
     const label = (await frames.nth(2).getAttribute('aria-label'))!;
     await frames.nth(2).click();
     const t = Number(/0:0(\d\.\d)/.exec(label)![1]);
-    await poll(() => page.locator('video').evaluate((v: HTMLVideoElement) => v.currentTime)).toBeCloseTo(t, 0);
+    await poll(() => page.locator('video').evaluate((v: HTMLVideoElement) => v.currentTime)).toBeCloseTo(
+      t,
+      0,
+    );
     await page.screenshot({ path: path.join(SHOTS, '2-answer.png') });
   });
 
@@ -189,7 +237,9 @@ describe('the Loupe app in web mode', () => {
     const stop = page.getByRole('button', { name: 'Stop the answer' });
     await stop.click();
     await poll(() => answers().nth(2).getAttribute('data-status')).toBe('cancelled');
-    expect(await page.getByTestId('conversation').getByTestId('turn').nth(2).textContent()).toContain('Stopped');
+    expect(await page.getByTestId('conversation').getByTestId('turn').nth(2).textContent()).toContain(
+      'Stopped',
+    );
     await poll(() => page.getByRole('button', { name: 'Ask', exact: true }).isVisible()).toBe(true);
   });
 

@@ -23,7 +23,11 @@ const SHOTS = path.join(ROOT, 'test', 'screenshots');
 async function buildRenderer(): Promise<void> {
   if (existsSync(path.join(ROOT, 'dist-renderer', 'index.html')) && !process.env.LOUPE_REBUILD) return;
   const { build } = await import('vite');
-  await build({ configFile: path.join(ROOT, 'vite.config.ts'), root: path.join(ROOT, 'src-renderer'), logLevel: 'warn' });
+  await build({
+    configFile: path.join(ROOT, 'vite.config.ts'),
+    root: path.join(ROOT, 'src-renderer'),
+    logLevel: 'warn',
+  });
 }
 
 describe('the Batch view and the model manager in web mode', () => {
@@ -43,15 +47,21 @@ describe('the Batch view and the model manager in web mode', () => {
     const [, , , , corrupt] = await Promise.all([
       buildRenderer(),
       makeShapesClip(folder, {
-        ...tiny, name: 'a-red-circle.mp4', background: COLORS.white,
+        ...tiny,
+        name: 'a-red-circle.mp4',
+        background: COLORS.white,
         shapes: [{ kind: 'circle', color: COLORS.red, radius: 0.2, x0: 0.2, y0: 0.5, x1: 0.8, y1: 0.5 }],
       }),
       makeShapesClip(folder, {
-        ...tiny, name: 'b-blue-square.mp4', background: COLORS.black,
+        ...tiny,
+        name: 'b-blue-square.mp4',
+        background: COLORS.black,
         shapes: [{ kind: 'square', color: COLORS.blue, radius: 0.2, x0: 0.5, y0: 0.5 }],
       }),
       makeShapesClip(path.join(folder, 'day 2'), {
-        ...tiny, name: 'c-yellow-triangle.mp4', background: COLORS.white,
+        ...tiny,
+        name: 'c-yellow-triangle.mp4',
+        background: COLORS.white,
         shapes: [{ kind: 'triangle', color: COLORS.yellow, radius: 0.2, x0: 0.5, y0: 0.5 }],
       }),
       makeCorrupt(path.join(dir, 'corrupt'), 'truncated'),
@@ -60,9 +70,20 @@ describe('the Batch view and the model manager in web mode', () => {
     running = await serve({ dataDir: path.join(dir, 'data'), port: 0, log: null, threads: 2 });
     browser = await chromium.launch({
       executablePath: '/usr/bin/chromium',
-      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
     });
-    page = await browser.newPage({ viewport: { width: 1440, height: 900 }, colorScheme: 'light', acceptDownloads: true });
+    page = await browser.newPage({
+      viewport: { width: 1440, height: 900 },
+      colorScheme: 'light',
+      acceptDownloads: true,
+    });
     page.setDefaultTimeout(20_000);
     page.on('pageerror', (e) => pageErrors.push(e.message));
   }, 180_000);
@@ -73,7 +94,8 @@ describe('the Batch view and the model manager in web mode', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const poll = <T,>(fn: () => Promise<T> | T, options: { timeout?: number } = {}) => expect.poll(fn, { timeout: 30_000, ...options });
+  const poll = <T>(fn: () => Promise<T> | T, options: { timeout?: number } = {}) =>
+    expect.poll(fn, { timeout: 30_000, ...options });
   const clips = () => page.getByTestId('batch-clip');
   const clip = (name: string) => clips().filter({ hasText: name });
   const state = () => page.getByTestId('batch-state').textContent();
@@ -109,23 +131,36 @@ describe('the Batch view and the model manager in web mode', () => {
     await poll(() => clip('a-red-circle.mp4').getAttribute('data-state'), { timeout: 60_000 }).toBe('done');
     await poll(state, { timeout: 90_000 }).toBe('Finished');
     expect(await clip('broken.mp4').getAttribute('data-state')).toBe('failed');
-    expect(await clip('broken.mp4').getByTestId('clip-error').textContent()).toMatch(/damaged|incomplete|corrupt|read/i);
+    expect(await clip('broken.mp4').getByTestId('clip-error').textContent()).toMatch(
+      /damaged|incomplete|corrupt|read/i,
+    );
     for (const name of ['a-red-circle.mp4', 'b-blue-square.mp4', 'day 2/c-yellow-triangle.mp4'])
       expect(await clip(name).getAttribute('data-state')).toBe('done');
     expect(await page.getByTestId('batch-stats').textContent()).toMatch(/^4 of 4 clips · 1 failed/);
-    expect(await page.getByRole('progressbar', { name: 'Batch progress' }).getAttribute('aria-valuenow')).toBe('100');
+    expect(
+      await page.getByRole('progressbar', { name: 'Batch progress' }).getAttribute('aria-valuenow'),
+    ).toBe('100');
     expect(await page.getByTestId('batch-item').count()).toBe(1);
     await page.screenshot({ path: path.join(SHOTS, 'b2-batch-finished.png') });
   }, 180_000);
 
   it('exports the results as JSONL, Markdown and CSV downloads', async () => {
     const download = async (label: string) => {
-      const [file] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: label, exact: true }).click()]);
+      const [file] = await Promise.all([
+        page.waitForEvent('download'),
+        page.getByRole('button', { name: label, exact: true }).click(),
+      ]);
       return { name: file.suggestedFilename(), text: await readFile((await file.path())!, 'utf8') };
     };
     const jsonl = await download('JSONL');
     expect(jsonl.name).toMatch(/^loupe-Trip-clips-\d{4}-\d\d-\d\d\.jsonl$/);
-    const records = jsonl.text.trim().split('\n').map((l) => JSON.parse(l) as { relPath: string; prompt: string; answer: string | null; segments?: unknown[] });
+    const records = jsonl.text
+      .trim()
+      .split('\n')
+      .map(
+        (l) =>
+          JSON.parse(l) as { relPath: string; prompt: string; answer: string | null; segments?: unknown[] },
+      );
     expect(records).toHaveLength(8); // 4 clips × 2 prompts
     const red = records.find((r) => r.relPath === 'a-red-circle.mp4' && r.prompt === 'Summarize the video.')!;
     expect(red.answer).toMatch(/\w/);
@@ -192,7 +227,9 @@ describe('the Batch view and the model manager in web mode', () => {
     await imported.getByRole('button', { name: /^Use / }).click();
     await poll(() => imported.textContent()).toContain('in use');
     expect(await models.getByTestId('pack').first().textContent()).not.toContain('in use');
-    expect(running.service.store.data.settings.modelPack).toBe(path.join(dir, 'data', 'models', 'builtin-shapes-1.0.0'));
+    expect(running.service.store.data.settings.modelPack).toBe(
+      path.join(dir, 'data', 'models', 'builtin-shapes-1.0.0'),
+    );
     expect(running.services.packDir).toBe(path.join(dir, 'data', 'models', 'builtin-shapes-1.0.0'));
     await models.scrollIntoViewIfNeeded();
     await page.screenshot({ path: path.join(SHOTS, 'b4-models.png') });

@@ -15,7 +15,13 @@ describe('built-in model accuracy smoke (seeded, tens of questions)', () => {
   it('answers most questions about unseen clips correctly', async () => {
     const services = await testServices({ featureCache: false });
     dispose = () => services.dispose();
-    const result = await runVideoEval({ services, n: 8, seed: 424242, dir: path.join(FIXTURES, 'eval-smoke'), offDomain: 3 });
+    const result = await runVideoEval({
+      services,
+      n: 8,
+      seed: 424242,
+      dir: path.join(FIXTURES, 'eval-smoke'),
+      offDomain: 3,
+    });
     const rows = Object.values(result.byType);
     const correct = rows.reduce((n, r) => n + r.correct, 0);
     const total = rows.reduce((n, r) => n + r.total, 0);

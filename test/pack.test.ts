@@ -35,7 +35,10 @@ describe('model pack validation', () => {
   it('names a missing file', async () => {
     const dir = await copyPack('missing');
     await rm(path.join(dir, 'embed_tokens.onnx'));
-    await expect(loadPack(dir)).rejects.toMatchObject({ code: 'MODEL_INVALID', message: expect.stringContaining('missing embed_tokens.onnx') });
+    await expect(loadPack(dir)).rejects.toMatchObject({
+      code: 'MODEL_INVALID',
+      message: expect.stringContaining('missing embed_tokens.onnx'),
+    });
   });
 
   it('names a file whose hash does not match', async () => {
@@ -43,7 +46,9 @@ describe('model pack validation', () => {
     const file = path.join(dir, 'tokenizer.json');
     const text = await readFile(file, 'utf8');
     await writeFile(file, text.replace('"<s>"', '"<S>"'));
-    await expect(loadPack(dir)).rejects.toMatchObject({ message: expect.stringMatching(/tokenizer\.json .*(hash|bytes)/) });
+    await expect(loadPack(dir)).rejects.toMatchObject({
+      message: expect.stringMatching(/tokenizer\.json .*(hash|bytes)/),
+    });
   });
 
   it('names the first wrong manifest field', async () => {
@@ -51,7 +56,9 @@ describe('model pack validation', () => {
     const manifest = JSON.parse(await readFile(path.join(dir, 'manifest.json'), 'utf8'));
     manifest.vision.imageSize = -3;
     await writeFile(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
-    await expect(loadPack(dir)).rejects.toMatchObject({ message: expect.stringContaining('vision.imageSize') });
+    await expect(loadPack(dir)).rejects.toMatchObject({
+      message: expect.stringContaining('vision.imageSize'),
+    });
   });
 
   it('names a graph input that is not where the manifest says', async () => {
@@ -94,7 +101,13 @@ describe('loupe CLI exit codes', () => {
 
   it('exits 4 for a model folder that is not a pack', async () => {
     const clip = await makeShapesClip(FIXTURES, {
-      name: 'cli-small', width: 160, height: 90, duration: 1, fps: 10, codec: 'h264', background: '#000000',
+      name: 'cli-small',
+      width: 160,
+      height: 90,
+      duration: 1,
+      fps: 10,
+      codec: 'h264',
+      background: '#000000',
       shapes: [{ kind: 'circle', color: COLORS.red, radius: 0.2, x0: 0.5, y0: 0.5 }],
     });
     const out = loupe('ask', clip, 'What color is the circle?', '--model', '/tmp');
@@ -104,7 +117,13 @@ describe('loupe CLI exit codes', () => {
 
   it('probes a video as JSON', async () => {
     const clip = await makeShapesClip(FIXTURES, {
-      name: 'cli-small', width: 160, height: 90, duration: 1, fps: 10, codec: 'h264', background: '#000000',
+      name: 'cli-small',
+      width: 160,
+      height: 90,
+      duration: 1,
+      fps: 10,
+      codec: 'h264',
+      background: '#000000',
       shapes: [{ kind: 'circle', color: COLORS.red, radius: 0.2, x0: 0.5, y0: 0.5 }],
     });
     const out = loupe('probe', clip, '--json');

@@ -32,7 +32,18 @@ async function reference(pixels: Float32Array[], question: string, frames: boole
   const all = new Float32Array(pixels.reduce((n, p) => n + p.length, 0));
   pixels.reduce((at, p) => (all.set(p, at), at + p.length), 0);
   await writeFile(file, Buffer.from(all.buffer));
-  const args = ['-m', 'loupe_dc.reference', '--checkpoint', checkpoint, '--pixels', file, '--count', String(pixels.length), '--question', question];
+  const args = [
+    '-m',
+    'loupe_dc.reference',
+    '--checkpoint',
+    checkpoint,
+    '--pixels',
+    file,
+    '--count',
+    String(pixels.length),
+    '--question',
+    question,
+  ];
   const { stdout } = await run(PYTHON, frames ? [...args, '--frames'] : args, {
     cwd: path.join(ROOT, 'models'),
     maxBuffer: 1 << 26,
@@ -50,7 +61,13 @@ describe('parity: ONNX pack in onnxruntime-node vs the PyTorch checkpoint', () =
     services = await testServices({ provider: 'cpu' });
     engine = await services.engine();
     clip = await makeShapesClip(FIXTURES, {
-      name: 'parity', width: 480, height: 270, duration: 3, fps: 25, codec: 'h264', background: '#e0e0e0',
+      name: 'parity',
+      width: 480,
+      height: 270,
+      duration: 3,
+      fps: 25,
+      codec: 'h264',
+      background: '#e0e0e0',
       shapes: [
         { kind: 'triangle', color: COLORS.green, radius: 0.16, x0: 0.3, y0: 0.5, x1: 0.5, y1: 0.4 },
         { kind: 'circle', color: COLORS.purple, radius: 0.12, x0: 0.8, y0: 0.6, appearAt: 1 },
@@ -61,19 +78,30 @@ describe('parity: ONNX pack in onnxruntime-node vs the PyTorch checkpoint', () =
 
   const compare = async (count: number, question: string) => {
     const v = engine.manifest.vision;
-    const sampled = await sampleFrames(clip, { count, size: v.imageSize, mean: v.mean, std: v.std, pad: v.padColor });
+    const sampled = await sampleFrames(clip, {
+      count,
+      size: v.imageSize,
+      mean: v.mean,
+      std: v.std,
+      pad: v.padColor,
+    });
     const pixels = sampled.map((f) => f.pixels);
     const kind = count === 1 ? 'image' : 'frames';
     const ref = await reference(pixels, question, kind === 'frames');
 
-    const segments = engine.prompt.encodeWithImage(engine.prompt.render([engine.prompt.firstUserMessage(question)]));
+    const segments = engine.prompt.encodeWithImage(
+      engine.prompt.render([engine.prompt.firstUserMessage(question)]),
+    );
     const ids = segments.flatMap((s) => (s.kind === 'image' ? [-200] : s.ids));
     expect(ids).toEqual(ref.input_ids);
 
     const conversation = engine.startConversation({ kind, frames: await engine.encodeImages(pixels) });
     let logits: Float32Array = new Float32Array(0);
     let answer = '';
-    for await (const e of conversation.ask(question, { onPromptLogits: (l) => (logits = l), maxNewTokens: 32 })) {
+    for await (const e of conversation.ask(question, {
+      onPromptLogits: (l) => (logits = l),
+      maxNewTokens: 32,
+    })) {
       if (e.type === 'done') answer = e.text;
     }
     let maxDiff = 0;

@@ -44,7 +44,10 @@ function countingMedia(): MediaPort & { decodes: number; probes: number } {
     decodes: 0,
     probes: 0,
     probe: (...args: Parameters<MediaPort['probe']>) => (port.probes++, ffmpegMedia.probe(...args)),
-    sampleFramesAt: (...args: Parameters<MediaPort['sampleFramesAt']>) => (port.decodes++, ffmpegMedia.sampleFramesAt(...args)),
+    sampleFramesAt: (...args: Parameters<MediaPort['sampleFramesAt']>) => (
+      port.decodes++,
+      ffmpegMedia.sampleFramesAt(...args)
+    ),
   };
   return port;
 }
@@ -81,14 +84,17 @@ describe('asking the built-in model about a clip', () => {
   });
 
   it('gives the honest answer to a question outside its domain', async () => {
-    expect(await answer(services, clip, 'Who is in the video?')).toBe('This built-in model only knows simple shapes and colors.');
+    expect(await answer(services, clip, 'Who is in the video?')).toBe(
+      'This built-in model only knows simple shapes and colors.',
+    );
   });
 
   it('keeps the KV cache for a follow-up, which prefills only its own tokens', async () => {
     const engine = await services.engine();
     const conversation = await ClipConversation.open(engine, await services.extractor(), { path: clip });
     const first: number[] = [];
-    for await (const e of conversation.ask('What color is the circle?')) if (e.type === 'done') first.push(e.timings.prefillTokens);
+    for await (const e of conversation.ask('What color is the circle?'))
+      if (e.type === 'done') first.push(e.timings.prefillTokens);
     const cachedAfterFirst = conversation.cachedTokens;
     let followUp = '';
     let prefill = 0;
@@ -201,7 +207,18 @@ describe('loupe ask without a network', () => {
     const clip = await twoShapes();
     const out = spawnSync(
       'unshare',
-      ['-n', process.execPath, '--import', 'tsx', 'src-main/cli/main.ts', 'ask', clip, 'What color is the circle?', '--json', '--no-cache'],
+      [
+        '-n',
+        process.execPath,
+        '--import',
+        'tsx',
+        'src-main/cli/main.ts',
+        'ask',
+        clip,
+        'What color is the circle?',
+        '--json',
+        '--no-cache',
+      ],
       { encoding: 'utf8', env: { ...process.env, LOUPE_DATA_DIR: '/tmp/loupe-netns' } },
     );
     expect(out.stderr).toBe('');

@@ -12,7 +12,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function finished(service: LoupeService, batchId: string): Promise<string> {
   const controller = new AbortController();
   let state = '';
-  for await (const e of service.batchEvents({ batchId }, controller.signal)) if (e.type === 'end') state = e.state;
+  for await (const e of service.batchEvents({ batchId }, controller.signal))
+    if (e.type === 'end') state = e.state;
   return state;
 }
 
@@ -28,8 +29,25 @@ describe('batches started from the app', () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'loupe-batches-'));
     folder = path.join(dir, 'clips');
     await mkdir(folder);
-    for (const [name, color] of [['one.mp4', 'red'], ['two.mp4', 'blue']] as const)
-      execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', `color=c=${color}:s=160x96:r=8:d=3`, '-c:v', 'libx264', '-preset', 'ultrafast', '-threads', '1', path.join(folder, name)]);
+    for (const [name, color] of [
+      ['one.mp4', 'red'],
+      ['two.mp4', 'blue'],
+    ] as const)
+      execFileSync('ffmpeg', [
+        '-v',
+        'error',
+        '-f',
+        'lavfi',
+        '-i',
+        `color=c=${color}:s=160x96:r=8:d=3`,
+        '-c:v',
+        'libx264',
+        '-preset',
+        'ultrafast',
+        '-threads',
+        '1',
+        path.join(folder, name),
+      ]);
   });
 
   afterAll(async () => {
@@ -40,7 +58,12 @@ describe('batches started from the app', () => {
   it('is listed as interrupted after Loupe quits mid-batch, and resumes from its results file', async () => {
     const first = await open();
     const lease = first.services.gate.interactive(); // keeps the batch waiting at its first step
-    const { batchId } = await first.service.startBatch({ folder, recursive: false, prompts: [], segmentSec: 1.5 });
+    const { batchId } = await first.service.startBatch({
+      folder,
+      recursive: false,
+      prompts: [],
+      segmentSec: 1.5,
+    });
     await sleep(300);
     first.service.dispose(); // quit
     lease.release();
@@ -49,20 +72,34 @@ describe('batches started from the app', () => {
 
     const second = await open();
     const [listed] = (await second.service.listBatches()).batches;
-    expect(listed).toMatchObject({ id: batchId, state: 'interrupted', prompts: ['Summarize the video.'], segmentSec: 1.5 });
+    expect(listed).toMatchObject({
+      id: batchId,
+      state: 'interrupted',
+      prompts: ['Summarize the video.'],
+      segmentSec: 1.5,
+    });
     await second.service.resumeBatch({ batchId });
     expect(await finished(second.service, batchId)).toBe('done');
     const { batch, results } = await second.service.batchResults({ batchId });
-    expect(batch.clips.map((c) => [c.relPath, c.status.state])).toEqual([['one.mp4', 'done'], ['two.mp4', 'done']]);
+    expect(batch.clips.map((c) => [c.relPath, c.status.state])).toEqual([
+      ['one.mp4', 'done'],
+      ['two.mp4', 'done'],
+    ]);
     expect(results).toHaveLength(2);
-    expect(results[0]!.segments.map((s) => [s.from, s.to])).toEqual([[0, 1.5], [1.5, 3]]);
+    expect(results[0]!.segments.map((s) => [s.from, s.to])).toEqual([
+      [0, 1.5],
+      [1.5, 3],
+    ]);
     // Finished clips are in the library, with their summary for the player.
     await sleep(200);
     const videoId = idFor(path.join(folder, 'one.mp4'));
     expect((await second.service.listVideos()).videos.map((v) => v.id)).toContain(videoId);
     expect((await second.service.videoSummaries({ videoId })).results[0]!.answer).toMatch(/\w/);
     const csv = await second.service.exportBatch({ batchId, format: 'csv' });
-    expect(csv).toMatchObject({ mimeType: 'text/csv', fileName: expect.stringMatching(/^loupe-clips-.*\.csv$/) });
+    expect(csv).toMatchObject({
+      mimeType: 'text/csv',
+      fileName: expect.stringMatching(/^loupe-clips-.*\.csv$/),
+    });
     expect(csv.text.split('\r\n').filter(Boolean)).toHaveLength(1 + 2 + 4); // header, 2 clips, 4 segment rows
     second.service.dispose();
     await second.services.dispose();
@@ -77,9 +114,18 @@ describe('batches started from the app', () => {
     const again = await open();
     expect((await again.service.listBatches()).batches[0]!.state).toBe('interrupted');
     const lease = services.gate.interactive();
-    const started = await service.startBatch({ folder, recursive: false, prompts: ['Is it red?'], segmentSec: null });
-    await expect(service.startBatch({ folder, recursive: false, prompts: [], segmentSec: null })).rejects.toMatchObject({ code: 'USAGE' });
-    await expect(service.selectModel({ dir: path.join(dir, 'elsewhere') })).rejects.toMatchObject({ code: 'MODEL_NOT_FOUND' });
+    const started = await service.startBatch({
+      folder,
+      recursive: false,
+      prompts: ['Is it red?'],
+      segmentSec: null,
+    });
+    await expect(
+      service.startBatch({ folder, recursive: false, prompts: [], segmentSec: null }),
+    ).rejects.toMatchObject({ code: 'USAGE' });
+    await expect(service.selectModel({ dir: path.join(dir, 'elsewhere') })).rejects.toMatchObject({
+      code: 'MODEL_NOT_FOUND',
+    });
     await service.cancelBatch(started);
     lease.release();
     expect(await finished(service, started.batchId)).toBe('cancelled');

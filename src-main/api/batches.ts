@@ -60,7 +60,14 @@ const BatchMetaSchema = BatchSummarySchema.extend({
 });
 type BatchMeta = z.infer<typeof BatchMetaSchema>;
 
-const EMPTY_OVERALL: BatchOverall = { done: 0, failed: 0, total: 0, clipsPerMin: 0, etaSec: null, yielding: false };
+const EMPTY_OVERALL: BatchOverall = {
+  done: 0,
+  failed: 0,
+  total: 0,
+  clipsPerMin: 0,
+  etaSec: null,
+  yielding: false,
+};
 const LIVE_STATES: readonly BatchState[] = ['running', 'paused'];
 
 const FORMATS: Record<OutputFormat, { ext: string; mimeType: string }> = {
@@ -146,15 +153,25 @@ export class BatchManager {
   }
 
   async start(input: ParsedCallInput<'startBatch'>): Promise<{ batchId: string }> {
-    if (this.busy) throw new LoupeError('USAGE', 'A batch is already running: wait for it to finish, or cancel it, before starting another.');
+    if (this.busy)
+      throw new LoupeError(
+        'USAGE',
+        'A batch is already running: wait for it to finish, or cancel it, before starting another.',
+      );
     const folder = path.resolve(input.folder);
     const info = await stat(folder).catch(() => null);
-    if (!info?.isDirectory()) throw new LoupeError('FILE_NOT_FOUND', `There is no folder at ${folder}.`, { path: folder });
+    if (!info?.isDirectory())
+      throw new LoupeError('FILE_NOT_FOUND', `There is no folder at ${folder}.`, { path: folder });
     const prompts = input.prompts.length ? input.prompts : [DEFAULT_PROMPT];
     // Check the spec against the model now, so a bad one is answered here rather than as a failed batch.
     const engine = await this.host.services.engine();
     const { frames, maxNewTokens } = this.host.settings();
-    checkSpec(engine, { prompts, frames: frames ?? undefined, maxNewTokens, segmentSec: input.segmentSec ?? undefined });
+    checkSpec(engine, {
+      prompts,
+      frames: frames ?? undefined,
+      maxNewTokens,
+      segmentSec: input.segmentSec ?? undefined,
+    });
     const now = new Date();
     const id = `${now.toISOString().slice(0, 19).replace(/[-:T]/g, '')}-${randomUUID().slice(0, 6)}`;
     const run = new BatchRun(
@@ -180,7 +197,9 @@ export class BatchManager {
   }
 
   list(): BatchSummary[] {
-    return [...this.runs.values()].map((r) => r.summary()).sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+    return [...this.runs.values()]
+      .map((r) => r.summary())
+      .sort((a, b) => b.createdAt.localeCompare(a.createdAt));
   }
 
   async detail(batchId: string): Promise<BatchDetail> {
@@ -191,8 +210,17 @@ export class BatchManager {
         const before = run.clips.get(record.relPath)?.status;
         const error = record.error ?? record.segments?.find((s) => s.error)?.error ?? null;
         const status: BatchClipStatus =
-          before?.state === 'failed' ? before : error ? { state: 'failed', error: { code: error.code, message: error.message } } : { state: 'done', resumed: false };
-        run.clips.set(record.relPath, { relPath: record.relPath, path: record.path, videoId: this.host.videoIdFor(record.path), status });
+          before?.state === 'failed'
+            ? before
+            : error
+              ? { state: 'failed', error: { code: error.code, message: error.message } }
+              : { state: 'done', resumed: false };
+        run.clips.set(record.relPath, {
+          relPath: record.relPath,
+          path: record.path,
+          videoId: this.host.videoIdFor(record.path),
+          status,
+        });
       }
       run.loadedFromJournal = true;
     }
@@ -201,7 +229,10 @@ export class BatchManager {
 
   async results(batchId: string): Promise<{ batch: BatchDetail; results: BatchResult[] }> {
     const run = this.get(batchId);
-    return { batch: await this.detail(batchId), results: (await this.records(run)).map((r) => this.toResult(run.meta.id, r)) };
+    return {
+      batch: await this.detail(batchId),
+      results: (await this.records(run)).map((r) => this.toResult(run.meta.id, r)),
+    };
   }
 
   async pause(batchId: string): Promise<void> {
@@ -220,8 +251,10 @@ export class BatchManager {
       this.setState(run, 'running');
       return;
     }
-    if (run.meta.state === 'done') throw new LoupeError('USAGE', 'This batch is finished: there is nothing left to resume.');
-    if (this.busy) throw new LoupeError('USAGE', 'Another batch is running: wait for it, or cancel it, first.');
+    if (run.meta.state === 'done')
+      throw new LoupeError('USAGE', 'This batch is finished: there is nothing left to resume.');
+    if (this.busy)
+      throw new LoupeError('USAGE', 'Another batch is running: wait for it, or cancel it, first.');
     run.meta.error = null;
     this.setState(run, 'running');
     await this.save(run);
@@ -237,7 +270,10 @@ export class BatchManager {
     }
   }
 
-  async export(batchId: string, format: OutputFormat): Promise<{ fileName: string; mimeType: string; text: string }> {
+  async export(
+    batchId: string,
+    format: OutputFormat,
+  ): Promise<{ fileName: string; mimeType: string; text: string }> {
     const run = this.get(batchId);
     const records = await this.records(run);
     const { ext, mimeType } = FORMATS[format];
@@ -254,7 +290,8 @@ export class BatchManager {
     const runs = [...this.runs.values()].sort((a, b) => b.meta.createdAt.localeCompare(a.meta.createdAt));
     for (const run of runs) {
       const mine = (await this.records(run)).filter((r) => this.host.videoIdFor(r.path) === videoId);
-      if (mine.length) return mine.sort((a, b) => a.promptIndex - b.promptIndex).map((r) => this.toResult(run.meta.id, r));
+      if (mine.length)
+        return mine.sort((a, b) => a.promptIndex - b.promptIndex).map((r) => this.toResult(run.meta.id, r));
     }
     return [];
   }
@@ -318,7 +355,12 @@ export class BatchManager {
         if (!known.has(file)) known.set(file, await recogniseWithProbe(file, s));
         return known.get(file)!;
       };
-      const found = await discoverInputs([meta.folder], { recursive: meta.recursive, recognise, signal, exclude: [run.journal] });
+      const found = await discoverInputs([meta.folder], {
+        recursive: meta.recursive,
+        recognise,
+        signal,
+        exclude: [run.journal],
+      });
       const previous = new Map(run.clips);
       run.clips.clear();
       for (const item of found.items) {
@@ -370,7 +412,14 @@ export class BatchManager {
           if (clip.status.state === 'done' || clip.status.state === 'failed') this.addToLibrary(event.path);
         } else if (event.type === 'overall') {
           const { done, failed, total, clipsPerMin, etaSec, yielding } = event;
-          meta.overall = { done, failed, total, clipsPerMin, etaSec: etaSec === null ? null : Math.max(0, etaSec), yielding };
+          meta.overall = {
+            done,
+            failed,
+            total,
+            clipsPerMin,
+            etaSec: etaSec === null ? null : Math.max(0, etaSec),
+            yielding,
+          };
           if (!signal.aborted) meta.state = run.userPaused ? 'paused' : 'running';
           run.emit({ type: 'overall', state: meta.state, overall: { ...meta.overall } });
           await this.save(run).catch(() => undefined);
@@ -449,7 +498,9 @@ export class BatchManager {
 
 /** The jobs module's clip status in the contract's shape. */
 export function toClipStatus(status: ClipStatus): BatchClipStatus {
-  if (status.state === 'failed') return { state: 'failed', error: { code: status.error.code, message: status.error.message } };
-  if (status.state === 'running') return { state: 'running', stage: status.stage, fraction: Math.min(1, Math.max(0, status.fraction)) };
+  if (status.state === 'failed')
+    return { state: 'failed', error: { code: status.error.code, message: status.error.message } };
+  if (status.state === 'running')
+    return { state: 'running', stage: status.stage, fraction: Math.min(1, Math.max(0, status.fraction)) };
   return status;
 }

@@ -87,7 +87,13 @@ export const SettingsSchema = z.object({
 });
 export type Settings = z.infer<typeof SettingsSchema>;
 
-export const DEFAULT_SETTINGS: Settings = { frames: null, maxNewTokens: 256, temperature: 0, theme: 'system', modelPack: null };
+export const DEFAULT_SETTINGS: Settings = {
+  frames: null,
+  maxNewTokens: 256,
+  temperature: 0,
+  theme: 'system',
+  modelPack: null,
+};
 
 export const ModelInfoSchema = z.object({
   name: z.string(),
@@ -99,7 +105,11 @@ export const ModelInfoSchema = z.object({
   packDir: z.string(),
   packBytes: z.number(),
   precision: z.string(),
-  provider: z.object({ requested: z.string(), used: z.string(), fallbacks: z.array(z.object({ provider: z.string(), error: z.string() })) }),
+  provider: z.object({
+    requested: z.string(),
+    used: z.string(),
+    fallbacks: z.array(z.object({ provider: z.string(), error: z.string() })),
+  }),
   framesDefault: z.number().int(),
   maxFrames: z.number().int(),
   contextLength: z.number().int(),
@@ -146,7 +156,11 @@ export type PackInfo = z.infer<typeof PackInfoSchema>;
 /** One clip of a batch: queued → running{fraction} → done | failed | cancelled (never backwards). */
 export const BatchClipStatusSchema = z.discriminatedUnion('state', [
   z.object({ state: z.literal('queued') }),
-  z.object({ state: z.literal('running'), stage: z.enum(['preparing', 'answering']), fraction: z.number().min(0).max(1) }),
+  z.object({
+    state: z.literal('running'),
+    stage: z.enum(['preparing', 'answering']),
+    fraction: z.number().min(0).max(1),
+  }),
   z.object({ state: z.literal('done'), resumed: z.boolean() }),
   z.object({ state: z.literal('failed'), error: ErrorSchema }),
   z.object({ state: z.literal('cancelled') }),
@@ -206,7 +220,9 @@ export const BatchResultSchema = z.object({
   durationSec: seconds.nullable(),
   answer: z.string().nullable(),
   frames: z.array(seconds),
-  segments: z.array(z.object({ from: seconds, to: seconds, answer: z.string().nullable(), error: ErrorSchema.nullable() })),
+  segments: z.array(
+    z.object({ from: seconds, to: seconds, answer: z.string().nullable(), error: ErrorSchema.nullable() }),
+  ),
   error: ErrorSchema.nullable(),
   finishedAt: z.string(),
 });
@@ -255,14 +271,24 @@ export const calls = {
   listVideos: { input: empty, output: z.object({ videos: z.array(VideoSchema) }) },
   /** Add files, or every video in folders (`recursive`: sub-folders too). Unreadable files are added with their error. */
   addPaths: {
-    input: z.strictObject({ paths: z.array(z.string().min(1).max(4096)).min(1).max(1000), recursive: z.boolean().default(false) }),
-    output: z.object({ added: z.array(VideoSchema), skipped: z.array(z.object({ path: z.string(), reason: z.string() })) }),
+    input: z.strictObject({
+      paths: z.array(z.string().min(1).max(4096)).min(1).max(1000),
+      recursive: z.boolean().default(false),
+    }),
+    output: z.object({
+      added: z.array(VideoSchema),
+      skipped: z.array(z.object({ path: z.string(), reason: z.string() })),
+    }),
   },
   removeVideo: { input: z.strictObject({ videoId: id }), output: ok },
   /** Make a short clip of shapes with ffmpeg (nothing is downloaded) and add it. */
   makeSample: { input: empty, output: z.object({ video: VideoSchema }) },
   thumbnails: {
-    input: z.strictObject({ videoId: id, count: z.number().int().min(1).max(120), width: z.number().int().min(16).max(640) }),
+    input: z.strictObject({
+      videoId: id,
+      count: z.number().int().min(1).max(120),
+      width: z.number().int().min(16).max(640),
+    }),
     output: z.object({ thumbnails: z.array(FrameRefSchema) }),
   },
   /** Sample the clip's frames and start a conversation about them (follow-ups reuse the model's cache). */
@@ -275,7 +301,10 @@ export const calls = {
     }),
   },
   stop: { input: z.strictObject({ conversationId: id }), output: ok },
-  history: { input: z.strictObject({ videoId: id }), output: z.object({ conversations: z.array(ConversationRecordSchema) }) },
+  history: {
+    input: z.strictObject({ videoId: id }),
+    output: z.object({ conversations: z.array(ConversationRecordSchema) }),
+  },
   /** Thumbnails of the given instants, for answers in the history. */
   frameThumbs: {
     input: z.strictObject({ videoId: id, times: z.array(seconds).max(64) }),
@@ -284,20 +313,29 @@ export const calls = {
   modelInfo: { input: empty, output: ModelInfoSchema },
   getSettings: { input: empty, output: SettingsSchema },
   setSettings: { input: SettingsSchema.omit({ modelPack: true }).partial().strict(), output: SettingsSchema },
-  privacyInfo: { input: empty, output: z.object({ dataDir: z.string(), cacheBytes: z.number(), conversations: z.number().int() }) },
+  privacyInfo: {
+    input: empty,
+    output: z.object({ dataDir: z.string(), cacheBytes: z.number(), conversations: z.number().int() }),
+  },
   clearHistory: { input: empty, output: ok },
   clearCaches: { input: empty, output: ok },
 
   // Model packs
   /** The built-in pack (always) and those imported into the data folder, with the providers this machine has. */
-  listModels: { input: empty, output: z.object({ packs: z.array(PackInfoSchema), providers: z.array(z.string()) }) },
+  listModels: {
+    input: empty,
+    output: z.object({ packs: z.array(PackInfoSchema), providers: z.array(z.string()) }),
+  },
   /** Validate a pack folder (every hash), then copy it (or link it) into the data folder's `models/`. */
   importModel: {
     input: z.strictObject({ path: z.string().min(1).max(4096), link: z.boolean().default(false) }),
     output: z.object({ pack: PackInfoSchema }),
   },
   /** Check every file of a pack against the sha256 in its manifest. */
-  verifyModel: { input: z.strictObject({ dir: z.string().min(1).max(4096) }), output: z.object({ files: z.number().int(), bytes: z.number() }) },
+  verifyModel: {
+    input: z.strictObject({ dir: z.string().min(1).max(4096) }),
+    output: z.object({ files: z.number().int(), bytes: z.number() }),
+  },
   /** Load another pack (after a memory check) and keep using it after restarts. */
   selectModel: { input: z.strictObject({ dir: z.string().min(1).max(4096) }), output: ModelInfoSchema },
 
@@ -314,7 +352,10 @@ export const calls = {
     output: z.object({ batchId: id }),
   },
   listBatches: { input: empty, output: z.object({ batches: z.array(BatchSummarySchema) }) },
-  batchResults: { input: z.strictObject({ batchId: id }), output: z.object({ batch: BatchDetailSchema, results: z.array(BatchResultSchema) }) },
+  batchResults: {
+    input: z.strictObject({ batchId: id }),
+    output: z.object({ batch: BatchDetailSchema, results: z.array(BatchResultSchema) }),
+  },
   pauseBatch: { input: z.strictObject({ batchId: id }), output: ok },
   /** Resume a paused batch, or continue an interrupted or cancelled one from its results file. */
   resumeBatch: { input: z.strictObject({ batchId: id }), output: ok },
@@ -324,7 +365,10 @@ export const calls = {
     output: z.object({ fileName: z.string(), mimeType: z.string(), text: z.string() }),
   },
   /** The latest batch answers about one video (its summary, and segment answers for the timeline). */
-  videoSummaries: { input: z.strictObject({ videoId: id }), output: z.object({ results: z.array(BatchResultSchema) }) },
+  videoSummaries: {
+    input: z.strictObject({ videoId: id }),
+    output: z.object({ results: z.array(BatchResultSchema) }),
+  },
 } as const;
 
 /** Methods that answer with a stream of events (SSE over HTTP, event channel over IPC). */
@@ -335,7 +379,10 @@ export const streams = {
     event: AskEventSchema,
   },
   /** Where to play a video from; converts first (with progress) when the codec cannot be played. */
-  playback: { input: z.strictObject({ videoId: id, forceProxy: z.boolean().default(false) }), event: PlaybackEventSchema },
+  playback: {
+    input: z.strictObject({ videoId: id, forceProxy: z.boolean().default(false) }),
+    event: PlaybackEventSchema,
+  },
   /** A batch's progress: a snapshot, then clip and overall changes until it stops (end). */
   batchEvents: { input: z.strictObject({ batchId: id }), event: BatchEventSchema },
 } as const;
@@ -368,7 +415,8 @@ export interface LoupeBridge {
 
 /** How a call's result crosses a boundary: never a thrown exception, always data. */
 export type Envelope<T> = { ok: true; value: T } | { ok: false; error: SerializedError };
-export type StreamMessage = { kind: 'event'; event: unknown } | { kind: 'end' } | { kind: 'error'; error: SerializedError };
+export type StreamMessage =
+  { kind: 'event'; event: unknown } | { kind: 'end' } | { kind: 'error'; error: SerializedError };
 
 export function isCallName(name: string): name is CallName {
   return Object.hasOwn(calls, name);
@@ -399,24 +447,36 @@ export function parseStreamInput<M extends StreamName>(method: M, input: unknown
 export function checkCallOutput<M extends CallName>(method: M, output: unknown): CallOutput<M> {
   const result = calls[method].output.safeParse(output);
   if (!result.success)
-    throw new LoupeError('INTERNAL', `${method} produced an invalid answer: ${result.error.issues[0]?.message}`, {
-      method,
-      issues: result.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`),
-    });
+    throw new LoupeError(
+      'INTERNAL',
+      `${method} produced an invalid answer: ${result.error.issues[0]?.message}`,
+      {
+        method,
+        issues: result.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`),
+      },
+    );
   return result.data as CallOutput<M>;
 }
 
 export function checkStreamEvent<M extends StreamName>(method: M, event: unknown): StreamEvent<M> {
   const result = streams[method].event.safeParse(event);
   if (!result.success)
-    throw new LoupeError('INTERNAL', `${method} produced an invalid event: ${result.error.issues[0]?.message}`, { method });
+    throw new LoupeError(
+      'INTERNAL',
+      `${method} produced an invalid event: ${result.error.issues[0]?.message}`,
+      { method },
+    );
   return result.data as StreamEvent<M>;
 }
 
 // ─── Dispatch, shared by both transports ────────────────────────────────────────────────────────────
 
 /** Run one call: validate the input, call the implementation, validate the output; errors become data. */
-export async function dispatchCall(api: LoupeApi, method: string, input: unknown): Promise<Envelope<unknown>> {
+export async function dispatchCall(
+  api: LoupeApi,
+  method: string,
+  input: unknown,
+): Promise<Envelope<unknown>> {
   try {
     if (!isCallName(method)) throw new LoupeError('BAD_REQUEST', `Unknown method "${method}".`, { method });
     const parsed = parseCallInput(method, input);
@@ -439,7 +499,8 @@ export async function dispatchStream(
     if (!isStreamName(method)) throw new LoupeError('BAD_REQUEST', `Unknown stream "${method}".`, { method });
     const parsed = parseStreamInput(method, input);
     const fn = api[method] as (input: unknown, signal: AbortSignal) => AsyncIterable<unknown>;
-    for await (const event of fn.call(api, parsed, signal)) send({ kind: 'event', event: checkStreamEvent(method, event) });
+    for await (const event of fn.call(api, parsed, signal))
+      send({ kind: 'event', event: checkStreamEvent(method, event) });
     send({ kind: 'end' });
   } catch (error) {
     send({ kind: 'error', error: LoupeError.from(error).toJSON() });

@@ -15,14 +15,26 @@ interface Reply {
 }
 
 /** A raw HTTP request, so that Host and Origin can be anything (fetch would not let us set Host). */
-function send(web: WebServer, route: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Reply> {
+function send(
+  web: WebServer,
+  route: string,
+  init: { method?: string; headers?: Record<string, string>; body?: string } = {},
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: '127.0.0.1', port: web.port, path: route, method: init.method ?? 'GET', headers: { Host: `127.0.0.1:${web.port}`, ...init.headers } },
+      {
+        host: '127.0.0.1',
+        port: web.port,
+        path: route,
+        method: init.method ?? 'GET',
+        headers: { Host: `127.0.0.1:${web.port}`, ...init.headers },
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on('end', () =>
+          resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
+        );
       },
     );
     req.on('error', reject);
@@ -42,13 +54,23 @@ describe('web mode HTTP transport', () => {
   beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'loupe-http-'));
     clip = await makeShapesClip(path.join(dir, 'clips'), {
-      name: 'dot.mp4', width: 160, height: 90, duration: 1, fps: 10, codec: 'h264', background: COLORS.white,
+      name: 'dot.mp4',
+      width: 160,
+      height: 90,
+      duration: 1,
+      fps: 10,
+      codec: 'h264',
+      background: COLORS.white,
       shapes: [{ kind: 'circle', color: COLORS.red, radius: 0.2, x0: 0.5, y0: 0.5 }],
     });
     const services = new Services({ dataDir: path.join(dir, 'data'), featureCache: false });
     service = await LoupeService.create(services, { mediaUrl: (id) => `/media/${id}` });
     videoId = (await service.addPaths({ paths: [clip], recursive: false })).added[0]!.id;
-    web = await startWebServer({ api: service, mediaFile: (id, proxy) => service.mediaFile(id, proxy), rendererDir: path.join(dir, 'no-renderer') });
+    web = await startWebServer({
+      api: service,
+      mediaFile: (id, proxy) => service.mediaFile(id, proxy),
+      rendererDir: path.join(dir, 'no-renderer'),
+    });
   });
 
   afterAll(async () => {
@@ -64,13 +86,23 @@ describe('web mode HTTP transport', () => {
   describe('access token', () => {
     it('refuses requests without the token', async () => {
       expect((await send(web, '/')).status).toBe(401);
-      expect((await send(web, '/api/call/listVideos', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}' })).status).toBe(401);
+      expect(
+        (
+          await send(web, '/api/call/listVideos', {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json' },
+            body: '{}',
+          })
+        ).status,
+      ).toBe(401);
       expect((await send(web, `/media/${videoId}`)).status).toBe(401);
     });
 
     it('refuses a wrong token', async () => {
       expect((await send(web, '/?token=nope')).status).toBe(401);
-      expect((await send(web, '/', { headers: { 'X-Loupe-Token': 'x'.repeat(web.token.length) } })).status).toBe(401);
+      expect(
+        (await send(web, '/', { headers: { 'X-Loupe-Token': 'x'.repeat(web.token.length) } })).status,
+      ).toBe(401);
     });
 
     it('trades the token in the printed URL for a strict cookie and drops it from the address', async () => {
@@ -88,19 +120,31 @@ describe('web mode HTTP transport', () => {
 
   describe('Host and Origin checks', () => {
     it('refuses other hosts (DNS rebinding) even with the token', async () => {
-      const reply = await send(web, '/api/call/listVideos', { method: 'POST', headers: { ...json(), Host: `evil.example:${web.port}` }, body: '{}' });
+      const reply = await send(web, '/api/call/listVideos', {
+        method: 'POST',
+        headers: { ...json(), Host: `evil.example:${web.port}` },
+        body: '{}',
+      });
       expect(reply.status).toBe(403);
     });
 
     it('refuses other origins even with the token', async () => {
       for (const origin of ['http://evil.example', `http://127.0.0.1:${web.port + 1}`, 'null']) {
-        const reply = await send(web, '/api/call/listVideos', { method: 'POST', headers: { ...json(), Origin: origin }, body: '{}' });
+        const reply = await send(web, '/api/call/listVideos', {
+          method: 'POST',
+          headers: { ...json(), Origin: origin },
+          body: '{}',
+        });
         expect(reply.status, origin).toBe(403);
       }
     });
 
     it('accepts its own origin under either loopback name', async () => {
-      const own = await send(web, '/api/call/listVideos', { method: 'POST', headers: { ...json(), Origin: `http://127.0.0.1:${web.port}` }, body: '{}' });
+      const own = await send(web, '/api/call/listVideos', {
+        method: 'POST',
+        headers: { ...json(), Origin: `http://127.0.0.1:${web.port}` },
+        body: '{}',
+      });
       expect(own.status).toBe(200);
       const local = await send(web, '/api/call/listVideos', {
         method: 'POST',
@@ -130,7 +174,11 @@ describe('web mode HTTP transport', () => {
     });
 
     it('answers a payload that breaks the contract with a typed BAD_REQUEST error', async () => {
-      const reply = await send(web, '/api/call/addPaths', { method: 'POST', headers: json(), body: JSON.stringify({ paths: [42] }) });
+      const reply = await send(web, '/api/call/addPaths', {
+        method: 'POST',
+        headers: json(),
+        body: JSON.stringify({ paths: [42] }),
+      });
       expect(reply.status).toBe(400);
       const body = JSON.parse(reply.body.toString());
       expect(body).toMatchObject({ ok: false, error: { code: 'BAD_REQUEST' } });
@@ -138,13 +186,25 @@ describe('web mode HTTP transport', () => {
     });
 
     it('rejects unknown methods, extra fields, bad JSON and non-JSON bodies', async () => {
-      const unknown = await send(web, '/api/call/formatDisk', { method: 'POST', headers: json(), body: '{}' });
+      const unknown = await send(web, '/api/call/formatDisk', {
+        method: 'POST',
+        headers: json(),
+        body: '{}',
+      });
       expect(JSON.parse(unknown.body.toString()).error.code).toBe('BAD_REQUEST');
-      const extra = await send(web, '/api/call/listVideos', { method: 'POST', headers: json(), body: '{"x":1}' });
+      const extra = await send(web, '/api/call/listVideos', {
+        method: 'POST',
+        headers: json(),
+        body: '{"x":1}',
+      });
       expect(JSON.parse(extra.body.toString()).error.code).toBe('BAD_REQUEST');
       const broken = await send(web, '/api/call/listVideos', { method: 'POST', headers: json(), body: '{' });
       expect(broken.status).toBe(400);
-      const form = await send(web, '/api/call/listVideos', { method: 'POST', headers: { ...auth(), 'Content-Type': 'text/plain' }, body: '{}' });
+      const form = await send(web, '/api/call/listVideos', {
+        method: 'POST',
+        headers: { ...auth(), 'Content-Type': 'text/plain' },
+        body: '{}',
+      });
       expect(form.status).toBe(415);
     });
   });
@@ -158,14 +218,27 @@ describe('web mode HTTP transport', () => {
         .map((block) => JSON.parse(block.replace(/^data: /, '')));
 
     it('streams events then an end message', async () => {
-      const reply = await send(web, '/api/stream/playback', { method: 'POST', headers: json(), body: JSON.stringify({ videoId }) });
+      const reply = await send(web, '/api/stream/playback', {
+        method: 'POST',
+        headers: json(),
+        body: JSON.stringify({ videoId }),
+      });
       expect(reply.headers['content-type']).toMatch(/^text\/event-stream/);
-      expect(events(reply)).toEqual([{ kind: 'event', event: { type: 'ready', url: `/media/${videoId}`, proxy: false } }, { kind: 'end' }]);
+      expect(events(reply)).toEqual([
+        { kind: 'event', event: { type: 'ready', url: `/media/${videoId}`, proxy: false } },
+        { kind: 'end' },
+      ]);
     });
 
     it('ends a failing stream with its error as data', async () => {
-      const reply = await send(web, '/api/stream/ask', { method: 'POST', headers: json(), body: JSON.stringify({ conversationId: 'gone', question: 'hi' }) });
-      expect(events(reply)).toEqual([{ kind: 'error', error: expect.objectContaining({ code: 'NOT_FOUND' }) }]);
+      const reply = await send(web, '/api/stream/ask', {
+        method: 'POST',
+        headers: json(),
+        body: JSON.stringify({ conversationId: 'gone', question: 'hi' }),
+      });
+      expect(events(reply)).toEqual([
+        { kind: 'error', error: expect.objectContaining({ code: 'NOT_FOUND' }) },
+      ]);
     });
   });
 
@@ -184,13 +257,17 @@ describe('web mode HTTP transport', () => {
       const whole = await readFile(clip);
       const suffix = await send(web, `/media/${videoId}`, { headers: { ...auth(), Range: 'bytes=-16' } });
       expect(suffix.body).toEqual(whole.subarray(whole.length - 16));
-      const open = await send(web, `/media/${videoId}`, { headers: { ...auth(), Range: `bytes=${whole.length - 5}-` } });
+      const open = await send(web, `/media/${videoId}`, {
+        headers: { ...auth(), Range: `bytes=${whole.length - 5}-` },
+      });
       expect(open.body).toEqual(whole.subarray(whole.length - 5));
     });
 
     it('answers 416 to a range outside the file and 200 without a range', async () => {
       const whole = await readFile(clip);
-      const outside = await send(web, `/media/${videoId}`, { headers: { ...auth(), Range: `bytes=${whole.length + 10}-` } });
+      const outside = await send(web, `/media/${videoId}`, {
+        headers: { ...auth(), Range: `bytes=${whole.length + 10}-` },
+      });
       expect(outside.status).toBe(416);
       expect(outside.headers['content-range']).toBe(`bytes */${whole.length}`);
       const all = await send(web, `/media/${videoId}`, { headers: auth() });

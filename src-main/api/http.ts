@@ -18,7 +18,13 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { LoupeError } from '../errors.ts';
 import { fileReply } from '../playback/range.ts';
-import { dispatchCall, dispatchStream, type Envelope, type LoupeApi, type StreamMessage } from './contract.ts';
+import {
+  dispatchCall,
+  dispatchStream,
+  type Envelope,
+  type LoupeApi,
+  type StreamMessage,
+} from './contract.ts';
 
 export interface WebServerOptions {
   api: LoupeApi;
@@ -79,7 +85,12 @@ const STATIC_TYPES: Record<string, string> = {
   '.woff2': 'font/woff2',
 };
 
-const STATUS_FOR: Partial<Record<string, number>> = { BAD_REQUEST: 400, USAGE: 400, NOT_FOUND: 404, INTERNAL: 500 };
+const STATUS_FOR: Partial<Record<string, number>> = {
+  BAD_REQUEST: 400,
+  USAGE: 400,
+  NOT_FOUND: 404,
+  INTERNAL: 500,
+};
 
 export async function startWebServer(options: WebServerOptions): Promise<WebServer> {
   const token = options.token ?? randomBytes(24).toString('base64url');
@@ -97,18 +108,21 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
     for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
     const allowedHosts = [`127.0.0.1:${port}`, `localhost:${port}`];
     // 1. Host: refuse anything but this server's own names (a rebound DNS name reaches us with its own Host).
-    if (!allowedHosts.includes(req.headers.host ?? '')) return plain(res, 403, 'Forbidden: unexpected Host header.');
+    if (!allowedHosts.includes(req.headers.host ?? ''))
+      return plain(res, 403, 'Forbidden: unexpected Host header.');
     // 2. Origin: pages from anywhere else may not talk to Loupe.
     const origin = req.headers.origin;
     if (origin !== undefined && !allowedHosts.some((h) => origin === `http://${h}`))
       return plain(res, 403, 'Forbidden: requests from other origins are refused.');
-    if (req.headers['sec-fetch-site'] === 'cross-site') return plain(res, 403, 'Forbidden: cross-site request.');
+    if (req.headers['sec-fetch-site'] === 'cross-site')
+      return plain(res, 403, 'Forbidden: cross-site request.');
 
     const url = new URL(req.url ?? '/', `http://${req.headers.host}`);
     // 3. Token: from the printed URL once (then a cookie), or a header.
     const fromQuery = url.searchParams.get('token');
     if (fromQuery !== null && req.method === 'GET') {
-      if (!tokenMatches(fromQuery)) return plain(res, 401, 'This link’s access token is wrong or from an earlier run of Loupe.');
+      if (!tokenMatches(fromQuery))
+        return plain(res, 401, 'This link’s access token is wrong or from an earlier run of Loupe.');
       res.setHeader('Set-Cookie', `${cookieName()}=${token}; HttpOnly; SameSite=Strict; Path=/`);
       url.searchParams.delete('token');
       res.writeHead(303, { Location: url.pathname + url.search });
@@ -117,13 +131,18 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
     const header = req.headers[TOKEN_HEADER];
     const cookie = parseCookies(req.headers.cookie)[cookieName()];
     if (!tokenMatches(typeof header === 'string' ? header : cookie))
-      return plain(res, 401, 'Open Loupe with the link it printed when it started: it carries the access token.');
+      return plain(
+        res,
+        401,
+        'Open Loupe with the link it printed when it started: it carries the access token.',
+      );
 
     // 4. Routes.
     const route = url.pathname;
     if (route.startsWith('/api/')) {
       if (req.method !== 'POST') return plain(res, 405, 'Use POST.');
-      if (!(req.headers['content-type'] ?? '').startsWith('application/json')) return plain(res, 415, 'Send JSON.');
+      if (!(req.headers['content-type'] ?? '').startsWith('application/json'))
+        return plain(res, 415, 'Send JSON.');
       const [, , kind, method = ''] = route.split('/');
       const body = await readJson(req);
       if (!body.ok) return json(res, 400, body);
@@ -131,7 +150,8 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
         const answer = await dispatchCall(options.api, method, body.value);
         return json(res, answer.ok ? 200 : (STATUS_FOR[answer.error.code] ?? 422), answer);
       }
-      if (kind === 'stream') return sse(req, res, (signal, send) => dispatchStream(options.api, method, body.value, signal, send));
+      if (kind === 'stream')
+        return sse(req, res, (signal, send) => dispatchStream(options.api, method, body.value, signal, send));
       return plain(res, 404, 'No such API route.');
     }
     if (route.startsWith('/media/')) {
@@ -199,7 +219,11 @@ async function sse(
 ): Promise<void> {
   const controller = new AbortController();
   res.on('close', () => controller.abort());
-  res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-store', Connection: 'keep-alive' });
+  res.writeHead(200, {
+    'Content-Type': 'text/event-stream; charset=utf-8',
+    'Cache-Control': 'no-store',
+    Connection: 'keep-alive',
+  });
   res.flushHeaders();
   req.socket.setNoDelay(true);
   await run(controller.signal, (message) => {
@@ -213,7 +237,8 @@ async function readJson(req: IncomingMessage): Promise<Envelope<unknown>> {
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > MAX_BODY) return { ok: false, error: { code: 'BAD_REQUEST', message: 'The request is too large.' } };
+    if (size > MAX_BODY)
+      return { ok: false, error: { code: 'BAD_REQUEST', message: 'The request is too large.' } };
     chunks.push(chunk as Buffer);
   }
   const text = Buffer.concat(chunks).toString('utf8');

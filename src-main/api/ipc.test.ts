@@ -31,7 +31,8 @@ function standInIpc(pageUrl = 'loupe://app/index.html') {
   const event = (): IpcEventLike => ({ sender, senderFrame: { url: pageUrl } });
   const main: IpcMainPort = {
     handle: (channel, listener) => void handlers.set(channel, listener as Listener),
-    on: (channel, listener) => mainListeners.set(channel, (mainListeners.get(channel) ?? new Set()).add(listener as Listener)),
+    on: (channel, listener) =>
+      mainListeners.set(channel, (mainListeners.get(channel) ?? new Set()).add(listener as Listener)),
     removeHandler: (channel) => void handlers.delete(channel),
     removeAllListeners: (channel) => mainListeners.delete(channel),
   };
@@ -41,8 +42,10 @@ function standInIpc(pageUrl = 'loupe://app/index.html') {
       if (!handler) throw new Error(`No handler registered for '${channel}'`);
       return structuredClone(await handler(event(), ...structuredClone(args)));
     },
-    send: (channel, ...args) => mainListeners.get(channel)?.forEach((l) => l(event(), ...structuredClone(args))),
-    on: (channel, listener) => pageListeners.set(channel, (pageListeners.get(channel) ?? new Set()).add(listener)),
+    send: (channel, ...args) =>
+      mainListeners.get(channel)?.forEach((l) => l(event(), ...structuredClone(args))),
+    on: (channel, listener) =>
+      pageListeners.set(channel, (pageListeners.get(channel) ?? new Set()).add(listener)),
   };
   const closeWindow = () => {
     destroyed = true;
@@ -59,12 +62,21 @@ describe('the API over IPC (in-process stand-in)', () => {
   beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'loupe-ipc-'));
     const clip = await makeShapesClip(path.join(dir, 'clips'), {
-      name: 'dot.mp4', width: 160, height: 90, duration: 1, fps: 10, codec: 'h264', background: COLORS.white,
+      name: 'dot.mp4',
+      width: 160,
+      height: 90,
+      duration: 1,
+      fps: 10,
+      codec: 'h264',
+      background: COLORS.white,
       shapes: [{ kind: 'circle', color: COLORS.blue, radius: 0.2, x0: 0.5, y0: 0.5 }],
     });
-    service = await LoupeService.create(new Services({ dataDir: path.join(dir, 'data'), featureCache: false }), {
-      mediaUrl: (id) => `loupe-media://media/${id}`,
-    });
+    service = await LoupeService.create(
+      new Services({ dataDir: path.join(dir, 'data'), featureCache: false }),
+      {
+        mediaUrl: (id) => `loupe-media://media/${id}`,
+      },
+    );
     videoId = (await service.addPaths({ paths: [clip], recursive: false })).added[0]!.id;
   });
   afterAll(() => rm(dir, { recursive: true, force: true }));
@@ -82,18 +94,28 @@ describe('the API over IPC (in-process stand-in)', () => {
     const ipc = standInIpc();
     serveIpc(service, ipc.main);
     const client = ipcClient(ipcBridge(ipc.renderer));
-    await expect(client.call('removeVideo', { videoId: 'nope' })).rejects.toMatchObject({ name: 'ApiError', code: 'NOT_FOUND' });
+    await expect(client.call('removeVideo', { videoId: 'nope' })).rejects.toMatchObject({
+      name: 'ApiError',
+      code: 'NOT_FOUND',
+    });
     // A payload the types would not allow still reaches main, and main refuses it.
-    await expect(client.call('setSettings', { temperature: 9 })).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    await expect(client.call('setSettings', { temperature: 9 })).rejects.toMatchObject({
+      code: 'BAD_REQUEST',
+    });
   });
 
   it('refuses malformed envelopes and pages that are not the app', async () => {
     const ipc = standInIpc();
     serveIpc(service, ipc.main, (e) => Boolean(e.senderFrame?.url.startsWith('loupe://app/')));
-    expect(await ipc.renderer.invoke(CHANNELS.call, 'listVideos')).toMatchObject({ ok: false, error: { code: 'BAD_REQUEST' } });
+    expect(await ipc.renderer.invoke(CHANNELS.call, 'listVideos')).toMatchObject({
+      ok: false,
+      error: { code: 'BAD_REQUEST' },
+    });
     const stranger = standInIpc('https://evil.example/');
     serveIpc(service, stranger.main, (e) => Boolean(e.senderFrame?.url.startsWith('loupe://app/')));
-    await expect(ipcClient(ipcBridge(stranger.renderer)).call('listVideos', {})).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+    await expect(ipcClient(ipcBridge(stranger.renderer)).call('listVideos', {})).rejects.toMatchObject({
+      code: 'BAD_REQUEST',
+    });
   });
 
   it('streams events and errors', async () => {
@@ -123,7 +145,10 @@ describe('the API over IPC (in-process stand-in)', () => {
   it('stops the stream in main when the renderer stops reading', async () => {
     const ipc = standInIpc();
     let ended = '';
-    serveIpc(endlessPlayback((r) => (ended = r)), ipc.main);
+    serveIpc(
+      endlessPlayback((r) => (ended = r)),
+      ipc.main,
+    );
     const client = ipcClient(ipcBridge(ipc.renderer));
     const controller = new AbortController();
     const seen: PlaybackEvent[] = [];
@@ -142,7 +167,10 @@ describe('the API over IPC (in-process stand-in)', () => {
   it('stops a window’s streams when the window closes', async () => {
     const ipc = standInIpc();
     let ended = '';
-    serveIpc(endlessPlayback((r) => (ended = r)), ipc.main);
+    serveIpc(
+      endlessPlayback((r) => (ended = r)),
+      ipc.main,
+    );
     const bridge = ipcBridge(ipc.renderer);
     bridge.stream('playback', { videoId }, () => {});
     await new Promise((r) => setTimeout(r, 20));

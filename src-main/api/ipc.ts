@@ -30,7 +30,11 @@ export interface IpcMainPort {
 }
 
 const CallRequestSchema = z.strictObject({ method: z.string().max(100), input: z.unknown() });
-const StreamStartSchema = z.strictObject({ streamId: z.string().min(1).max(100), method: z.string().max(100), input: z.unknown() });
+const StreamStartSchema = z.strictObject({
+  streamId: z.string().min(1).max(100),
+  method: z.string().max(100),
+  input: z.unknown(),
+});
 const StreamCancelSchema = z.strictObject({ streamId: z.string().min(1).max(100) });
 
 function refusal(message: string): { ok: false; error: ReturnType<LoupeError['toJSON']> } {
@@ -41,7 +45,11 @@ function refusal(message: string): { ok: false; error: ReturnType<LoupeError['to
  * Serve `api` on `ipc`. `isTrusted` (Electron: the sender frame is the app's own page) guards every message.
  * Returns a function that unregisters the channels and stops running streams.
  */
-export function serveIpc(api: LoupeApi, ipc: IpcMainPort, isTrusted: (event: IpcEventLike) => boolean = () => true): () => void {
+export function serveIpc(
+  api: LoupeApi,
+  ipc: IpcMainPort,
+  isTrusted: (event: IpcEventLike) => boolean = () => true,
+): () => void {
   const running = new Map<string, AbortController>(); // key: `${sender.id}:${streamId}`
 
   ipc.handle(CHANNELS.call, async (event, payload) => {
@@ -53,24 +61,33 @@ export function serveIpc(api: LoupeApi, ipc: IpcMainPort, isTrusted: (event: Ipc
 
   ipc.on(CHANNELS.streamStart, (event, payload) => {
     const reply = (streamId: string, message: StreamMessage) => {
-      if (!event.sender.isDestroyed()) event.sender.send(CHANNELS.streamMessage, { streamId, message } satisfies StreamEnvelope);
+      if (!event.sender.isDestroyed())
+        event.sender.send(CHANNELS.streamMessage, { streamId, message } satisfies StreamEnvelope);
     };
     const start = StreamStartSchema.safeParse(payload);
-    const streamId = start.success ? start.data.streamId : String((payload as { streamId?: unknown })?.streamId ?? '');
-    if (!isTrusted(event)) return reply(streamId, { kind: 'error', error: refusal('This page may not use Loupe’s API.').error });
-    if (!start.success) return reply(streamId, { kind: 'error', error: refusal('Malformed stream request: expected {streamId, method, input}.').error });
+    const streamId = start.success
+      ? start.data.streamId
+      : String((payload as { streamId?: unknown })?.streamId ?? '');
+    if (!isTrusted(event))
+      return reply(streamId, { kind: 'error', error: refusal('This page may not use Loupe’s API.').error });
+    if (!start.success)
+      return reply(streamId, {
+        kind: 'error',
+        error: refusal('Malformed stream request: expected {streamId, method, input}.').error,
+      });
     const key = `${event.sender.id}:${streamId}`;
     const controller = new AbortController();
     running.set(key, controller);
     event.sender.once('destroyed', () => controller.abort()); // a closed window stops its streams
-    void dispatchStream(api, start.data.method, start.data.input, controller.signal, (m) => reply(streamId, m)).finally(() =>
-      running.delete(key),
-    );
+    void dispatchStream(api, start.data.method, start.data.input, controller.signal, (m) =>
+      reply(streamId, m),
+    ).finally(() => running.delete(key));
   });
 
   ipc.on(CHANNELS.streamCancel, (event, payload) => {
     const cancel = StreamCancelSchema.safeParse(payload);
-    if (cancel.success && isTrusted(event)) running.get(`${event.sender.id}:${cancel.data.streamId}`)?.abort();
+    if (cancel.success && isTrusted(event))
+      running.get(`${event.sender.id}:${cancel.data.streamId}`)?.abort();
   });
 
   return () => {

@@ -10,10 +10,24 @@ import type { Dirent } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { LoupeError } from '../errors.ts';
-import { frameTimes, probe, resolveBinaries, runProcess, thumbnailsAt, type MediaInfo } from '../media/index.ts';
+import {
+  frameTimes,
+  probe,
+  resolveBinaries,
+  runProcess,
+  thumbnailsAt,
+  type MediaInfo,
+} from '../media/index.ts';
 import type { AnswerEvent, GenerateOptions } from '../model/engine.ts';
 import { loadPack } from '../model/pack.ts';
-import { importPack, listPackInfos, memoryFit, onnxBytes, systemMemory, verifyPackFiles } from '../packs/manage.ts';
+import {
+  importPack,
+  listPackInfos,
+  memoryFit,
+  onnxBytes,
+  systemMemory,
+  verifyPackFiles,
+} from '../packs/manage.ts';
 import { builtinPackDir } from '../paths.ts';
 import { ProxyMaker, proxyReason } from '../playback/proxy.ts';
 import { ClipConversation } from '../qa/ask.ts';
@@ -50,9 +64,23 @@ export interface ServiceOptions {
 }
 
 /** File extensions picked up when a folder is added. */
-export const VIDEO_EXTENSIONS = new Set(
-  ['.mp4', '.m4v', '.mov', '.mkv', '.webm', '.avi', '.mpg', '.mpeg', '.ts', '.mts', '.m2ts', '.wmv', '.flv', '.3gp', '.ogv'],
-);
+export const VIDEO_EXTENSIONS = new Set([
+  '.mp4',
+  '.m4v',
+  '.mov',
+  '.mkv',
+  '.webm',
+  '.avi',
+  '.mpg',
+  '.mpeg',
+  '.ts',
+  '.mts',
+  '.m2ts',
+  '.wmv',
+  '.flv',
+  '.3gp',
+  '.ogv',
+]);
 const LIVE_CONVERSATIONS = 8;
 const FRAME_THUMB_WIDTH = 160;
 
@@ -112,7 +140,9 @@ export class LoupeService implements LoupeApi {
           () => true,
           () => false,
         );
-        return exists ? v : { ...v, error: { code: 'FILE_NOT_FOUND', message: `The file is no longer at ${v.path}.` } };
+        return exists
+          ? v
+          : { ...v, error: { code: 'FILE_NOT_FOUND', message: `The file is no longer at ${v.path}.` } };
       }),
     );
     return { videos };
@@ -128,7 +158,11 @@ export class LoupeService implements LoupeApi {
       if (!info) skipped.push({ path: given, reason: 'There is no file or folder at this path.' });
       else if (info.isDirectory()) {
         const found = await listVideoFiles(full, recursive);
-        if (found.length === 0) skipped.push({ path: given, reason: `No video files in this folder${recursive ? ' or its sub-folders' : ''}.` });
+        if (found.length === 0)
+          skipped.push({
+            path: given,
+            reason: `No video files in this folder${recursive ? ' or its sub-folders' : ''}.`,
+          });
         files.push(...found);
       } else files.push(full);
     }
@@ -172,7 +206,11 @@ export class LoupeService implements LoupeApi {
     return { video };
   }
 
-  async thumbnails({ videoId, count, width }: ParsedCallInput<'thumbnails'>): Promise<CallOutput<'thumbnails'>> {
+  async thumbnails({
+    videoId,
+    count,
+    width,
+  }: ParsedCallInput<'thumbnails'>): Promise<CallOutput<'thumbnails'>> {
     const video = this.playableVideo(videoId);
     const key = `${videoId}:${video.sizeBytes}:${count}:${width}`;
     let thumbs = this.thumbCache.get(key);
@@ -192,7 +230,10 @@ export class LoupeService implements LoupeApi {
 
   // ─── Playback ─────────────────────────────────────────────────────────────────────────────────────
 
-  async *playback({ videoId, forceProxy }: ParsedStreamInput<'playback'>, signal: AbortSignal): AsyncGenerator<PlaybackEvent> {
+  async *playback(
+    { videoId, forceProxy }: ParsedStreamInput<'playback'>,
+    signal: AbortSignal,
+  ): AsyncGenerator<PlaybackEvent> {
     const video = this.playableVideo(videoId);
     const info = await probe(video.path, signal);
     const reason = proxyReason(info) ?? (forceProxy ? 'the player could not decode the original' : null);
@@ -208,13 +249,18 @@ export class LoupeService implements LoupeApi {
     const video = this.video(videoId);
     if (!proxy) return video.path;
     const file = this.proxies.existing(await probe(video.path));
-    if (!file) throw new LoupeError('NOT_FOUND', 'The playable copy of this video is not ready yet.', { videoId });
+    if (!file)
+      throw new LoupeError('NOT_FOUND', 'The playable copy of this video is not ready yet.', { videoId });
     return file;
   }
 
   // ─── Conversations ────────────────────────────────────────────────────────────────────────────────
 
-  async openConversation({ videoId, from, to }: ParsedCallInput<'openConversation'>): Promise<CallOutput<'openConversation'>> {
+  async openConversation({
+    videoId,
+    from,
+    to,
+  }: ParsedCallInput<'openConversation'>): Promise<CallOutput<'openConversation'>> {
     const video = this.playableVideo(videoId);
     if (to < from) throw new LoupeError('USAGE', 'The clip ends before it starts.', { from, to });
     const { frames } = this.store.data.settings;
@@ -240,7 +286,10 @@ export class LoupeService implements LoupeApi {
     return { conversationId: id, range: record.range, frames: await thumbsAt(video.path, times) };
   }
 
-  async *ask({ conversationId, question }: ParsedStreamInput<'ask'>, signal: AbortSignal): AsyncGenerator<AskEvent> {
+  async *ask(
+    { conversationId, question }: ParsedStreamInput<'ask'>,
+    signal: AbortSignal,
+  ): AsyncGenerator<AskEvent> {
     const live = this.live.get(conversationId);
     if (!live)
       throw new LoupeError(
@@ -248,23 +297,42 @@ export class LoupeService implements LoupeApi {
         'This conversation is closed (Loupe was restarted, or its history was cleared). Ask again to start a new one.',
         { conversationId },
       );
-    if (live.controller) throw new LoupeError('USAGE', 'This conversation is still answering: wait, or press Stop.');
+    if (live.controller)
+      throw new LoupeError('USAGE', 'This conversation is still answering: wait, or press Stop.');
     const controller = new AbortController();
     const onAbort = () => controller.abort();
     signal.addEventListener('abort', onAbort, { once: true });
     live.controller = controller;
     const { maxNewTokens, temperature } = this.store.data.settings;
-    const turn: Turn = { question, answer: '', stopped: 'eos', askedAt: new Date().toISOString(), timings: null, error: null };
+    const turn: Turn = {
+      question,
+      answer: '',
+      stopped: 'eos',
+      askedAt: new Date().toISOString(),
+      timings: null,
+      error: null,
+    };
     const lease = this.services.gate.interactive();
     try {
-      for await (const event of live.session.ask(question, { maxNewTokens, temperature, topP: 0.9, signal: controller.signal })) {
+      for await (const event of live.session.ask(question, {
+        maxNewTokens,
+        temperature,
+        topP: 0.9,
+        signal: controller.signal,
+      })) {
         if (event.type === 'token') {
           turn.answer += event.text;
           yield { type: 'token', text: event.text };
         } else {
           Object.assign(turn, { answer: event.text, stopped: event.stopped, timings: event.timings });
           await this.saveTurn(live, turn);
-          yield { type: 'done', text: event.text, tokens: event.tokens, stopped: event.stopped, timings: event.timings };
+          yield {
+            type: 'done',
+            text: event.text,
+            tokens: event.tokens,
+            stopped: event.stopped,
+            timings: event.timings,
+          };
         }
       }
     } catch (error) {
@@ -291,7 +359,9 @@ export class LoupeService implements LoupeApi {
   }
 
   async history({ videoId }: ParsedCallInput<'history'>): Promise<CallOutput<'history'>> {
-    return { conversations: this.store.data.conversations.filter((c) => c.videoId === videoId && c.turns.length > 0) };
+    return {
+      conversations: this.store.data.conversations.filter((c) => c.videoId === videoId && c.turns.length > 0),
+    };
   }
 
   private async saveTurn(live: Live, turn: Turn): Promise<void> {
@@ -336,7 +406,10 @@ export class LoupeService implements LoupeApi {
       provider: {
         requested: engine.provider.requested,
         used: engine.provider.used,
-        fallbacks: engine.provider.fallbacks.map((f) => ({ provider: String(f.provider), error: String(f.error) })),
+        fallbacks: engine.provider.fallbacks.map((f) => ({
+          provider: String(f.provider),
+          error: String(f.error),
+        })),
       },
       framesDefault: m.defaults.frames,
       maxFrames: engine.maxFrames(this.store.data.settings.maxNewTokens),
@@ -357,7 +430,10 @@ export class LoupeService implements LoupeApi {
     return { packs, providers: ['cpu', ...supportedProviders().filter((p) => p !== 'cpu')] };
   }
 
-  async importModel({ path: source, link }: ParsedCallInput<'importModel'>): Promise<CallOutput<'importModel'>> {
+  async importModel({
+    path: source,
+    link,
+  }: ParsedCallInput<'importModel'>): Promise<CallOutput<'importModel'>> {
     const { dir } = await importPack(source, this.userPacksDir, { link });
     const packs = await this.listModels();
     const pack = packs.packs.find((p) => path.resolve(p.dir) === path.resolve(dir));
@@ -379,9 +455,17 @@ export class LoupeService implements LoupeApi {
     if (target === path.resolve(this.services.packDir)) return this.modelInfo();
     const { manifest } = await loadPack(target);
     const fit = memoryFit(onnxBytes(manifest), systemMemory(this.loadedPackBytes));
-    if (!fit.fits) throw new LoupeError('MODEL_TOO_LARGE', fit.message!, { dir: target, needBytes: fit.needBytes, freeBytes: fit.freeBytes });
+    if (!fit.fits)
+      throw new LoupeError('MODEL_TOO_LARGE', fit.message!, {
+        dir: target,
+        needBytes: fit.needBytes,
+        freeBytes: fit.freeBytes,
+      });
     if (this.batches.busy)
-      throw new LoupeError('USAGE', 'A batch is using the model: let it finish, or cancel it, before switching models.');
+      throw new LoupeError(
+        'USAGE',
+        'A batch is using the model: let it finish, or cancel it, before switching models.',
+      );
     for (const id of [...this.live.keys()]) this.close(id);
     const previous = this.services.packDir;
     await this.services.setPackDir(target);
@@ -441,7 +525,9 @@ export class LoupeService implements LoupeApi {
     return this.batches.export(batchId, format);
   }
 
-  async videoSummaries({ videoId }: ParsedCallInput<'videoSummaries'>): Promise<CallOutput<'videoSummaries'>> {
+  async videoSummaries({
+    videoId,
+  }: ParsedCallInput<'videoSummaries'>): Promise<CallOutput<'videoSummaries'>> {
     return { results: await this.batches.videoSummaries(videoId) };
   }
 
@@ -492,14 +578,16 @@ export class LoupeService implements LoupeApi {
 
   private video(videoId: string): Video {
     const video = this.store.data.videos.find((v) => v.id === videoId);
-    if (!video) throw new LoupeError('NOT_FOUND', 'This video is not in the library (any more).', { videoId });
+    if (!video)
+      throw new LoupeError('NOT_FOUND', 'This video is not in the library (any more).', { videoId });
     return video;
   }
 
   /** A video that can be read: its stored error (corrupt, not a video…) is thrown as it is. */
   private playableVideo(videoId: string): Video {
     const video = this.video(videoId);
-    if (video.error) throw LoupeError.fromJSON({ ...video.error, code: video.error.code as LoupeError['code'] });
+    if (video.error)
+      throw LoupeError.fromJSON({ ...video.error, code: video.error.code as LoupeError['code'] });
     return video;
   }
 }
@@ -531,7 +619,16 @@ async function describe(file: string, id: string): Promise<Video> {
       (s) => s.size,
       () => 0,
     );
-    return { ...base, sizeBytes: size, durationSec: 0, width: 0, height: 0, kind: 'video', codec: '', error: { code: err.code, message: err.message } };
+    return {
+      ...base,
+      sizeBytes: size,
+      durationSec: 0,
+      width: 0,
+      height: 0,
+      kind: 'video',
+      codec: '',
+      error: { code: err.code, message: err.message },
+    };
   }
 }
 
@@ -565,7 +662,12 @@ async function thumbsAt(file: string, times: number[], width = FRAME_THUMB_WIDTH
 async function folderBytes(dir: string): Promise<number> {
   let total = 0;
   const entries = await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [] as Dirent[]);
-  for (const e of entries) if (e.isFile()) total += await stat(path.join(e.parentPath, e.name)).then((s) => s.size, () => 0);
+  for (const e of entries)
+    if (e.isFile())
+      total += await stat(path.join(e.parentPath, e.name)).then(
+        (s) => s.size,
+        () => 0,
+      );
   return total;
 }
 

@@ -34,7 +34,9 @@ export interface CachedFrame {
 
 export function frameKey(key: FrameKey): string {
   return createHash('sha256')
-    .update(JSON.stringify([CACHE_FORMAT, key.file, key.requestedSec.toFixed(6), key.visionId, key.preprocessing]))
+    .update(
+      JSON.stringify([CACHE_FORMAT, key.file, key.requestedSec.toFixed(6), key.visionId, key.preprocessing]),
+    )
     .digest('hex');
 }
 
@@ -81,7 +83,11 @@ export class FeatureCache {
     const header = Buffer.from(JSON.stringify({ timeSec: value.timeSec, dims: value.features.dims }), 'utf8');
     const length = Buffer.alloc(4);
     length.writeUInt32LE(header.length, 0);
-    const data = Buffer.from(value.features.data.buffer, value.features.data.byteOffset, value.features.data.byteLength);
+    const data = Buffer.from(
+      value.features.data.buffer,
+      value.features.data.byteOffset,
+      value.features.data.byteLength,
+    );
     const tmp = `${file}.${randomUUID()}.tmp`;
     try {
       await writeFile(tmp, Buffer.concat([length, header, data]));

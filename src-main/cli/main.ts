@@ -73,7 +73,11 @@ export function buildProgram(): Command {
     .option('--top-p <p>', 'nucleus sampling mass', number, 0.9)
     .option('--no-cache', 'do not use the frame-feature cache')
     .action(async (video: string, question: string, opts: AskOptions) => {
-      const services = new Services({ packDir: opts.model, provider: opts.provider, featureCache: opts.cache });
+      const services = new Services({
+        packDir: opts.model,
+        provider: opts.provider,
+        featureCache: opts.cache,
+      });
       const controller = new AbortController();
       const onSignal = () => controller.abort();
       process.once('SIGINT', onSignal);
@@ -160,7 +164,9 @@ export function buildProgram(): Command {
     .argument('[dir]', 'pack folder (default: the built-in pack)')
     .action(async (dir?: string) => {
       const report = await verifyPack(dir);
-      process.stdout.write(`ok: ${report.name}@${report.version} (${report.files} files verified, provider ${report.provider})\n`);
+      process.stdout.write(
+        `ok: ${report.name}@${report.version} (${report.files} files verified, provider ${report.provider})\n`,
+      );
     });
   registerModelImportCommand(models);
   registerBatchCommands(program);
@@ -170,7 +176,8 @@ export function buildProgram(): Command {
     .description('web mode: serve the app on 127.0.0.1 and print the URL to open')
     .option('--port <n>', 'port (default: any free one)', (v) => {
       const n = Number(v);
-      if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('a port from 0 to 65535');
+      if (!Number.isInteger(n) || n < 0 || n > 65535)
+        throw new InvalidArgumentError('a port from 0 to 65535');
       return n;
     })
     .option('--model <dir>', 'model pack folder (default: the built-in pack)')

@@ -42,17 +42,32 @@ export async function listPacks(): Promise<PackSummary[]> {
     } catch (e) {
       const info = await stat(dir).catch(() => null);
       if (info?.isDirectory())
-        out.push({ dir, name: path.basename(dir), version: '?', precision: '?', bytes: 0, builtin, error: (e as Error).message });
+        out.push({
+          dir,
+          name: path.basename(dir),
+          version: '?',
+          precision: '?',
+          bytes: 0,
+          builtin,
+          error: (e as Error).message,
+        });
     }
   }
   return out;
 }
 
-export async function verifyPack(dir = builtinPackDir()): Promise<{ name: string; version: string; files: number; provider: string }> {
+export async function verifyPack(
+  dir = builtinPackDir(),
+): Promise<{ name: string; version: string; files: number; provider: string }> {
   const pack = await loadPack(dir, { verifyHashes: true });
   const engine = await Engine.load(dir, { provider: 'cpu' }); // graphs open and have the expected inputs/outputs
   try {
-    return { name: pack.manifest.name, version: pack.manifest.version, files: Object.keys(pack.manifest.files).length, provider: engine.provider.used };
+    return {
+      name: pack.manifest.name,
+      version: pack.manifest.version,
+      files: Object.keys(pack.manifest.files).length,
+      provider: engine.provider.used,
+    };
   } finally {
     await engine.dispose();
   }

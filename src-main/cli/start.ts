@@ -21,14 +21,18 @@ export function electronBinary(): string | null {
 export async function start(options: ServeOptions = {}): Promise<void> {
   const binary = electronBinary();
   if (!binary) {
-    process.stdout.write('Electron is not installed here (no binary in node_modules/electron): starting web mode instead.\n');
+    process.stdout.write(
+      'Electron is not installed here (no binary in node_modules/electron): starting web mode instead.\n',
+    );
     return serveUntilInterrupted(options);
   }
   const root = resourcesRoot();
   const { buildElectron } = await import('../electron/build.ts');
   await buildElectron(root);
   const child = spawn(binary, [path.join(root, 'dist-main', 'electron', 'main.js')], { stdio: 'inherit' });
-  await new Promise<void>((resolve) => child.on('exit', (code) => ((process.exitCode = code ?? 0), resolve())));
+  await new Promise<void>((resolve) =>
+    child.on('exit', (code) => ((process.exitCode = code ?? 0), resolve())),
+  );
 }
 
 if (process.argv[1]?.endsWith('cli/start.ts')) {

@@ -27,7 +27,10 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 
 protocol.registerSchemesAsPrivileged([
   { scheme: 'loupe', privileges: { standard: true, secure: true, supportFetchAPI: true } },
-  { scheme: 'loupe-media', privileges: { standard: true, secure: true, stream: true, supportFetchAPI: true } },
+  {
+    scheme: 'loupe-media',
+    privileges: { standard: true, secure: true, stream: true, supportFetchAPI: true },
+  },
 ]);
 
 if (!app.requestSingleInstanceLock()) {
@@ -44,23 +47,41 @@ if (!app.requestSingleInstanceLock()) {
     const dataDir = process.env.LOUPE_DATA_DIR ?? app.getPath('userData');
     const services = new Services({ dataDir });
     const service = await LoupeService.create(services, {
-      mediaUrl: (videoId, proxy) => `loupe-media://media/${encodeURIComponent(videoId)}${proxy ? '?v=proxy' : ''}`,
+      mediaUrl: (videoId, proxy) =>
+        `loupe-media://media/${encodeURIComponent(videoId)}${proxy ? '?v=proxy' : ''}`,
     });
 
     // 1. Network: nothing leaves the machine.
-    session.defaultSession.webRequest.onBeforeRequest((details, callback) => callback({ cancel: !isAllowedRequest(details.url) }));
+    session.defaultSession.webRequest.onBeforeRequest((details, callback) =>
+      callback({ cancel: !isAllowedRequest(details.url) }),
+    );
     session.defaultSession.setPermissionRequestHandler((_wc, _permission, callback) => callback(false));
 
     // 2. The app's page, with the same CSP as web mode.
     const pages = path.resolve(rendererDir());
     protocol.handle('loupe', async (request) => {
       const url = new URL(request.url);
-      const file = path.resolve(pages, '.' + decodeURIComponent(url.pathname === '/' ? '/index.html' : url.pathname));
-      if (url.host !== 'app' || !file.startsWith(pages + path.sep)) return new Response('Not found', { status: 404 });
+      const file = path.resolve(
+        pages,
+        '.' + decodeURIComponent(url.pathname === '/' ? '/index.html' : url.pathname),
+      );
+      if (url.host !== 'app' || !file.startsWith(pages + path.sep))
+        return new Response('Not found', { status: 404 });
       try {
         const body = await readFile(file);
-        const type = file.endsWith('.html') ? 'text/html' : file.endsWith('.js') ? 'text/javascript' : file.endsWith('.css') ? 'text/css' : 'application/octet-stream';
-        return new Response(body, { headers: { 'Content-Type': type, 'Content-Security-Policy': CONTENT_SECURITY_POLICY.replaceAll("'self'", `'self' loupe-media:`) } });
+        const type = file.endsWith('.html')
+          ? 'text/html'
+          : file.endsWith('.js')
+            ? 'text/javascript'
+            : file.endsWith('.css')
+              ? 'text/css'
+              : 'application/octet-stream';
+        return new Response(body, {
+          headers: {
+            'Content-Type': type,
+            'Content-Security-Policy': CONTENT_SECURITY_POLICY.replaceAll("'self'", `'self' loupe-media:`),
+          },
+        });
       } catch {
         return new Response('Not found', { status: 404 });
       }
@@ -70,9 +91,14 @@ if (!app.requestSingleInstanceLock()) {
     protocol.handle('loupe-media', async (request) => {
       const url = new URL(request.url);
       try {
-        const file = await service.mediaFile(decodeURIComponent(url.pathname.slice(1)), url.searchParams.get('v') === 'proxy');
+        const file = await service.mediaFile(
+          decodeURIComponent(url.pathname.slice(1)),
+          url.searchParams.get('v') === 'proxy',
+        );
         const reply = await fileReply(file, request.headers.get('range'), request.method === 'HEAD');
-        const body = reply.body ? (Readable.toWeb(reply.body) as unknown as ReadableStream<Uint8Array>) : null;
+        const body = reply.body
+          ? (Readable.toWeb(reply.body) as unknown as ReadableStream<Uint8Array>)
+          : null;
         return new Response(body, { status: reply.status, headers: reply.headers });
       } catch (error) {
         return new Response(LoupeError.from(error).message, { status: 404 });
@@ -85,7 +111,10 @@ if (!app.requestSingleInstanceLock()) {
     );
 
     // 5. The window, where it was last time.
-    const saved = onScreen(await loadWindowState(dataDir), screen.getAllDisplays().map((d) => d.workArea));
+    const saved = onScreen(
+      await loadWindowState(dataDir),
+      screen.getAllDisplays().map((d) => d.workArea),
+    );
     window = new BrowserWindow({
       ...saved,
       minWidth: 900,

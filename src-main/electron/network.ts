@@ -11,6 +11,7 @@ export function isAllowedRequest(url: string): boolean {
     return false;
   }
   if (OWN_PROTOCOLS.has(parsed.protocol)) return true;
-  if (parsed.protocol === 'http:' || parsed.protocol === 'https:' || parsed.protocol === 'ws:') return LOOPBACK.has(parsed.hostname);
+  if (parsed.protocol === 'http:' || parsed.protocol === 'https:' || parsed.protocol === 'ws:')
+    return LOOPBACK.has(parsed.hostname);
   return false;
 }

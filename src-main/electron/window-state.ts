@@ -17,7 +17,9 @@ export const DEFAULT_WINDOW: WindowState = { width: 1280, height: 820, maximized
 
 export async function loadWindowState(dataDir: string): Promise<WindowState> {
   try {
-    const parsed = WindowStateSchema.safeParse(JSON.parse(await readFile(path.join(dataDir, 'window-state.json'), 'utf8')));
+    const parsed = WindowStateSchema.safeParse(
+      JSON.parse(await readFile(path.join(dataDir, 'window-state.json'), 'utf8')),
+    );
     return parsed.success ? parsed.data : DEFAULT_WINDOW;
   } catch {
     return DEFAULT_WINDOW;
@@ -29,10 +31,17 @@ export function saveWindowState(dataDir: string, state: WindowState): Promise<vo
 }
 
 /** Keep `state` on screen: a window saved on a monitor that is gone comes back to the primary one. */
-export function onScreen(state: WindowState, displays: { x: number; y: number; width: number; height: number }[]): WindowState {
+export function onScreen(
+  state: WindowState,
+  displays: { x: number; y: number; width: number; height: number }[],
+): WindowState {
   if (state.x === undefined || state.y === undefined) return state;
   const visible = displays.some(
-    (d) => state.x! + 100 > d.x && state.y! + 50 > d.y && state.x! < d.x + d.width - 100 && state.y! < d.y + d.height - 50,
+    (d) =>
+      state.x! + 100 > d.x &&
+      state.y! + 50 > d.y &&
+      state.x! < d.x + d.width - 100 &&
+      state.y! < d.y + d.height - 50,
   );
   return visible ? state : { width: state.width, height: state.height, maximized: state.maximized };
 }

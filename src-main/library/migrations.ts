@@ -51,7 +51,9 @@ export const migrations: Record<number, (doc: Json) => Json> = {
           kind: 'video',
           codec: '',
           addedAt: new Date(0).toISOString(),
-          error: v.error ? { code: String(error.code ?? 'CORRUPT_MEDIA'), message: String(error.message ?? v.error) } : null,
+          error: v.error
+            ? { code: String(error.code ?? 'CORRUPT_MEDIA'), message: String(error.message ?? v.error) }
+            : null,
         };
       }),
       settings: {
@@ -84,9 +86,13 @@ export function migrate(raw: unknown): { data: LibraryData; migratedFrom: number
   const parsed = LibraryDataSchema.safeParse(doc);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new LoupeError('INTERNAL', `The library file is damaged: ${issue.path.join('.')}: ${issue.message}`, {
-      issues: parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`),
-    });
+    throw new LoupeError(
+      'INTERNAL',
+      `The library file is damaged: ${issue.path.join('.')}: ${issue.message}`,
+      {
+        issues: parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`),
+      },
+    );
   }
   return { data: parsed.data, migratedFrom: start === CURRENT_VERSION ? null : start };
 }

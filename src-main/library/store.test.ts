@@ -9,14 +9,22 @@ const v1 = {
   version: 1,
   videos: [
     { id: 'a1', path: '/videos/beach.mp4', name: 'beach.mp4', size: 1200, duration: 12.5 },
-    { id: 'b2', path: '/videos/broken.mp4', name: 'broken.mp4', size: 10, duration: 0, error: { code: 'CORRUPT_MEDIA', message: 'damaged' } },
+    {
+      id: 'b2',
+      path: '/videos/broken.mp4',
+      name: 'broken.mp4',
+      size: 10,
+      duration: 0,
+      error: { code: 'CORRUPT_MEDIA', message: 'damaged' },
+    },
   ],
   settings: { frames: 6, maxTokens: 128 },
 };
 
 describe('library migrations', () => {
   it('has one migration per version step up to the current version', () => {
-    for (let v = 1; v < CURRENT_VERSION; v++) expect(migrations[v], `migration ${v}→${v + 1}`).toBeTypeOf('function');
+    for (let v = 1; v < CURRENT_VERSION; v++)
+      expect(migrations[v], `migration ${v}→${v + 1}`).toBeTypeOf('function');
   });
 
   it('migrates v1 to v2: unit-named fields, settings renamed and completed, empty history', () => {
@@ -41,14 +49,21 @@ describe('library migrations', () => {
   });
 
   it('migrates v2 to v3: settings gain modelPack (the built-in pack), nothing else changes', () => {
-    const v2 = { version: 2, videos: [], settings: { frames: null, maxNewTokens: 256, temperature: 0.3, theme: 'dark' }, conversations: [] };
+    const v2 = {
+      version: 2,
+      videos: [],
+      settings: { frames: null, maxNewTokens: 256, temperature: 0.3, theme: 'dark' },
+      conversations: [],
+    };
     const v3 = migrations[2]!(v2);
     expect(v3).toEqual({ ...v2, version: 3, settings: { ...v2.settings, modelPack: null } });
     expect(migrate(v2).data.settings.modelPack).toBeNull();
   });
 
   it('names the damaged field of an invalid library', () => {
-    expect(() => migrate({ version: 2, videos: [{ id: 'x' }], settings: {}, conversations: [] })).toThrow(/damaged: videos\.0/);
+    expect(() => migrate({ version: 2, videos: [{ id: 'x' }], settings: {}, conversations: [] })).toThrow(
+      /damaged: videos\.0/,
+    );
   });
 });
 
@@ -78,7 +93,15 @@ describe('library store', () => {
     await Promise.all(
       Array.from({ length: 20 }, (_, i) =>
         store.update((d) => {
-          d.conversations.push({ id: `c${i}`, videoId: 'v', range: { from: 0, to: 1 }, frameTimes: [], createdAt: '', model: 'm', turns: [] });
+          d.conversations.push({
+            id: `c${i}`,
+            videoId: 'v',
+            range: { from: 0, to: 1 },
+            frameTimes: [],
+            createdAt: '',
+            model: 'm',
+            turns: [],
+          });
         }),
       ),
     );
@@ -88,7 +111,11 @@ describe('library store', () => {
 
   it('keeps the current data when a change throws', async () => {
     const store = await LibraryStore.open(dir);
-    await expect(store.update(() => { throw new Error('boom'); })).rejects.toThrow('boom');
+    await expect(
+      store.update(() => {
+        throw new Error('boom');
+      }),
+    ).rejects.toThrow('boom');
     await store.update((d) => void (d.settings.frames = 4));
     expect(store.data.settings.frames).toBe(4);
   });

@@ -47,9 +47,13 @@ export async function thumbnailsAt(
   });
   const jpegs = splitJpegs(stdout);
   if (jpegs.length !== timesSec.length) {
-    throw new LoupeError('FFMPEG_FAILED', `ffmpeg returned ${jpegs.length} JPEGs for ${timesSec.length} thumbnails.`, {
-      path,
-    });
+    throw new LoupeError(
+      'FFMPEG_FAILED',
+      `ffmpeg returned ${jpegs.length} JPEGs for ${timesSec.length} thumbnails.`,
+      {
+        path,
+      },
+    );
   }
   return timesSec.map((timeSec, i) => ({ timeSec, jpeg: jpegs[i]! }));
 }

@@ -3,7 +3,14 @@
  * runs conversations. It sees frames (tensors) and token ids only; video files live in media/.
  */
 import { LoupeError, cancelled } from '../errors.ts';
-import { createSessions, floatTensor, int64Tensor, type ProviderReport, type ProviderRequest, type Session } from './ort.ts';
+import {
+  createSessions,
+  floatTensor,
+  int64Tensor,
+  type ProviderReport,
+  type ProviderRequest,
+  type Session,
+} from './ort.ts';
 import { loadPack, type Manifest, type Pack } from './pack.ts';
 import { PromptBuilder, TextStreamer, type ChatMessage, type PromptSegment } from './prompt.ts';
 import { sampleToken, seededRandom, type SamplingOptions } from './sampler.ts';
@@ -89,7 +96,11 @@ export class Engine {
       const group = pixels.slice(start, start + batch);
       const input = new Float32Array(group.length * perImage);
       group.forEach((p, i) => {
-        if (p.length !== perImage) throw new LoupeError('MODEL_RUNTIME', `frame ${start + i} has ${p.length} values, expected ${perImage}`);
+        if (p.length !== perImage)
+          throw new LoupeError(
+            'MODEL_RUNTIME',
+            `frame ${start + i} has ${p.length} values, expected ${perImage}`,
+          );
         input.set(p, i * perImage);
       });
       const result = await this.sessions.vision.run({
@@ -118,7 +129,9 @@ export class Engine {
     const { vocabSize, hiddenSize } = this.manifest.decoder;
     if (this.embeddingTable === undefined) {
       this.embeddingTable =
-        vocabSize * hiddenSize <= EMBEDDING_TABLE_MAX_VALUES ? await this.runEmbed(Array.from({ length: vocabSize }, (_, i) => i)) : null;
+        vocabSize * hiddenSize <= EMBEDDING_TABLE_MAX_VALUES
+          ? await this.runEmbed(Array.from({ length: vocabSize }, (_, i) => i))
+          : null;
     }
     const table = this.embeddingTable;
     if (!table) return this.runEmbed(ids);
@@ -129,7 +142,10 @@ export class Engine {
 
   private async runEmbed(ids: readonly number[]): Promise<Float32Array> {
     const out = await this.sessions.embed.run({
-      input_ids: int64Tensor(BigInt64Array.from(ids, (i) => BigInt(i)), [1, ids.length]),
+      input_ids: int64Tensor(
+        BigInt64Array.from(ids, (i) => BigInt(i)),
+        [1, ids.length],
+      ),
     });
     return out.inputs_embeds!.data as Float32Array;
   }
@@ -143,17 +159,27 @@ function checkGraphs(manifest: Manifest, sessions: Record<'vision' | 'embed' | '
   const expect = (session: Session, inputs: string[], outputs: string[]) => {
     for (const name of inputs)
       if (!session.inputNames.includes(name))
-        throw new LoupeError('MODEL_INVALID', `${session.name} graph lacks input "${name}" (has ${session.inputNames.join(', ')}).`);
+        throw new LoupeError(
+          'MODEL_INVALID',
+          `${session.name} graph lacks input "${name}" (has ${session.inputNames.join(', ')}).`,
+        );
     for (const name of outputs)
       if (!session.outputNames.includes(name))
-        throw new LoupeError('MODEL_INVALID', `${session.name} graph lacks output "${name}" (has ${session.outputNames.join(', ')}).`);
+        throw new LoupeError(
+          'MODEL_INVALID',
+          `${session.name} graph lacks output "${name}" (has ${session.outputNames.join(', ')}).`,
+        );
   };
   const layers = Array.from({ length: manifest.decoder.numLayers }, (_, i) => i);
   expect(sessions.vision, ['pixel_values'], ['image_features']);
   expect(sessions.embed, ['input_ids'], ['inputs_embeds']);
   expect(
     sessions.decoder,
-    ['inputs_embeds', 'attention_mask', ...layers.flatMap((i) => [`past_key_values.${i}.key`, `past_key_values.${i}.value`])],
+    [
+      'inputs_embeds',
+      'attention_mask',
+      ...layers.flatMap((i) => [`past_key_values.${i}.key`, `past_key_values.${i}.value`]),
+    ],
     ['logits', ...layers.flatMap((i) => [`present.${i}.key`, `present.${i}.value`])],
   );
 }
@@ -178,7 +204,12 @@ export class Conversation {
     const { numLayers, numKeyValueHeads, headDim } = engine.manifest.decoder;
     for (let i = 0; i < numLayers; i++)
       for (const kv of ['key', 'value'])
-        this.past[`past_key_values.${i}.${kv}`] = floatTensor(new Float32Array(0), [1, numKeyValueHeads, 0, headDim]);
+        this.past[`past_key_values.${i}.${kv}`] = floatTensor(new Float32Array(0), [
+          1,
+          numKeyValueHeads,
+          0,
+          headDim,
+        ]);
   }
 
   get cachedTokens(): number {
@@ -187,7 +218,8 @@ export class Conversation {
 
   /** Ask a question; yields answer tokens as they decode, then a `done` event. */
   async *ask(question: string, options: GenerateOptions = {}): AsyncGenerator<AnswerEvent> {
-    if (this.busy) throw new LoupeError('USAGE', 'This conversation is still answering; wait or stop it first.');
+    if (this.busy)
+      throw new LoupeError('USAGE', 'This conversation is still answering; wait or stop it first.');
     this.busy = true;
     try {
       yield* this.answer(question, options);
@@ -206,14 +238,19 @@ export class Conversation {
 
     // 1. The new tokens: the whole first prompt with the visual prefix, or only a follow-up's delta.
     const first = this.messages.length === 0;
-    const userMessage = first ? prompt.firstUserMessage(question) : { role: 'user' as const, content: question };
+    const userMessage = first
+      ? prompt.firstUserMessage(question)
+      : { role: 'user' as const, content: question };
     const before = first ? '' : prompt.render(this.messages, false);
     const rendered = prompt.render([...this.messages, userMessage], true);
     let segments: PromptSegment[];
     if (first) segments = prompt.encodeWithImage(rendered);
     else {
       if (!rendered.startsWith(before))
-        throw new LoupeError('MODEL_INVALID', "The pack's chat template does not extend earlier turns; follow-ups cannot reuse the cache.");
+        throw new LoupeError(
+          'MODEL_INVALID',
+          "The pack's chat template does not extend earlier turns; follow-ups cannot reuse the cache.",
+        );
       segments = [{ kind: 'text', ids: [...this.pending, ...prompt.encode(rendered.slice(before.length))] }];
     }
 
@@ -309,7 +346,10 @@ export class Conversation {
       ...this.past,
     };
     if (usesPositionIds)
-      feeds.position_ids = int64Tensor(BigInt64Array.from({ length: count }, (_, i) => BigInt(this.length + i)), [1, count]);
+      feeds.position_ids = int64Tensor(
+        BigInt64Array.from({ length: count }, (_, i) => BigInt(this.length + i)),
+        [1, count],
+      );
     const out = await this.sessions.decoder.run(feeds);
     for (let i = 0; i < numLayers; i++) {
       this.past[`past_key_values.${i}.key`] = out[`present.${i}.key`]!;

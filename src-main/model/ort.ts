@@ -42,7 +42,9 @@ export function supportedProviders(): string[] {
     process.arch,
   );
   const libName = (name: string) =>
-    process.platform === 'win32' ? `onnxruntime_providers_${name}.dll` : `libonnxruntime_providers_${name}.so`;
+    process.platform === 'win32'
+      ? `onnxruntime_providers_${name}.dll`
+      : `libonnxruntime_providers_${name}.so`;
   return ort
     .listSupportedBackends()
     .filter((b) => b.bundled || existsSync(path.join(bindingDir, libName(b.name))))
@@ -130,9 +132,13 @@ export async function createSessions<K extends string>(
     } catch (e) {
       await Promise.all(created.map((s) => s.release()));
       if (provider === 'cpu') {
-        throw new LoupeError('MODEL_INVALID', `Could not load the model's ONNX graphs: ${(e as Error).message}`, {
-          fallbacks,
-        });
+        throw new LoupeError(
+          'MODEL_INVALID',
+          `Could not load the model's ONNX graphs: ${(e as Error).message}`,
+          {
+            fallbacks,
+          },
+        );
       }
       fallbacks.push({ provider, error: (e as Error).message.split('\n')[0] ?? String(e) });
     }

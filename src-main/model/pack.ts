@@ -62,7 +62,10 @@ export const ManifestSchema = z.object({
     systemPrompt: z.string().optional(),
   }),
   defaults: z.object({ frames: z.number().int().positive(), maxNewTokens: z.number().int().positive() }),
-  files: z.record(z.string(), z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number().int() })),
+  files: z.record(
+    z.string(),
+    z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number().int() }),
+  ),
 });
 
 export type Manifest = z.infer<typeof ManifestSchema>;
@@ -100,7 +103,9 @@ export async function loadPack(dir: string, options: LoadPackOptions = {}): Prom
   try {
     json = JSON.parse(raw);
   } catch (e) {
-    throw new LoupeError('MODEL_INVALID', `${manifestPath} is not valid JSON: ${(e as Error).message}`, { dir });
+    throw new LoupeError('MODEL_INVALID', `${manifestPath} is not valid JSON: ${(e as Error).message}`, {
+      dir,
+    });
   }
   const parsed = ManifestSchema.safeParse(json);
   if (!parsed.success) {
@@ -120,7 +125,8 @@ export async function loadPack(dir: string, options: LoadPackOptions = {}): Prom
   for (const [name, entry] of Object.entries(manifest.files)) {
     const file = path.join(dir, name);
     const info = await stat(file).catch(() => null);
-    if (!info) throw new LoupeError('MODEL_INVALID', `Model pack ${dir} is missing ${name}.`, { dir, file: name });
+    if (!info)
+      throw new LoupeError('MODEL_INVALID', `Model pack ${dir} is missing ${name}.`, { dir, file: name });
     if (info.size !== entry.bytes)
       throw new LoupeError(
         'MODEL_INVALID',

@@ -12,7 +12,8 @@ export type Frames3D = Tensor<readonly [frames: number, tokens: number, hidden: 
 
 export function tensor<D extends readonly number[]>(data: Float32Array, dims: D): Tensor<D> {
   const size = dims.reduce((a, b) => a * b, 1);
-  if (data.length !== size) throw new Error(`tensor data has ${data.length} values, dims ${dims.join('x')} need ${size}`);
+  if (data.length !== size)
+    throw new Error(`tensor data has ${data.length} values, dims ${dims.join('x')} need ${size}`);
   return { data, dims };
 }
 

@@ -27,7 +27,10 @@ export function systemMemory(reclaimableBytes = 0): MemoryState {
 
 /** The ONNX part of a pack: what is loaded into memory. */
 export function onnxBytes(manifest: Pick<Manifest, 'files'>): number {
-  return Object.entries(manifest.files).reduce((n, [name, f]) => (name.endsWith('.onnx') ? n + f.bytes : n), 0);
+  return Object.entries(manifest.files).reduce(
+    (n, [name, f]) => (name.endsWith('.onnx') ? n + f.bytes : n),
+    0,
+  );
 }
 
 /** Whether a pack of `onnx` bytes should load now (pure). */
@@ -48,7 +51,11 @@ export function memoryFit(onnx: number, memory: MemoryState): MemoryFit {
       message: `This model needs about ${gb(needBytes)} of memory and only ${gb(freeBytes)} is free now: close other programs, then try again.`,
     };
   if (needBytes > 0.75 * freeBytes)
-    return { ...base, fits: true, message: `Tight: it needs about ${gb(needBytes)} of the ${gb(freeBytes)} free now.` };
+    return {
+      ...base,
+      fits: true,
+      message: `Tight: it needs about ${gb(needBytes)} of the ${gb(freeBytes)} free now.`,
+    };
   return { ...base, fits: true, message: null };
 }
 
@@ -115,7 +122,11 @@ export async function describePack(
  * Every pack Loupe knows: the built-in one first (listed even when missing, with its error), then the imported
  * ones by name. `memory` judges each pack except the active one against what is free once the active one is unloaded.
  */
-export async function listPackInfos(places: PackPlaces, activeDir: string, memory?: MemoryState): Promise<PackInfo[]> {
+export async function listPackInfos(
+  places: PackPlaces,
+  activeDir: string,
+  memory?: MemoryState,
+): Promise<PackInfo[]> {
   const names = await readdir(places.userDir).catch(() => [] as string[]);
   const dirs = [
     places.builtinDir,
@@ -146,7 +157,9 @@ export async function verifyPackFiles(dir: string): Promise<{ files: number; byt
 
 /** The folder name an imported pack gets: `<name>-<version>`, kept to safe characters. */
 export function importName(manifest: Pick<Manifest, 'name' | 'version'>): string {
-  return `${manifest.name}-${manifest.version}`.replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^[.]+/, '') || 'pack';
+  return (
+    `${manifest.name}-${manifest.version}`.replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^[.]+/, '') || 'pack'
+  );
 }
 
 export interface ImportOptions {
@@ -168,11 +181,19 @@ export async function importPack(
   const src = path.resolve(source);
   const info = await stat(src).catch(() => null);
   if (!info?.isDirectory())
-    throw new LoupeError('MODEL_NOT_FOUND', `There is no folder at ${src}: give the folder that holds manifest.json.`, { dir: src });
+    throw new LoupeError(
+      'MODEL_NOT_FOUND',
+      `There is no folder at ${src}: give the folder that holds manifest.json.`,
+      { dir: src },
+    );
   const { manifest } = await loadPack(src, { verifyHashes: true });
   for (const name of Object.keys(manifest.files))
     if (path.isAbsolute(name) || name.split(/[\\/]/).includes('..'))
-      throw new LoupeError('MODEL_INVALID', `The manifest of ${src} lists a file outside the pack (${name}).`, { dir: src, file: name });
+      throw new LoupeError(
+        'MODEL_INVALID',
+        `The manifest of ${src} lists a file outside the pack (${name}).`,
+        { dir: src, file: name },
+      );
   const dest = path.join(destRoot, importName(manifest));
   if (await stat(dest).catch(() => null))
     throw new LoupeError(
@@ -183,7 +204,8 @@ export async function importPack(
   await mkdir(destRoot, { recursive: true });
   const tmp = path.join(destRoot, `.importing-${importName(manifest)}-${randomUUID().slice(0, 8)}`);
   try {
-    if (options.link) await symlink(src, tmp, 'junction'); // 'junction' is ignored off Windows, and needs no admin there
+    if (options.link)
+      await symlink(src, tmp, 'junction'); // 'junction' is ignored off Windows, and needs no admin there
     else {
       await mkdir(tmp);
       for (const name of ['manifest.json', ...Object.keys(manifest.files)]) {

@@ -11,7 +11,14 @@ describe('playable copies for codecs Chromium cannot play', () => {
   beforeAll(async () => (dir = await mkdtemp(path.join(os.tmpdir(), 'loupe-proxy-'))));
   afterAll(() => rm(dir, { recursive: true, force: true }));
 
-  const spec = { width: 320, height: 180, duration: 2, fps: 10, background: COLORS.white, shapes: [{ kind: 'circle' as const, color: COLORS.red, radius: 0.2, x0: 0.5, y0: 0.5 }] };
+  const spec = {
+    width: 320,
+    height: 180,
+    duration: 2,
+    fps: 10,
+    background: COLORS.white,
+    shapes: [{ kind: 'circle' as const, color: COLORS.red, radius: 0.2, x0: 0.5, y0: 0.5 }],
+  };
 
   it('plays H.264 directly', async () => {
     const h264 = await makeShapesClip(dir, { ...spec, name: 'a.mp4', codec: 'h264' });

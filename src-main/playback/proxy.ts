@@ -20,7 +20,8 @@ export function proxyReason(info: MediaInfo): string | null {
   if (info.kind === 'image') return null;
   if (!PLAYABLE_CODECS.has(info.codec)) return `${info.codec.toUpperCase()} video cannot be played directly`;
   if (!PLAYABLE_PIXFMTS.has(info.pixFmt)) return `${info.pixFmt} pixels cannot be played directly`;
-  if (!PLAYABLE_CONTAINERS.has(info.container)) return `the ${info.container} container cannot be played directly`;
+  if (!PLAYABLE_CONTAINERS.has(info.container))
+    return `the ${info.container} container cannot be played directly`;
   return null;
 }
 
@@ -50,7 +51,9 @@ export class ProxyMaker {
 
   /** The proxy's file name: a new one whenever the original changes. */
   fileFor(info: MediaInfo): string {
-    const key = createHash('sha256').update(JSON.stringify([info.path, info.sizeBytes, info.mtimeMs, 'proxy-v1'])).digest('hex');
+    const key = createHash('sha256')
+      .update(JSON.stringify([info.path, info.sizeBytes, info.mtimeMs, 'proxy-v1']))
+      .digest('hex');
     return path.join(this.dir, `${key.slice(0, 24)}.mp4`);
   }
 

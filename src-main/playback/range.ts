@@ -13,7 +13,10 @@ export type ByteRange = { start: number; end: number };
  * Parse a `Range:` header against a file of `size` bytes. Returns null for no (or an ignorable) header,
  * 'unsatisfiable' for a range outside the file; only single ranges are served (multipart is not needed by players).
  */
-export function parseRange(header: string | null | undefined, size: number): ByteRange | 'unsatisfiable' | null {
+export function parseRange(
+  header: string | null | undefined,
+  size: number,
+): ByteRange | 'unsatisfiable' | null {
   if (!header) return null;
   const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
   if (!match) return null; // malformed or multi-range: RFC 9110 lets a server ignore it and send the whole file
@@ -55,15 +58,29 @@ export interface FileReply {
 }
 
 /** Build the reply for `file` and an optional Range header. Rejects (ENOENT…) when the file cannot be read. */
-export async function fileReply(file: string, rangeHeader: string | null | undefined, head = false): Promise<FileReply> {
+export async function fileReply(
+  file: string,
+  rangeHeader: string | null | undefined,
+  head = false,
+): Promise<FileReply> {
   const { size } = await stat(file);
   const base = { 'Accept-Ranges': 'bytes', 'Content-Type': mimeFor(file), 'Cache-Control': 'no-store' };
   const range = parseRange(rangeHeader, size);
-  if (range === 'unsatisfiable') return { status: 416, headers: { ...base, 'Content-Range': `bytes */${size}` }, body: null };
-  if (!range) return { status: 200, headers: { ...base, 'Content-Length': String(size) }, body: head ? null : createReadStream(file) };
+  if (range === 'unsatisfiable')
+    return { status: 416, headers: { ...base, 'Content-Range': `bytes */${size}` }, body: null };
+  if (!range)
+    return {
+      status: 200,
+      headers: { ...base, 'Content-Length': String(size) },
+      body: head ? null : createReadStream(file),
+    };
   return {
     status: 206,
-    headers: { ...base, 'Content-Length': String(range.end - range.start + 1), 'Content-Range': `bytes ${range.start}-${range.end}/${size}` },
+    headers: {
+      ...base,
+      'Content-Length': String(range.end - range.start + 1),
+      'Content-Range': `bytes ${range.start}-${range.end}/${size}`,
+    },
     body: head ? null : createReadStream(file, range),
   };
 }

@@ -23,7 +23,11 @@ export class ClipConversation {
     private readonly conversation: Conversation,
   ) {}
 
-  static async open(engine: Engine, extractor: ClipFeatureExtractor, req: ClipRequest): Promise<ClipConversation> {
+  static async open(
+    engine: Engine,
+    extractor: ClipFeatureExtractor,
+    req: ClipRequest,
+  ): Promise<ClipConversation> {
     const clip = await extractor.extract(req);
     const needed = clip.visual.frames.length;
     const fits = engine.maxFrames();

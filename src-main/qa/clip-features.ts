@@ -19,7 +19,13 @@ export interface MediaPort {
   sampleFramesAt(
     path: string,
     times: readonly number[],
-    opts: { size: number; mean: readonly number[]; std: readonly number[]; pad: readonly number[]; signal?: AbortSignal },
+    opts: {
+      size: number;
+      mean: readonly number[];
+      std: readonly number[];
+      pad: readonly number[];
+      signal?: AbortSignal;
+    },
   ): Promise<{ timeSec: number; requestedSec: number; pixels: Float32Array }[]>;
 }
 
@@ -66,7 +72,12 @@ export class ClipFeatureExtractor {
   async identify(path: string): Promise<FileIdentity> {
     const info = await stat(path).catch(() => null);
     if (!info) return { path, sizeBytes: -1, mtimeMs: -1, sampleHash: '' }; // probe reports the missing file
-    return { path, sizeBytes: info.size, mtimeMs: info.mtimeMs, sampleHash: await this.media.hashSampledBytes(path) };
+    return {
+      path,
+      sizeBytes: info.size,
+      mtimeMs: info.mtimeMs,
+      sampleHash: await this.media.hashSampledBytes(path),
+    };
   }
 
   async extract(req: ClipRequest): Promise<ClipFeatures> {
@@ -127,7 +138,9 @@ export class ClipFeatureExtractor {
         used[i] = { timeSec: sampled[k]!.timeSec, requestedSec: t, cached: false };
         // A cache that cannot be written (full disk, read-only folder) costs speed, never the answer.
         if (this.cache)
-          await this.cache.put(keyFor(t), { timeSec: sampled[k]!.timeSec, features: encoded[k]! }).catch(() => undefined);
+          await this.cache
+            .put(keyFor(t), { timeSec: sampled[k]!.timeSec, features: encoded[k]! })
+            .catch(() => undefined);
       }
     }
     return {

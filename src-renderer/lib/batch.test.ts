@@ -1,8 +1,22 @@
 import { describe, expect, it } from 'vitest';
 import type { BatchClip, BatchDetail, BatchResult } from '../../src-main/api/contract.ts';
-import { applyBatchEvent, batchFraction, clipLabel, formatEta, formatRate, movesForward, parseSegmentLength, segmentMarkers } from './batch.ts';
+import {
+  applyBatchEvent,
+  batchFraction,
+  clipLabel,
+  formatEta,
+  formatRate,
+  movesForward,
+  parseSegmentLength,
+  segmentMarkers,
+} from './batch.ts';
 
-const clip = (relPath: string, status: BatchClip['status']): BatchClip => ({ relPath, path: `/v/${relPath}`, videoId: relPath, status });
+const clip = (relPath: string, status: BatchClip['status']): BatchClip => ({
+  relPath,
+  path: `/v/${relPath}`,
+  videoId: relPath,
+  status,
+});
 const batch = (clips: BatchClip[]): BatchDetail => ({
   id: 'b1',
   folder: '/v',
@@ -19,16 +33,24 @@ const batch = (clips: BatchClip[]): BatchDetail => ({
 
 describe('folding batch events', () => {
   it('starts from the snapshot and ignores changes before it', () => {
-    expect(applyBatchEvent(null, { type: 'clip', clip: clip('a.mp4', { state: 'done', resumed: false }) })).toBeNull();
+    expect(
+      applyBatchEvent(null, { type: 'clip', clip: clip('a.mp4', { state: 'done', resumed: false }) }),
+    ).toBeNull();
     const b = batch([clip('a.mp4', { state: 'queued' })]);
     expect(applyBatchEvent(null, { type: 'snapshot', batch: b })).toBe(b);
   });
 
   it('moves a clip forward and never back (a late running event after done is ignored)', () => {
     let b: BatchDetail | null = batch([clip('a.mp4', { state: 'queued' })]);
-    b = applyBatchEvent(b, { type: 'clip', clip: clip('a.mp4', { state: 'running', stage: 'answering', fraction: 0.5 }) });
+    b = applyBatchEvent(b, {
+      type: 'clip',
+      clip: clip('a.mp4', { state: 'running', stage: 'answering', fraction: 0.5 }),
+    });
     b = applyBatchEvent(b, { type: 'clip', clip: clip('a.mp4', { state: 'done', resumed: false }) });
-    const after = applyBatchEvent(b, { type: 'clip', clip: clip('a.mp4', { state: 'running', stage: 'answering', fraction: 0.9 }) });
+    const after = applyBatchEvent(b, {
+      type: 'clip',
+      clip: clip('a.mp4', { state: 'running', stage: 'answering', fraction: 0.9 }),
+    });
     expect(after).toBe(b);
     expect(after!.clips[0]!.status).toEqual({ state: 'done', resumed: false });
   });
@@ -36,16 +58,27 @@ describe('folding batch events', () => {
   it('adds clips it did not know and takes the state and overall progress from overall and end events', () => {
     let b = applyBatchEvent(batch([]), { type: 'clip', clip: clip('new.mp4', { state: 'queued' }) })!;
     expect(b.clips.map((c) => c.relPath)).toEqual(['new.mp4']);
-    b = applyBatchEvent(b, { type: 'overall', state: 'paused', overall: { ...b.overall, done: 1, total: 1 } })!;
+    b = applyBatchEvent(b, {
+      type: 'overall',
+      state: 'paused',
+      overall: { ...b.overall, done: 1, total: 1 },
+    })!;
     expect([b.state, b.overall.done]).toEqual(['paused', 1]);
     b = applyBatchEvent(b, { type: 'end', state: 'failed', error: { code: 'DISK_FULL', message: 'full' } })!;
     expect([b.state, b.error?.code]).toEqual(['failed', 'DISK_FULL']);
   });
 
   it('compares clip states like the batch engine: rank first, then a running fraction that grows', () => {
-    expect(movesForward({ state: 'queued' }, { state: 'failed', error: { code: 'X', message: '' } })).toBe(true);
+    expect(movesForward({ state: 'queued' }, { state: 'failed', error: { code: 'X', message: '' } })).toBe(
+      true,
+    );
     expect(movesForward({ state: 'cancelled' }, { state: 'queued' })).toBe(false);
-    expect(movesForward({ state: 'running', stage: 'answering', fraction: 0.6 }, { state: 'running', stage: 'answering', fraction: 0.4 })).toBe(false);
+    expect(
+      movesForward(
+        { state: 'running', stage: 'answering', fraction: 0.6 },
+        { state: 'running', stage: 'answering', fraction: 0.4 },
+      ),
+    ).toBe(false);
   });
 });
 
@@ -93,8 +126,18 @@ describe('segment length', () => {
 
 describe('segment markers', () => {
   const result = (segments: BatchResult['segments'], promptIndex = 0): BatchResult => ({
-    batchId: 'b1', videoId: 'v', path: '/v/a.mp4', relPath: 'a.mp4', prompt: `p${promptIndex}`, promptIndex, durationSec: 4,
-    answer: 'a', frames: [], segments, error: null, finishedAt: '2026-01-01T00:00:00.000Z',
+    batchId: 'b1',
+    videoId: 'v',
+    path: '/v/a.mp4',
+    relPath: 'a.mp4',
+    prompt: `p${promptIndex}`,
+    promptIndex,
+    durationSec: 4,
+    answer: 'a',
+    frames: [],
+    segments,
+    error: null,
+    finishedAt: '2026-01-01T00:00:00.000Z',
   });
 
   it('come from the record that has segments, in time order, failed ones marked with their error', () => {

@@ -1,5 +1,11 @@
 /** The batch view's pure logic: folding stream events into a batch, and the words and numbers it shows. */
-import type { BatchClipStatus, BatchDetail, BatchEvent, BatchResult, BatchState } from '../../src-main/api/contract.ts';
+import type {
+  BatchClipStatus,
+  BatchDetail,
+  BatchEvent,
+  BatchResult,
+  BatchState,
+} from '../../src-main/api/contract.ts';
 
 /** 0 queued, 1 running, 2 finished: a clip's state never moves back (a late event is ignored). */
 function rank(status: BatchClipStatus): number {
@@ -9,7 +15,8 @@ function rank(status: BatchClipStatus): number {
 /** Whether `next` may replace `prev` for one clip (same rule as the batch engine's tracker). */
 export function movesForward(prev: BatchClipStatus, next: BatchClipStatus): boolean {
   if (rank(next) !== rank(prev)) return rank(next) > rank(prev);
-  if (prev.state === 'running' && next.state === 'running') return next.fraction >= prev.fraction || next.stage !== prev.stage;
+  if (prev.state === 'running' && next.state === 'running')
+    return next.fraction >= prev.fraction || next.stage !== prev.stage;
   return false;
 }
 
@@ -38,7 +45,8 @@ export function batchFraction(batch: Pick<BatchDetail, 'clips' | 'overall'>): nu
   const total = Math.max(batch.overall.total, batch.clips.length);
   if (total === 0) return 0;
   let done = 0;
-  for (const c of batch.clips) done += rank(c.status) === 2 ? 1 : c.status.state === 'running' ? c.status.fraction : 0;
+  for (const c of batch.clips)
+    done += rank(c.status) === 2 ? 1 : c.status.state === 'running' ? c.status.fraction : 0;
   return Math.min(1, done / total);
 }
 
@@ -60,7 +68,9 @@ export function clipLabel(status: BatchClipStatus): string {
     case 'queued':
       return 'Queued';
     case 'running':
-      return status.stage === 'preparing' ? 'Reading frames' : `Answering · ${Math.round(status.fraction * 100)}%`;
+      return status.stage === 'preparing'
+        ? 'Reading frames'
+        : `Answering · ${Math.round(status.fraction * 100)}%`;
     case 'done':
       return status.resumed ? 'Done (earlier run)' : 'Done';
     case 'failed':
@@ -115,7 +125,12 @@ export function segmentMarkers(results: readonly BatchResult[]): SegmentMarker[]
   const withSegments = results.find((r) => r.segments.length > 0);
   if (!withSegments) return [];
   return withSegments.segments
-    .map((s) => ({ from: s.from, to: s.to, text: s.answer ?? s.error?.message ?? '', failed: s.answer === null }))
+    .map((s) => ({
+      from: s.from,
+      to: s.to,
+      text: s.answer ?? s.error?.message ?? '',
+      failed: s.answer === null,
+    }))
     .sort((a, b) => a.from - b.from);
 }
 

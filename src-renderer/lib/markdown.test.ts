@@ -2,10 +2,18 @@ import { describe, expect, it } from 'vitest';
 import { conversationMarkdown, exportFileName } from './markdown.ts';
 
 describe('conversation as Markdown', () => {
-  const base = { videoName: 'beach_day.mp4', range: { from: 2, to: 5.5 }, frameTimes: [2.2, 3.1], model: 'builtin-shapes@1.0.0' };
+  const base = {
+    videoName: 'beach_day.mp4',
+    range: { from: 2, to: 5.5 },
+    frameTimes: [2.2, 3.1],
+    model: 'builtin-shapes@1.0.0',
+  };
 
   it('lists the clip, the frames and each question with its answer', () => {
-    const md = conversationMarkdown({ ...base, turns: [{ question: 'What color is the circle?', answer: 'red', status: 'eos' }] });
+    const md = conversationMarkdown({
+      ...base,
+      turns: [{ question: 'What color is the circle?', answer: 'red', status: 'eos' }],
+    });
     expect(md).toContain('# beach\\_day.mp4 — 0:02.0–0:05.5');
     expect(md).toContain('Frames seen: 0:02.2, 0:03.1');
     expect(md).toContain('**Q:** What color is the circle?');
@@ -25,7 +33,9 @@ describe('conversation as Markdown', () => {
   });
 
   it('keeps questions from becoming Markdown structure', () => {
-    expect(conversationMarkdown({ ...base, turns: [{ question: '# *hi*', answer: 'x', status: 'eos' }] })).toContain('**Q:** \\# \\*hi\\*');
+    expect(
+      conversationMarkdown({ ...base, turns: [{ question: '# *hi*', answer: 'x', status: 'eos' }] }),
+    ).toContain('**Q:** \\# \\*hi\\*');
   });
 
   it('makes a safe file name', () => {

@@ -31,7 +31,12 @@ export function conversationMarkdown(c: MarkdownConversation): string {
   if (c.model) lines.push(`- Model: ${c.model}`);
   if (c.date) lines.push(`- Date: ${c.date}`);
   for (const t of c.turns) {
-    lines.push('', `**Q:** ${escapeInline(t.question)}`, '', `**A:** ${t.answer.trim() || '—'}${NOTE[t.status] ? ' ' + NOTE[t.status] : ''}`);
+    lines.push(
+      '',
+      `**Q:** ${escapeInline(t.question)}`,
+      '',
+      `**A:** ${t.answer.trim() || '—'}${NOTE[t.status] ? ' ' + NOTE[t.status] : ''}`,
+    );
   }
   return lines.join('\n') + '\n';
 }

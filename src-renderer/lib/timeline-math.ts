@@ -95,7 +95,10 @@ export function formatClock(t: number, tenths = true): string {
   const h = Math.floor(total / 3600);
   const m = Math.floor((total % 3600) / 60);
   const s = total % 60;
-  const sec = tenths && h === 0 ? (Math.floor(s * 10) / 10).toFixed(1).padStart(4, '0') : String(Math.floor(s)).padStart(2, '0');
+  const sec =
+    tenths && h === 0
+      ? (Math.floor(s * 10) / 10).toFixed(1).padStart(4, '0')
+      : String(Math.floor(s)).padStart(2, '0');
   return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
 }
 

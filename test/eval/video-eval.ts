@@ -25,7 +25,8 @@ export interface EvalItem {
   type: 'color' | 'shape' | 'count' | 'presence' | 'describe' | 'honest';
 }
 
-const rgb = (hex: string) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16)) as [number, number, number];
+const rgb = (hex: string) =>
+  [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16)) as [number, number, number];
 const dist = (a: number[], b: number[]) => Math.hypot(a[0]! - b[0]!, a[1]! - b[1]!, a[2]! - b[2]!);
 
 function pick<T>(rand: () => number, items: readonly T[]): T {
@@ -42,14 +43,23 @@ function shuffle<T>(rand: () => number, items: readonly T[]): T[] {
 
 /** A random scene for clip `i`: 1–3 shapes of distinct kinds and colors, some moving, some appearing late. */
 export function randomClipSpec(rand: () => number, i: number): { spec: ShapesClipSpec; colors: ColorName[] } {
-  const [width, height] = pick(rand, [[320, 180], [480, 270], [640, 360], [360, 640], [400, 400], [426, 240]] as const);
+  const [width, height] = pick(rand, [
+    [320, 180],
+    [480, 270],
+    [640, 360],
+    [360, 640],
+    [400, 400],
+    [426, 240],
+  ] as const);
   const n = 1 + Math.floor(rand() * 3);
   const kinds = shuffle(rand, KINDS).slice(0, n);
   const colors = shuffle(rand, COLOR_NAMES).slice(0, n);
   let background = '#808080';
   for (let tries = 0; tries < 100; tries++) {
     const c = [0, 0, 0].map(() => Math.floor(rand() * 256));
-    const nearest = COLOR_NAMES.reduce((best, name) => (dist(rgb(COLORS[name]), c) < dist(rgb(COLORS[best]), c) ? name : best));
+    const nearest = COLOR_NAMES.reduce((best, name) =>
+      dist(rgb(COLORS[name]), c) < dist(rgb(COLORS[best]), c) ? name : best,
+    );
     if (colors.every((name) => dist(rgb(COLORS[name]), c) > 120 && nearest !== name)) {
       background = '#' + c.map((v) => v.toString(16).padStart(2, '0')).join('');
       break;
@@ -101,10 +111,21 @@ export function randomClipSpec(rand: () => number, i: number): { spec: ShapesCli
   };
 }
 
-export function questionsFor(rand: () => number, spec: ShapesClipSpec, colors: ColorName[]): Omit<EvalItem, 'clip'>[] {
-  const shapes = spec.shapes.map((s, k) => ({ kind: s.kind, color: colors[k]!, meanX: (s.x0 + (s.x1 ?? s.x0)) / 2 }));
+export function questionsFor(
+  rand: () => number,
+  spec: ShapesClipSpec,
+  colors: ColorName[],
+): Omit<EvalItem, 'clip'>[] {
+  const shapes = spec.shapes.map((s, k) => ({
+    kind: s.kind,
+    color: colors[k]!,
+    meanX: (s.x0 + (s.x1 ?? s.x0)) / 2,
+  }));
   const s = pick(rand, shapes);
-  const absentColor = pick(rand, COLOR_NAMES.filter((c) => !colors.includes(c)));
+  const absentColor = pick(
+    rand,
+    COLOR_NAMES.filter((c) => !colors.includes(c)),
+  );
   const ordered = [...shapes].sort((a, b) => a.meanX - b.meanX);
   const parts = ordered.map((o) => `${/^[aeiou]/.test(o.color) ? 'an' : 'a'} ${o.color} ${o.kind}`);
   const sentence = parts.length === 1 ? parts[0]! : `${parts.slice(0, -1).join(', ')} and ${parts.at(-1)}`;
@@ -115,7 +136,11 @@ export function questionsFor(rand: () => number, spec: ShapesClipSpec, colors: C
     rand() < 0.5
       ? { question: `Is there a ${s.color} ${s.kind}?`, expected: 'yes', type: 'presence' }
       : { question: `Is there a ${absentColor} ${s.kind}?`, expected: 'no', type: 'presence' },
-    { question: 'Describe the video.', expected: sentence[0]!.toUpperCase() + sentence.slice(1) + '.', type: 'describe' },
+    {
+      question: 'Describe the video.',
+      expected: sentence[0]!.toUpperCase() + sentence.slice(1) + '.',
+      type: 'describe',
+    },
   ];
 }
 
@@ -131,7 +156,23 @@ async function makeOffDomainClips(dir: string, count: number): Promise<string[]>
   const out: string[] = [];
   for (let i = 0; i < count; i++) {
     const file = path.join(dir, `offdomain-${i}.mp4`);
-    await ffmpeg(['-f', 'lavfi', '-i', sources[i % sources.length]!, '-t', '3', '-c:v', 'libx264', '-preset', 'ultrafast', '-pix_fmt', 'yuv420p', '-f', 'mp4', file]);
+    await ffmpeg([
+      '-f',
+      'lavfi',
+      '-i',
+      sources[i % sources.length]!,
+      '-t',
+      '3',
+      '-c:v',
+      'libx264',
+      '-preset',
+      'ultrafast',
+      '-pix_fmt',
+      'yuv420p',
+      '-f',
+      'mp4',
+      file,
+    ]);
     out.push(file);
   }
   return out;
@@ -142,7 +183,14 @@ export interface EvalResult {
   failures: { item: EvalItem; got: string }[];
 }
 
-export async function runVideoEval(opts: { services: Services; n: number; seed: number; dir: string; frames?: number; offDomain?: number }): Promise<EvalResult> {
+export async function runVideoEval(opts: {
+  services: Services;
+  n: number;
+  seed: number;
+  dir: string;
+  frames?: number;
+  offDomain?: number;
+}): Promise<EvalResult> {
   const rand = seededRandom(opts.seed);
   await mkdir(opts.dir, { recursive: true });
   const items: EvalItem[] = [];
@@ -151,14 +199,30 @@ export async function runVideoEval(opts: { services: Services; n: number; seed: 
     const clip = await makeShapesClip(opts.dir, spec);
     for (const q of questionsFor(rand, spec, colors)) items.push({ ...q, clip });
   }
-  for (const clip of await makeOffDomainClips(opts.dir, opts.offDomain ?? Math.max(2, Math.round(opts.n / 5)))) {
-    items.push({ clip, question: pick(rand, ['What color is the circle?', 'How many shapes are there?', 'Describe the video.', 'Is there a red square?']), expected: HONEST, type: 'honest' });
+  for (const clip of await makeOffDomainClips(
+    opts.dir,
+    opts.offDomain ?? Math.max(2, Math.round(opts.n / 5)),
+  )) {
+    items.push({
+      clip,
+      question: pick(rand, [
+        'What color is the circle?',
+        'How many shapes are there?',
+        'Describe the video.',
+        'Is there a red square?',
+      ]),
+      expected: HONEST,
+      type: 'honest',
+    });
   }
   const engine = await opts.services.engine();
   const extractor = await opts.services.extractor();
   const result: EvalResult = { byType: {}, failures: [] };
   for (const item of items) {
-    const conversation = await ClipConversation.open(engine, extractor, { path: item.clip, frames: opts.frames });
+    const conversation = await ClipConversation.open(engine, extractor, {
+      path: item.clip,
+      frames: opts.frames,
+    });
     let got = '';
     for await (const e of conversation.ask(item.question)) if (e.type === 'done') got = e.text;
     const row = (result.byType[item.type] ??= { correct: 0, total: 0 });
@@ -175,7 +239,9 @@ export function formatTable(result: EvalResult): string {
   return [
     '| question type | correct | n | accuracy |',
     '|---|---|---|---|',
-    ...rows.map(([k, r]) => `| ${k} | ${r.correct} | ${r.total} | ${((100 * r.correct) / r.total).toFixed(1)}% |`),
+    ...rows.map(
+      ([k, r]) => `| ${k} | ${r.correct} | ${r.total} | ${((100 * r.correct) / r.total).toFixed(1)}% |`,
+    ),
     `| **overall** | ${total.c} | ${total.t} | **${((100 * total.c) / total.t).toFixed(1)}%** |`,
   ].join('\n');
 }
@@ -200,7 +266,11 @@ async function cli(): Promise<void> {
     dir: arg('out', path.join(os.tmpdir(), `loupe-eval-clips-${seed}`)),
   });
   console.log(formatTable(result));
-  if (args.includes('--failures')) for (const f of result.failures) console.log(`${path.basename(f.item.clip)}  ${f.item.question}  expected "${f.item.expected}" got "${f.got}"`);
+  if (args.includes('--failures'))
+    for (const f of result.failures)
+      console.log(
+        `${path.basename(f.item.clip)}  ${f.item.question}  expected "${f.item.expected}" got "${f.got}"`,
+      );
   await services.dispose();
 }
 

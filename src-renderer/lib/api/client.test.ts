@@ -24,16 +24,19 @@ describe('Server-Sent Events parsing', () => {
   });
 
   it('turns a damaged message into an error message rather than dropping it', () => {
-    expect(parseSse('data: {oops\n\n').messages[0]).toMatchObject({ kind: 'error', error: { code: 'INTERNAL' } });
+    expect(parseSse('data: {oops\n\n').messages[0]).toMatchObject({
+      kind: 'error',
+      error: { code: 'INTERNAL' },
+    });
   });
 });
 
 describe('envelopes', () => {
   it('unwraps values and rebuilds errors', () => {
     expect(unwrap({ ok: true, value: 3 })).toBe(3);
-    expect(() => unwrap({ ok: false, error: { code: 'NOT_FOUND', message: 'gone', details: { id: 1 } } })).toThrow(
-      expect.objectContaining({ code: 'NOT_FOUND', message: 'gone', details: { id: 1 } }),
-    );
+    expect(() =>
+      unwrap({ ok: false, error: { code: 'NOT_FOUND', message: 'gone', details: { id: 1 } } }),
+    ).toThrow(expect.objectContaining({ code: 'NOT_FOUND', message: 'gone', details: { id: 1 } }));
     expect(() => unwrap('<html>')).toThrow(ApiError);
   });
 });
@@ -86,9 +89,16 @@ describe('HTTP client', () => {
   });
 
   it('turns refusals and lost connections into ApiErrors', async () => {
-    const refused = httpClient({ fetch: fakeFetch(() => new Response('Forbidden: other origin', { status: 403 })).fetch });
-    await expect(refused.call('listVideos', {})).rejects.toMatchObject({ code: 'UNAUTHORIZED', message: 'Forbidden: other origin' });
-    const offline = httpClient({ fetch: (async () => Promise.reject(new TypeError('fetch failed'))) as typeof fetch });
+    const refused = httpClient({
+      fetch: fakeFetch(() => new Response('Forbidden: other origin', { status: 403 })).fetch,
+    });
+    await expect(refused.call('listVideos', {})).rejects.toMatchObject({
+      code: 'UNAUTHORIZED',
+      message: 'Forbidden: other origin',
+    });
+    const offline = httpClient({
+      fetch: (async () => Promise.reject(new TypeError('fetch failed'))) as typeof fetch,
+    });
     await expect(offline.call('listVideos', {})).rejects.toMatchObject({ code: 'OFFLINE' });
   });
 
@@ -101,20 +111,38 @@ describe('HTTP client', () => {
     const chunks = [body.slice(0, 7), body.slice(7, 50), body.slice(50)];
     const f = fakeFetch(
       () =>
-        new Response(new ReadableStream({ start: (c) => (chunks.forEach((x) => c.enqueue(new TextEncoder().encode(x))), c.close()) }), {
-          headers: { 'Content-Type': 'text/event-stream' },
-        }),
+        new Response(
+          new ReadableStream({
+            start: (c) => (chunks.forEach((x) => c.enqueue(new TextEncoder().encode(x))), c.close()),
+          }),
+          {
+            headers: { 'Content-Type': 'text/event-stream' },
+          },
+        ),
     );
     const tokens: string[] = [];
-    for await (const e of httpClient({ fetch: f.fetch }).stream('ask', { conversationId: 'c', question: 'q' }))
+    for await (const e of httpClient({ fetch: f.fetch }).stream('ask', {
+      conversationId: 'c',
+      question: 'q',
+    }))
       if (e.type === 'token') tokens.push(e.text);
     expect(tokens.join('')).toBe('blue');
   });
 
   it('rethrows a stream’s error message', async () => {
-    const f = fakeFetch(() => new Response(sse({ kind: 'error', error: { code: 'CONTEXT_OVERFLOW', message: 'too many frames' } }), { headers: { 'Content-Type': 'text/event-stream' } }));
+    const f = fakeFetch(
+      () =>
+        new Response(
+          sse({ kind: 'error', error: { code: 'CONTEXT_OVERFLOW', message: 'too many frames' } }),
+          { headers: { 'Content-Type': 'text/event-stream' } },
+        ),
+    );
     const reading = (async () => {
-      for await (const _ of httpClient({ fetch: f.fetch }).stream('ask', { conversationId: 'c', question: 'q' })) void _;
+      for await (const _ of httpClient({ fetch: f.fetch }).stream('ask', {
+        conversationId: 'c',
+        question: 'q',
+      }))
+        void _;
     })();
     await expect(reading).rejects.toMatchObject({ code: 'CONTEXT_OVERFLOW', message: 'too many frames' });
   });

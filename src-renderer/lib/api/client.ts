@@ -16,7 +16,11 @@ import type {
 export interface ApiClient {
   call<M extends CallName>(method: M, input: CallInput<M>): Promise<CallOutput<M>>;
   /** Events until the stream ends; aborting `signal` stops it on the other side too. */
-  stream<M extends StreamName>(method: M, input: StreamInput<M>, signal?: AbortSignal): AsyncIterable<StreamEvent<M>>;
+  stream<M extends StreamName>(
+    method: M,
+    input: StreamInput<M>,
+    signal?: AbortSignal,
+  ): AsyncIterable<StreamEvent<M>>;
 }
 
 export class ApiError extends Error {
@@ -31,14 +35,22 @@ export class ApiError extends Error {
 
   static from(error: unknown): ApiError {
     if (error instanceof ApiError) return error;
-    if (error instanceof DOMException && error.name === 'AbortError') return new ApiError('CANCELLED', 'Cancelled.');
+    if (error instanceof DOMException && error.name === 'AbortError')
+      return new ApiError('CANCELLED', 'Cancelled.');
     if (isSerializedError(error)) return new ApiError(error.code, error.message, error.details ?? {});
     return new ApiError('INTERNAL', error instanceof Error ? error.message : String(error));
   }
 }
 
-function isSerializedError(v: unknown): v is { code: string; message: string; details?: Record<string, unknown> } {
-  return typeof v === 'object' && v !== null && typeof (v as { code?: unknown }).code === 'string' && typeof (v as { message?: unknown }).message === 'string';
+function isSerializedError(
+  v: unknown,
+): v is { code: string; message: string; details?: Record<string, unknown> } {
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    typeof (v as { code?: unknown }).code === 'string' &&
+    typeof (v as { message?: unknown }).message === 'string'
+  );
 }
 
 /** Unwrap a call's envelope; anything that is not one is a transport failure. */

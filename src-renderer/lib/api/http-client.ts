@@ -25,7 +25,10 @@ export function parseSse(text: string): { messages: StreamMessage[]; rest: strin
     try {
       messages.push(JSON.parse(data) as StreamMessage);
     } catch {
-      messages.push({ kind: 'error', error: { code: 'INTERNAL', message: 'Loupe sent a damaged stream message.' } });
+      messages.push({
+        kind: 'error',
+        error: { code: 'INTERNAL', message: 'Loupe sent a damaged stream message.' },
+      });
     }
   }
   return { messages, rest };
@@ -38,9 +41,11 @@ export function httpClient(options: HttpClientOptions = {}): ApiClient {
   if (options.token) headers['X-Loupe-Token'] = options.token;
 
   const failure = async (res: Response) => {
-    if ((res.headers.get('content-type') ?? '').startsWith('application/json')) return unwrap(await res.json());
+    if ((res.headers.get('content-type') ?? '').startsWith('application/json'))
+      return unwrap(await res.json());
     const text = (await res.text()).trim();
-    if (res.status === 401 || res.status === 403) return new ApiError('UNAUTHORIZED', text || 'Loupe refused the request.');
+    if (res.status === 401 || res.status === 403)
+      return new ApiError('UNAUTHORIZED', text || 'Loupe refused the request.');
     return new ApiError('INTERNAL', text || `Loupe answered ${res.status}.`);
   };
 
@@ -48,11 +53,17 @@ export function httpClient(options: HttpClientOptions = {}): ApiClient {
     async call(method, input) {
       let res: Response;
       try {
-        res = await doFetch(`${base}/api/call/${method}`, { method: 'POST', headers, body: JSON.stringify(input), credentials: 'same-origin' });
+        res = await doFetch(`${base}/api/call/${method}`, {
+          method: 'POST',
+          headers,
+          body: JSON.stringify(input),
+          credentials: 'same-origin',
+        });
       } catch {
         throw new ApiError('OFFLINE', 'Loupe is not reachable: is it still running?');
       }
-      if ((res.headers.get('content-type') ?? '').startsWith('application/json')) return unwrap(await res.json());
+      if ((res.headers.get('content-type') ?? '').startsWith('application/json'))
+        return unwrap(await res.json());
       throw await failure(res);
     },
     stream(method, input, signal) {
@@ -80,7 +91,10 @@ export function httpClient(options: HttpClientOptions = {}): ApiClient {
             push({ kind: 'end' });
           } catch (error) {
             if (controller.signal.aborted) return;
-            const e = error instanceof ApiError ? error : new ApiError('OFFLINE', 'The connection to Loupe was lost.');
+            const e =
+              error instanceof ApiError
+                ? error
+                : new ApiError('OFFLINE', 'The connection to Loupe was lost.');
             push({ kind: 'error', error: { code: e.code as never, message: e.message, details: e.details } });
           }
         })();

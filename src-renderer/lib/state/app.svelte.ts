@@ -42,7 +42,9 @@ export class AppState {
 
   private timelineScope() {
     const sel = this.timeline.selection;
-    return sel ? { from: sel.from, to: sel.to, whole: false } : { from: 0, to: this.timeline.duration, whole: true };
+    return sel
+      ? { from: sel.from, to: sel.to, whole: false }
+      : { from: 0, to: this.timeline.duration, whole: true };
   }
 
   async start(): Promise<void> {

@@ -59,10 +59,14 @@ export class BatchViewState {
     const prompts = this.prompts.map((p) => p.trim()).filter(Boolean);
     this.busy = 'starting';
     try {
-      const { batchId } = await this.api.call('startBatch', { folder, recursive: this.recursive, prompts, segmentSec });
+      const { batchId } = await this.api.call('startBatch', {
+        folder,
+        recursive: this.recursive,
+        prompts,
+        segmentSec,
+      });
       await this.load();
       void this.select(batchId); // follows the batch until it stops
-
     } catch (error) {
       this.formError = ApiError.from(error).message;
     } finally {
@@ -136,6 +140,8 @@ export class BatchViewState {
   private patchSummary(): void {
     const b = this.current;
     if (!b) return;
-    this.batches = this.batches.map((s) => (s.id === b.id ? { ...s, state: b.state, overall: b.overall, error: b.error } : s));
+    this.batches = this.batches.map((s) =>
+      s.id === b.id ? { ...s, state: b.state, overall: b.overall, error: b.error } : s,
+    );
   }
 }

@@ -100,9 +100,14 @@ export class ConversationState {
     this.busy = 'answering';
     this.controller = new AbortController();
     try {
-      for await (const event of this.api.stream('ask', { conversationId: conversation.id, question }, this.controller.signal)) {
+      for await (const event of this.api.stream(
+        'ask',
+        { conversationId: conversation.id, question },
+        this.controller.signal,
+      )) {
         if (event.type === 'token') turn.answer += event.text;
-        else if (event.type === 'done') Object.assign(turn, { answer: event.text, status: event.stopped, timings: event.timings });
+        else if (event.type === 'done')
+          Object.assign(turn, { answer: event.text, status: event.stopped, timings: event.timings });
         else Object.assign(turn, { answer: event.text, status: 'cancelled' });
       }
     } catch (error) {
@@ -128,7 +133,10 @@ export class ConversationState {
   async loadHistoryFrames(record: ConversationRecord): Promise<void> {
     if (this.historyFrames[record.id] || !this.videoId) return;
     try {
-      const { frames } = await this.api.call('frameThumbs', { videoId: this.videoId, times: record.frameTimes });
+      const { frames } = await this.api.call('frameThumbs', {
+        videoId: this.videoId,
+        times: record.frameTimes,
+      });
       this.historyFrames[record.id] = frames;
     } catch {
       this.historyFrames[record.id] = record.frameTimes.map((timeSec) => ({ timeSec, thumb: '' }));

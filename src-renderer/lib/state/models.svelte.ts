@@ -33,7 +33,9 @@ export class ModelsState {
   async import(): Promise<void> {
     const path = this.importPath.trim().replace(/^["']|["']$/g, '');
     this.error = this.notice = null;
-    if (!path) return void (this.error = 'Type or paste the path of a model pack folder (the one with manifest.json).');
+    if (!path)
+      return void (this.error =
+        'Type or paste the path of a model pack folder (the one with manifest.json).');
     this.busy = 'import';
     try {
       const { pack } = await this.api.call('importModel', { path, link: this.link });

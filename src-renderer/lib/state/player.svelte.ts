@@ -37,7 +37,11 @@ export class PlayerState {
     const controller = new AbortController();
     this.loading = controller;
     try {
-      for await (const event of this.api.stream('playback', { videoId: video.id, forceProxy }, controller.signal)) {
+      for await (const event of this.api.stream(
+        'playback',
+        { videoId: video.id, forceProxy },
+        controller.signal,
+      )) {
         if (event.type === 'converting') this.converting = { fraction: event.fraction, reason: event.reason };
         else {
           this.converting = null;
@@ -57,7 +61,8 @@ export class PlayerState {
     if (!this.isProxy && !this.triedProxy) {
       this.triedProxy = true;
       void this.load(this.video, true);
-    } else this.error = 'This video cannot be played, even after conversion. Questions about it may still work.';
+    } else
+      this.error = 'This video cannot be played, even after conversion. Questions about it may still work.';
   }
 
   seek(t: number): void {

@@ -3,7 +3,13 @@ import type { ModelInfo, Settings } from '../../../src-main/api/contract.ts';
 import { ApiError, type ApiClient } from '../api/client.ts';
 
 export class SettingsState {
-  settings = $state<Settings>({ frames: null, maxNewTokens: 256, temperature: 0, theme: 'system', modelPack: null });
+  settings = $state<Settings>({
+    frames: null,
+    maxNewTokens: 256,
+    temperature: 0,
+    theme: 'system',
+    modelPack: null,
+  });
   model = $state<ModelInfo | null>(null);
   modelError = $state<string | null>(null);
   privacy = $state<{ dataDir: string; cacheBytes: number; conversations: number } | null>(null);
@@ -11,7 +17,9 @@ export class SettingsState {
   notice = $state<string | null>(null);
   /** The theme in effect (system resolved through prefers-color-scheme). */
   systemDark = $state(false);
-  readonly dark = $derived(this.settings.theme === 'dark' || (this.settings.theme === 'system' && this.systemDark));
+  readonly dark = $derived(
+    this.settings.theme === 'dark' || (this.settings.theme === 'system' && this.systemDark),
+  );
 
   constructor(private readonly api: ApiClient) {}
 

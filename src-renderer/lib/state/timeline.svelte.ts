@@ -64,7 +64,10 @@ export class TimelineState {
   /** Scroll the zoomed view by a fraction of its span. */
   pan(fraction: number): void {
     const span = this.view.end - this.view.start;
-    this.view = tm.panView({ start: this.view.start + span * fraction, end: this.view.end + span * fraction }, this.duration);
+    this.view = tm.panView(
+      { start: this.view.start + span * fraction, end: this.view.end + span * fraction },
+      this.duration,
+    );
   }
 
   follow(t: number): void {
