@@ -12,7 +12,8 @@ import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from './helpers.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClipSession } from '../src-main/api/service.ts';
 import { serve, type RunningWeb } from '../src-main/cli/serve.ts';
@@ -114,17 +115,7 @@ describe('the Loupe app in web mode', () => {
       openClip: (services, req) =>
         services.engine().then(async (engine) => pacedClip(engine, await services.extractor(), req)),
     });
-    browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-    });
+    browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 1440, height: 900 }, colorScheme: 'light' });
     page.setDefaultTimeout(20_000);
     page.on('console', (m) => {

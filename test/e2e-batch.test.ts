@@ -11,7 +11,8 @@ import { existsSync } from 'node:fs';
 import { copyFile, cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from './helpers.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type RunningWeb } from '../src-main/cli/serve.ts';
 import { builtinPackDir } from '../src-main/paths.ts';
@@ -68,17 +69,7 @@ describe('the Batch view and the model manager in web mode', () => {
     ]);
     await copyFile(corrupt, path.join(folder, 'broken.mp4'));
     running = await serve({ dataDir: path.join(dir, 'data'), port: 0, log: null, threads: 2 });
-    browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-    });
+    browser = await launchChromium();
     page = await browser.newPage({
       viewport: { width: 1440, height: 900 },
       colorScheme: 'light',

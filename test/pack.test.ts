@@ -75,6 +75,19 @@ describe('model pack validation', () => {
   });
 });
 
+/** A 1 s clip of a red circle, enough for the CLI to probe and open. */
+const smallClip = () =>
+  makeShapesClip(FIXTURES, {
+    name: 'cli-small',
+    width: 160,
+    height: 90,
+    duration: 1,
+    fps: 10,
+    codec: 'h264',
+    background: '#000000',
+    shapes: [{ kind: 'circle', color: COLORS.red, radius: 0.2, x0: 0.5, y0: 0.5 }],
+  });
+
 describe('loupe CLI exit codes', () => {
   const loupe = (...args: string[]) =>
     spawnSync(process.execPath, ['--import', 'tsx', 'src-main/cli/main.ts', ...args], {
@@ -100,32 +113,14 @@ describe('loupe CLI exit codes', () => {
   });
 
   it('exits 4 for a model folder that is not a pack', async () => {
-    const clip = await makeShapesClip(FIXTURES, {
-      name: 'cli-small',
-      width: 160,
-      height: 90,
-      duration: 1,
-      fps: 10,
-      codec: 'h264',
-      background: '#000000',
-      shapes: [{ kind: 'circle', color: COLORS.red, radius: 0.2, x0: 0.5, y0: 0.5 }],
-    });
+    const clip = await smallClip();
     const out = loupe('ask', clip, 'What color is the circle?', '--model', '/tmp');
     expect(out.status).toBe(4);
     expect(out.stderr).toContain('manifest.json is missing');
   });
 
   it('probes a video as JSON', async () => {
-    const clip = await makeShapesClip(FIXTURES, {
-      name: 'cli-small',
-      width: 160,
-      height: 90,
-      duration: 1,
-      fps: 10,
-      codec: 'h264',
-      background: '#000000',
-      shapes: [{ kind: 'circle', color: COLORS.red, radius: 0.2, x0: 0.5, y0: 0.5 }],
-    });
+    const clip = await smallClip();
     const out = loupe('probe', clip, '--json');
     expect(out.status).toBe(0);
     expect(JSON.parse(out.stdout)).toMatchObject({ width: 160, height: 90, codec: 'h264' });
