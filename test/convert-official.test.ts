@@ -16,13 +16,24 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src-main/model/engine.ts';
-import { FIXTURES, PYTHON, ROOT, tempDir } from './helpers.ts';
+import { FIXTURES, PYTHON, tempDir } from './helpers.ts';
+import {
+  MODELS,
+  cosine,
+  engineOutcome,
+  greedyTokensInCommon,
+  maxAbsDiff,
+  pixels,
+  pytorchReference,
+  referenceJob,
+  std,
+  type Outcome,
+  type Reference,
+  type ReferenceJob,
+} from './official-harness.ts';
 
 const run = promisify(execFile);
-const MODELS = path.join(ROOT, 'models');
 const SOURCES = ['tiny.py', 'official.py', 'convert.py', 'modeling.py', 'templates.py'];
-const QUESTION = { image: 'What is in the image?', frames: 'Describe the video.' };
-const MAX_NEW = 16;
 
 interface Fixture {
   name: string;
@@ -31,25 +42,6 @@ interface Fixture {
   convMode: 'vicuna_v1' | 'llama_3';
   precisions: ('fp32' | 'fp16' | 'int4')[];
 }
-interface Reference {
-  prompt: string;
-  follow_up_prompt: string;
-  input_ids: number[];
-  logits: number[];
-  answer_ids: number[];
-  answer: string;
-}
-interface Outcome {
-  prompt: string;
-  followUp: string;
-  ids: number[];
-  logits: Float32Array<ArrayBufferLike>;
-  answer: string;
-  answerTokens: number;
-  /** The reference's greedy token ids decoded by the pack's tokenizer (the engine's own decode). */
-  decode: (ids: number[]) => string;
-}
-
 async function fixtureRoot(): Promise<string> {
   const hash = createHash('sha256');
   for (const f of SOURCES) hash.update(await readFile(path.join(MODELS, 'loupe_dc', f)));
@@ -67,73 +59,6 @@ async function fixtureRoot(): Promise<string> {
   return root;
 }
 
-/** Deterministic normalized pixels (count, 3, S, S) in [-1.5, 1.5]. */
-function pixels(count: number, size: number, seed: number): Float32Array[] {
-  let s = seed >>> 0;
-  const next = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 3 - 1.5;
-  return Array.from({ length: count }, () => Float32Array.from({ length: 3 * size * size }, next));
-}
-
-async function engineOutcome(
-  engine: Engine,
-  frames: Float32Array[],
-  kind: 'image' | 'frames',
-): Promise<Outcome> {
-  const p = engine.prompt;
-  const question = QUESTION[kind];
-  const first = p.firstUserMessage(question);
-  const prompt = p.render([first]);
-  const followUp = p.render([
-    first,
-    { role: 'assistant', content: 'A cat.' },
-    { role: 'user', content: 'And its color?' },
-  ]);
-  const ids = p.encodeWithImage(prompt).flatMap((s) => (s.kind === 'image' ? [-200] : s.ids));
-  const conversation = engine.startConversation({ kind, frames: await engine.encodeImages(frames) });
-  let logits: Float32Array<ArrayBufferLike> = new Float32Array(0);
-  let answer = '';
-  let answerTokens = 0;
-  for await (const e of conversation.ask(question, {
-    onPromptLogits: (l) => (logits = l),
-    maxNewTokens: MAX_NEW,
-  })) {
-    if (e.type === 'done') {
-      answer = e.text;
-      answerTokens = e.stopped === 'eos' ? e.tokens - 1 : e.tokens;
-    }
-  }
-  return { prompt, followUp, ids, logits, answer, answerTokens, decode: (ids) => p.decode(ids).trim() };
-}
-
-const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-};
-const cosine = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let ab = 0,
-    aa = 0,
-    bb = 0;
-  for (let i = 0; i < a.length; i++) {
-    ab += a[i]! * b[i]!;
-    aa += a[i]! * a[i]!;
-    bb += b[i]! * b[i]!;
-  }
-  return ab / Math.sqrt(aa * bb);
-};
-const std = (a: ArrayLike<number>) => {
-  let m = 0,
-    v = 0;
-  for (let i = 0; i < a.length; i++) m += a[i]! / a.length;
-  for (let i = 0; i < a.length; i++) v += (a[i]! - m) ** 2 / a.length;
-  return Math.sqrt(v);
-};
-const argmax = (a: ArrayLike<number>) => {
-  let best = 0;
-  for (let i = 1; i < a.length; i++) if (a[i]! > a[best]!) best = i;
-  return best;
-};
-
 describe('released-checkpoint converter on tiny official-layout models', () => {
   let root: string;
   let fixtures: Fixture[];
@@ -147,7 +72,7 @@ describe('released-checkpoint converter on tiny official-layout models', () => {
     root = await fixtureRoot();
     fixtures = JSON.parse(await readFile(path.join(root, 'fixtures.json'), 'utf8')) as Fixture[];
     work = await tempDir('loupe-official-');
-    const jobs: object[] = [];
+    const jobs: ReferenceJob[] = [];
     const keys: string[] = [];
     for (const [fi, f] of fixtures.entries()) {
       for (const precision of f.precisions) {
@@ -161,20 +86,13 @@ describe('released-checkpoint converter on tiny official-layout models', () => {
             const frames = pixels(kind === 'image' ? 1 : 8, size, 1000 * fi + (kind === 'image' ? 1 : 2));
             outcomes.set(`${f.name}/${precision}/${kind}`, await engineOutcome(engine, frames, kind));
             if (precision !== 'fp32') continue;
-            const file = path.join(work, `${f.name}-${kind}.f32`);
-            const all = new Float32Array(frames.length * frames[0]!.length);
-            frames.forEach((p, i) => all.set(p, i * p.length));
-            await writeFile(file, Buffer.from(all.buffer));
-            jobs.push({
-              checkpoint: path.join(root, f.name, 'checkpoint'),
-              tower: path.join(root, f.name, 'tower'),
-              convMode: f.convMode,
-              pixels: file,
-              count: frames.length,
-              frames: kind === 'frames',
-              question: QUESTION[kind],
-              maxNewTokens: MAX_NEW,
-            });
+            jobs.push(
+              await referenceJob(work, f.name, frames, kind, {
+                checkpoint: path.join(root, f.name, 'checkpoint'),
+                tower: path.join(root, f.name, 'tower'),
+                convMode: f.convMode,
+              }),
+            );
             keys.push(`${f.name}/${kind}`);
           }
         } finally {
@@ -182,14 +100,7 @@ describe('released-checkpoint converter on tiny official-layout models', () => {
         }
       }
     }
-    const jobsFile = path.join(work, 'jobs.json');
-    await writeFile(jobsFile, JSON.stringify(jobs));
-    const { stdout } = await run(PYTHON, ['-m', 'loupe_dc.official_reference', jobsFile], {
-      cwd: MODELS,
-      maxBuffer: 1 << 26,
-      env: { ...process.env, PYTHONWARNINGS: 'ignore' },
-    });
-    (JSON.parse(stdout) as Reference[]).forEach((r, i) => refs.set(keys[i]!, r));
+    (await pytorchReference(work, jobs)).forEach((r, i) => refs.set(keys[i]!, r));
   }, 300_000);
 
   afterAll(async () => {
@@ -244,14 +155,7 @@ describe('released-checkpoint converter on tiny official-layout models', () => {
           expect(got.ids, where).toEqual(ref.input_ids);
           const cos = cosine(got.logits, ref.logits);
           const diff = maxAbsDiff(got.logits, ref.logits);
-          // greedy tokens in common: the longest reference prefix whose text starts the pack's answer
-          let same = 0;
-          while (
-            same < ref.answer_ids.length &&
-            got.answer.startsWith(got.decode(ref.answer_ids.slice(0, same + 1)).replace(/\uFFFD+$/, ''))
-          )
-            same++;
-          if (argmax(got.logits) !== argmax(ref.logits)) same = 0;
+          const same = greedyTokensInCommon(got, ref);
           measured.push(
             `${where}: logits cosine ${cos.toFixed(6)}, max |Δlogit| ${diff.toExponential(2)} (logit std ${std(ref.logits).toFixed(2)}), greedy tokens in common ${same}/${ref.answer_ids.length}`,
           );

@@ -24,6 +24,7 @@ import torch.nn as nn
 from dataclasses import asdict
 
 from .modeling import DenseConnectorMLLM, load_checkpoint
+from .templates import CONV_MODES
 
 OPSET = 17
 PACK_FORMAT_VERSION = 1
@@ -282,8 +283,8 @@ def main() -> None:
     ap.add_argument("--vision-tower", type=Path, help="the vision tower folder (released checkpoints name a Hub id)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    ap.add_argument("--conv-mode", choices=("vicuna_v1", "llama_3"), help="released checkpoints: the conversation "
-                    "template (default: llama_3 for Llama-3 tokenizers, vicuna_v1 otherwise)")
+    ap.add_argument("--conv-mode", choices=CONV_MODES, help="released checkpoints: the conversation "
+                    "template (default: llama_3 for Llama-3 tokenizers, chatml_direct for ChatML ones, vicuna_v1 otherwise)")
     ap.add_argument("--name", default=None)
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--license", default=None)

@@ -1,7 +1,9 @@
 """Conversation templates of the Dense Connector reference (`dc/conversation.py`), as Jinja chat templates.
 
 Two modes are used by the released checkpoints: `vicuna_v1` (the Vicuna-7B/13B models) and `llama_3`
-(the Llama-3-8B-Instruct model). The Jinja templates render, byte for byte, what the reference's
+(the Llama-3-8B-Instruct model). A third, `chatml_direct` (the reference's MPT separator style with
+ChatML roles), serves ChatML LLMs such as SmolLM2; note that the reference joins its turns with
+`<|im_end|>` and no newline, unlike the LLMs' own ChatML templates, and it is kept that way. The Jinja templates render, byte for byte, what the reference's
 `Conversation.get_prompt()` builds for the same turns; `reference_prompt()` is an independent
 implementation of those two separator styles used to check that (tests and the parity reference).
 
@@ -28,7 +30,13 @@ LLAMA_3_USER_HEADER = "<|start_header_id|>user<|end_header_id|>\n\n"
 LLAMA_3_ASSISTANT_HEADER = "<|start_header_id|>system<|end_header_id|>\n\n"  # sic: the reference's role 1
 LLAMA_3_EOT = "<|eot_id|>"
 
-CONV_MODES = ("vicuna_v1", "llama_3")
+CHATML_SYSTEM = "Answer the questions."
+CHATML_SYSTEM_HEADER = "<|im_start|>system\n"
+CHATML_USER = "<|im_start|>user\n"
+CHATML_ASSISTANT = "<|im_start|>assistant\n"
+CHATML_END = "<|im_end|>"
+
+CONV_MODES = ("vicuna_v1", "llama_3", "chatml_direct")
 
 
 def _jinja_str(s: str) -> str:
@@ -65,15 +73,27 @@ LLAMA_3_TEMPLATE = (
     + "{%- if add_generation_prompt -%}{{- " + _jinja_str(LLAMA_3_ASSISTANT_HEADER) + " -}}{%- endif -%}"
 )
 
-TEMPLATES = {"vicuna_v1": VICUNA_V1_TEMPLATE, "llama_3": LLAMA_3_TEMPLATE}
-SYSTEM_PROMPTS = {"vicuna_v1": VICUNA_V1_SYSTEM, "llama_3": LLAMA_3_SYSTEM}
+CHATML_DIRECT_TEMPLATE = (
+    _system_block(CHATML_SYSTEM)
+    + "{{- " + _jinja_str(CHATML_SYSTEM_HEADER) + " + system + " + _jinja_str(CHATML_END) + " -}}"
+    + "{%- for message in messages -%}"
+    + "{%- if message['role'] == 'user' -%}{{- " + _jinja_str(CHATML_USER) + " + message['content'] + " + _jinja_str(CHATML_END) + " -}}"
+    + "{%- elif message['role'] == 'assistant' -%}{{- " + _jinja_str(CHATML_ASSISTANT) + " + message['content'] + "
+    + _jinja_str(CHATML_END) + " -}}"
+    + "{%- endif -%}{%- endfor -%}"
+    + "{%- if add_generation_prompt -%}{{- " + _jinja_str(CHATML_ASSISTANT) + " -}}{%- endif -%}"
+)
+
+TEMPLATES = {"vicuna_v1": VICUNA_V1_TEMPLATE, "llama_3": LLAMA_3_TEMPLATE, "chatml_direct": CHATML_DIRECT_TEMPLATE}
+SYSTEM_PROMPTS = {"vicuna_v1": VICUNA_V1_SYSTEM, "llama_3": LLAMA_3_SYSTEM, "chatml_direct": CHATML_SYSTEM}
 
 
 def reference_prompt(mode: str, turns: list[tuple[str, str | None]], system: str | None = None) -> str:
     """The prompt the reference builds for alternating (user, assistant) turns; None = the reply to generate.
 
     vicuna_v1 is the reference's SeparatorStyle.TWO (sep " ", sep2 "</s>", roles USER/ASSISTANT);
-    llama_3 is SeparatorStyle.LLAMA_3 (sep "<|eot_id|>", the system text carrying <|begin_of_text|>).
+    llama_3 is SeparatorStyle.LLAMA_3 (sep "<|eot_id|>", the system text carrying <|begin_of_text|>);
+    chatml_direct is SeparatorStyle.MPT (sep "<|im_end|>", roles carrying "<|im_start|>... \\n").
     """
     if mode == "vicuna_v1":
         text = (system if system is not None else VICUNA_V1_SYSTEM) + " "
@@ -85,6 +105,11 @@ def reference_prompt(mode: str, turns: list[tuple[str, str | None]], system: str
         text = LLAMA_3_BEGIN + LLAMA_3_SYSTEM_HEADER + (system if system is not None else LLAMA_3_SYSTEM) + LLAMA_3_EOT
         for role, message in _roles(turns, (LLAMA_3_USER_HEADER, LLAMA_3_ASSISTANT_HEADER)):
             text += role + message + LLAMA_3_EOT if message else role
+        return text
+    if mode == "chatml_direct":
+        text = CHATML_SYSTEM_HEADER + (system if system is not None else CHATML_SYSTEM) + CHATML_END
+        for role, message in _roles(turns, (CHATML_USER, CHATML_ASSISTANT)):
+            text += role + message + CHATML_END if message else role
         return text
     raise ValueError(f"unknown conversation mode {mode!r} (known: {', '.join(CONV_MODES)})")
 
@@ -109,7 +134,10 @@ def render(mode: str, messages: list[dict], add_generation_prompt: bool = True) 
 
 
 def pick_conv_mode(cfg: dict, special_tokens: set[str]) -> str:
-    """vicuna_v1 for Llama-2/Vicuna checkpoints, llama_3 for Llama-3 ones (its header tokens in the vocabulary)."""
+    """vicuna_v1 for Llama-2/Vicuna checkpoints, llama_3 for Llama-3 ones (its header tokens in the vocabulary),
+    chatml_direct for ChatML LLMs (<|im_start|> / <|im_end|> in the vocabulary)."""
+    if {"<|im_start|>", "<|im_end|>"} <= special_tokens:
+        return "chatml_direct"
     if {"<|start_header_id|>", "<|eot_id|>"} <= special_tokens:
         return "llama_3"
     if cfg.get("vocab_size", 0) >= 128000:

@@ -4,7 +4,9 @@
 
 Resumable: a state file is written atomically every few minutes and at the end; rerunning the same
 command continues where it stopped. The learning-rate schedule follows the fraction of the time
-budget spent, so runs with equal --minutes get an equal budget whatever the interruptions.
+budget spent, so runs with equal --minutes get an equal budget whatever the interruptions. With
+--steps the budget is a step count instead, so runs that share the CPU (the ablation) stay equal
+however busy the machine is.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--connector", default="dci", choices=["none", "sti", "sci", "dci"])
     ap.add_argument("--minutes", type=float, default=60)
+    ap.add_argument("--steps", type=int, help="budget in optimizer steps instead of minutes")
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1.5e-3)
@@ -137,10 +140,13 @@ def main() -> None:
 
     last_save, ema = time.time(), None
     model.train()
-    while spent < budget:
+    def fraction_done() -> float:
+        return step / args.steps if args.steps else spent / budget
+
+    while fraction_done() < 1:
         t0 = time.time()
         samples = queue.get()
-        frac = spent / budget
+        frac = fraction_done()
         lr = args.lr * min(1.0, (step + 1) / 150) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr * g["lr_scale"]
@@ -153,7 +159,7 @@ def main() -> None:
         spent += time.time() - t0
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         if step % 25 == 0:
-            print(f"step {step} loss {ema:.4f} lr {lr:.2e} {spent / 60:.1f}/{args.minutes:.0f} min", flush=True)
+            print(f"step {step} loss {ema:.4f} lr {lr:.2e} {spent / 60:.1f} min, {100 * fraction_done():.0f}% done", flush=True)
         if time.time() - last_save > 180:
             save_state()
             last_save = time.time()

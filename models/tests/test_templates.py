@@ -37,6 +37,10 @@ def test_literal_prompts():
         "You are able to understand the visual content that the user provides, and assist the user with a variety of "
         "tasks using natural language.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n<image>\nWhat is in the "
         "image?<|eot_id|><|start_header_id|>system<|end_header_id|>\n\n")
+    # the reference's MPT separator style: no newline after <|im_end|>, unlike the LLMs' own ChatML
+    assert reference_prompt("chatml_direct", TURNS[1]) == (
+        "<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n<image>\nWhat is in the image?<|im_end|>"
+        "<|im_start|>assistant\nA red circle.<|im_end|><|im_start|>user\nWhat color is it?<|im_end|><|im_start|>assistant\n")
 
 
 def test_follow_up_extends_the_first_turn():

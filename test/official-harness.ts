@@ -1,0 +1,159 @@
+/**
+ * What the converter tests share: deterministic pixels, one engine run of a first question (prompt, ids,
+ * first logits, greedy answer), the PyTorch reference (models/loupe_dc/official_reference.py, transformers'
+ * own classes) and the comparison figures.
+ */
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import type { Engine } from '../src-main/model/engine.ts';
+import { PYTHON, ROOT } from './helpers.ts';
+
+const run = promisify(execFile);
+export const MODELS = path.join(ROOT, 'models');
+export const QUESTION = { image: 'What is in the image?', frames: 'Describe the video.' };
+export const MAX_NEW = 16;
+
+export interface Reference {
+  prompt: string;
+  follow_up_prompt: string;
+  input_ids: number[];
+  logits: number[];
+  answer_ids: number[];
+  answer: string;
+}
+export interface Outcome {
+  prompt: string;
+  followUp: string;
+  ids: number[];
+  logits: Float32Array<ArrayBufferLike>;
+  answer: string;
+  answerTokens: number;
+  /** The reference's greedy token ids decoded by the pack's tokenizer (the engine's own decode). */
+  decode: (ids: number[]) => string;
+}
+
+/** Deterministic normalized pixels (count, 3, S, S) in [-1.5, 1.5]. */
+export function pixels(count: number, size: number, seed: number): Float32Array[] {
+  let s = seed >>> 0;
+  const next = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 3 - 1.5;
+  return Array.from({ length: count }, () => Float32Array.from({ length: 3 * size * size }, next));
+}
+
+export async function engineOutcome(
+  engine: Engine,
+  frames: Float32Array[],
+  kind: 'image' | 'frames',
+): Promise<Outcome> {
+  const p = engine.prompt;
+  const question = QUESTION[kind];
+  const first = p.firstUserMessage(question);
+  const prompt = p.render([first]);
+  const followUp = p.render([
+    first,
+    { role: 'assistant', content: 'A cat.' },
+    { role: 'user', content: 'And its color?' },
+  ]);
+  const ids = p.encodeWithImage(prompt).flatMap((s) => (s.kind === 'image' ? [-200] : s.ids));
+  const conversation = engine.startConversation({ kind, frames: await engine.encodeImages(frames) });
+  let logits: Float32Array<ArrayBufferLike> = new Float32Array(0);
+  let answer = '';
+  let answerTokens = 0;
+  for await (const e of conversation.ask(question, {
+    onPromptLogits: (l) => (logits = l),
+    maxNewTokens: MAX_NEW,
+  })) {
+    if (e.type === 'done') {
+      answer = e.text;
+      answerTokens = e.stopped === 'eos' ? e.tokens - 1 : e.tokens;
+    }
+  }
+  return { prompt, followUp, ids, logits, answer, answerTokens, decode: (ids) => p.decode(ids).trim() };
+}
+
+export const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+};
+export const cosine = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let ab = 0,
+    aa = 0,
+    bb = 0;
+  for (let i = 0; i < a.length; i++) {
+    ab += a[i]! * b[i]!;
+    aa += a[i]! * a[i]!;
+    bb += b[i]! * b[i]!;
+  }
+  return ab / Math.sqrt(aa * bb);
+};
+export const std = (a: ArrayLike<number>) => {
+  let m = 0,
+    v = 0;
+  for (let i = 0; i < a.length; i++) m += a[i]! / a.length;
+  for (let i = 0; i < a.length; i++) v += (a[i]! - m) ** 2 / a.length;
+  return Math.sqrt(v);
+};
+export const argmax = (a: ArrayLike<number>) => {
+  let best = 0;
+  for (let i = 1; i < a.length; i++) if (a[i]! > a[best]!) best = i;
+  return best;
+};
+
+export interface ReferenceJob {
+  checkpoint: string;
+  tower: string;
+  convMode: string;
+  pixels: string;
+  count: number;
+  frames: boolean;
+  question: string;
+  maxNewTokens: number;
+}
+
+/** Writes the frames for a reference job and returns the job. */
+export async function referenceJob(
+  work: string,
+  id: string,
+  frames: Float32Array[],
+  kind: 'image' | 'frames',
+  model: { checkpoint: string; tower: string; convMode: string },
+): Promise<ReferenceJob> {
+  const file = path.join(work, `${id}-${kind}.f32`);
+  const all = new Float32Array(frames.length * frames[0]!.length);
+  frames.forEach((p, i) => all.set(p, i * p.length));
+  await writeFile(file, Buffer.from(all.buffer));
+  return {
+    ...model,
+    pixels: file,
+    count: frames.length,
+    frames: kind === 'frames',
+    question: QUESTION[kind],
+    maxNewTokens: MAX_NEW,
+  };
+}
+
+/** Runs the jobs through transformers (one Python process) and returns one reference per job. */
+export async function pytorchReference(work: string, jobs: ReferenceJob[]): Promise<Reference[]> {
+  const jobsFile = path.join(work, 'jobs.json');
+  await writeFile(jobsFile, JSON.stringify(jobs));
+  const { stdout } = await run(PYTHON, ['-m', 'loupe_dc.official_reference', jobsFile], {
+    cwd: MODELS,
+    maxBuffer: 1 << 26,
+    env: { ...process.env, PYTHONWARNINGS: 'ignore' },
+  });
+  return JSON.parse(stdout) as Reference[];
+}
+
+/** Greedy tokens in common: the longest reference prefix whose text starts the pack's answer. */
+export function greedyTokensInCommon(got: Outcome, ref: Reference): number {
+  if (argmax(got.logits) !== argmax(ref.logits)) return 0;
+  let same = 0;
+  while (
+    same < ref.answer_ids.length &&
+    got.answer.startsWith(got.decode(ref.answer_ids.slice(0, same + 1)).replace(/\uFFFD+$/, ''))
+  )
+    same++;
+  return same;
+}
