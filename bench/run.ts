@@ -12,6 +12,7 @@ import { sampleFrames } from '../src-main/media/index.ts';
 import { resolveBinaries } from '../src-main/media/binaries.ts';
 import { askAboutClip } from '../src-main/qa/ask.ts';
 import { benchBatch } from './batch.ts';
+import { median } from './stats.ts';
 import { Services } from '../src-main/services.ts';
 import { COLORS, ffmpeg, makeShapesClip } from '../test/fixtures/clips.ts';
 import { CHECKPOINT, PYTHON, ROOT, tempDir } from '../test/helpers.ts';
@@ -22,11 +23,6 @@ const THREADS = 2;
 const json = process.argv.includes('--json');
 const log = (msg: string) => (json ? process.stderr : process.stdout).write(msg + '\n');
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 async function timeIt(fn: () => Promise<unknown>): Promise<number> {
   const t = performance.now();
   await fn();

@@ -71,14 +71,14 @@ def _gather(tmp: Path, name: str) -> None:
     shutil.rmtree(d)
 
 
-def apply_precision(tmp: Path, precision: str) -> None:
+def apply_precision(tmp: Path, precision: str, keep_decoder: bool = False) -> None:
     """fp16: every graph's weights and arithmetic in fp16, inputs and outputs kept fp32 (Casts at the edges).
     int4: decoder MatMul weights 4-bit with onnxruntime's quantizer (block 32, symmetric, fp32 scales), its other
     weights fp32; vision encoder and embedding as fp16."""
     import onnx
     from onnxconverter_common.float16 import convert_float_to_float16
 
-    for name in ("vision_encoder.onnx", "embed_tokens.onnx", "decoder_model_merged.onnx"):
+    for name in ("vision_encoder.onnx", "embed_tokens.onnx") + (() if keep_decoder else ("decoder_model_merged.onnx",)):
         path = tmp / name
         m = onnx.load(str(path))
         if precision == "int4" and name == "decoder_model_merged.onnx":
@@ -139,11 +139,60 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def export_decoder(model: DenseConnectorMLLM, tmp: Path) -> None:
+    """The LLM as one graph over inputs_embeds with a KV cache (torch.onnx.export of the transformers model)."""
+    llm_cfg = model.llm.config
+    kv_heads, L = llm_cfg.num_key_value_heads, llm_cfg.num_hidden_layers
+    head_dim = llm_cfg.hidden_size // llm_cfg.num_attention_heads
+    past_len, seq = 3, 2
+    past = [torch.randn(1, kv_heads, past_len, head_dim) for _ in range(2 * L)]
+    emb = torch.randn(1, seq, llm_cfg.hidden_size)
+    mask = torch.ones(1, past_len + seq, dtype=torch.long)
+    pos = torch.arange(past_len, past_len + seq).unsqueeze(0)
+    past_names = [f"past_key_values.{i}.{kv}" for i in range(L) for kv in ("key", "value")]
+    present_names = [f"present.{i}.{kv}" for i in range(L) for kv in ("key", "value")]
+    dyn = {"inputs_embeds": {0: "batch_size", 1: "sequence_length"},
+           "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
+           "position_ids": {0: "batch_size", 1: "sequence_length"},
+           "logits": {0: "batch_size", 1: "sequence_length"}}
+    dyn.update({n: {0: "batch_size", 2: "past_sequence_length"} for n in past_names})
+    dyn.update({n: {0: "batch_size", 2: "total_sequence_length"} for n in present_names})
+    torch.onnx.export(Decoder(model), (emb, mask, pos, *past), _graph_dir(tmp, "decoder_model_merged.onnx"), opset_version=OPSET,
+                      input_names=["inputs_embeds", "attention_mask", "position_ids", *past_names],
+                      output_names=["logits", *present_names], dynamic_axes=dyn)
+
+
+def adopt_builder_decoder(src: Path, tmp: Path, llm_cfg) -> bool:
+    """Copy a model-builder decoder into the pack after checking it fits; returns whether it takes position_ids."""
+    import onnx
+
+    cfg_path, graph = src / "genai_config.json", src / "model.onnx"
+    if not cfg_path.exists() or not graph.exists():
+        raise ValueError(f"{src} is not an onnxruntime-genai model folder (genai_config.json and model.onnx expected)")
+    dec = json.loads(cfg_path.read_text())["model"]["decoder"]
+    want = {"hidden_size": llm_cfg.hidden_size, "num_hidden_layers": llm_cfg.num_hidden_layers,
+            "num_key_value_heads": llm_cfg.num_key_value_heads, "head_size": llm_cfg.hidden_size // llm_cfg.num_attention_heads}
+    wrong = {k: (dec.get(k), v) for k, v in want.items() if dec.get(k) != v}
+    if wrong:
+        raise ValueError(f"{src} was built from another model: {wrong} (builder, checkpoint)")
+    m = onnx.load(str(graph), load_external_data=False)
+    inputs = {i.name for i in m.graph.input}
+    if "inputs_embeds" not in inputs:
+        raise ValueError(f"{src}/model.onnx takes input_ids: rebuild it with --extra_options exclude_embeds=true")
+    data = {d.value for t in m.graph.initializer for d in t.external_data if d.key == "location"}
+    for f in data:  # the graph names its external data file, which keeps its name beside the renamed graph
+        shutil.copy(src / f, tmp / f)
+    shutil.copy(graph, tmp / "decoder_model_merged.onnx")
+    return "position_ids" in inputs
+
+
 def export_pack(model: DenseConnectorMLLM, ckpt_cfg: dict, checkpoint: Path, out: Path, name: str, version: str,
                 license_: str, description: str, domain: str | None, precision: str = "fp32",
-                official: dict | None = None, release_weights: bool = False) -> dict:
+                official: dict | None = None, release_weights: bool = False, decoder_from: Path | None = None) -> dict:
     """official: {"pre": vision preprocessing, "conv_mode": str | None} for released checkpoints (loupe_dc.official).
-    release_weights: free the PyTorch weights once the graphs are exported (peak memory of big models)."""
+    release_weights: free the PyTorch weights once the graphs are exported (peak memory of big models).
+    decoder_from: an onnxruntime-genai model-builder folder (built with exclude_embeds=true) whose decoder the
+    pack uses instead of exporting one (fused GroupQueryAttention, the builder's own MatMulNBits quantization)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
     llm_cfg = model.llm.config
@@ -183,31 +232,22 @@ def export_pack(model: DenseConnectorMLLM, ckpt_cfg: dict, checkpoint: Path, out
                               dynamic_axes={"input_ids": {0: "batch_size", 1: "sequence_length"},
                                             "inputs_embeds": {0: "batch_size", 1: "sequence_length"}})
             _gather(tmp, "embed_tokens.onnx")
-            print(f"[3/{steps}] decoder with KV cache", file=sys.stderr)
-            past_len, seq = 3, 2
-            past = [torch.randn(1, kv_heads, past_len, head_dim) for _ in range(2 * L)]
-            emb = torch.randn(1, seq, llm_cfg.hidden_size)
-            mask = torch.ones(1, past_len + seq, dtype=torch.long)
-            pos = torch.arange(past_len, past_len + seq).unsqueeze(0)
-            past_names = [f"past_key_values.{i}.{kv}" for i in range(L) for kv in ("key", "value")]
-            present_names = [f"present.{i}.{kv}" for i in range(L) for kv in ("key", "value")]
-            dyn = {"inputs_embeds": {0: "batch_size", 1: "sequence_length"},
-                   "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
-                   "position_ids": {0: "batch_size", 1: "sequence_length"},
-                   "logits": {0: "batch_size", 1: "sequence_length"}}
-            dyn.update({n: {0: "batch_size", 2: "past_sequence_length"} for n in past_names})
-            dyn.update({n: {0: "batch_size", 2: "total_sequence_length"} for n in present_names})
-            torch.onnx.export(Decoder(model), (emb, mask, pos, *past), _graph_dir(tmp, "decoder_model_merged.onnx"), opset_version=OPSET,
-                              input_names=["inputs_embeds", "attention_mask", "position_ids", *past_names],
-                              output_names=["logits", *present_names], dynamic_axes=dyn)
+            if decoder_from is None:
+                print(f"[3/{steps}] decoder with KV cache", file=sys.stderr)
+                export_decoder(model, tmp)
+                uses_position_ids = True
+        if decoder_from is not None:
+            print(f"[3/{steps}] decoder with KV cache from {decoder_from} (onnxruntime-genai model builder)", file=sys.stderr)
+            uses_position_ids = adopt_builder_decoder(decoder_from, tmp, llm_cfg)
         if release_weights:  # the graphs hold the weights now; drop PyTorch's copy before post-processing
             for p in model.parameters():
                 p.data = torch.empty(0)
-        _gather(tmp, "decoder_model_merged.onnx")
+        if decoder_from is None:
+            _gather(tmp, "decoder_model_merged.onnx")
         if precision != "fp32":
             print(f"[4/{steps}] {precision}: " + ("fp16 weights and compute, fp32 inputs/outputs" if precision == "fp16" else
                   "decoder MatMuls 4-bit (MatMulNBits, block 32, symmetric), vision and embedding fp16"), file=sys.stderr)
-            apply_precision(tmp, precision)
+            apply_precision(tmp, precision, keep_decoder=decoder_from is not None)
         print(f"[{steps}/{steps}] tokenizer and manifest", file=sys.stderr)
         if official is not None:
             from .official import prompt_config, tokenizer_files
@@ -254,7 +294,7 @@ def export_pack(model: DenseConnectorMLLM, ckpt_cfg: dict, checkpoint: Path, out
                 "headDim": head_dim,
                 "vocabSize": llm_cfg.vocab_size,
                 "contextLength": llm_cfg.max_position_embeddings,
-                "usesPositionIds": True,
+                "usesPositionIds": uses_position_ids,
             },
             "prompt": prompt or {
                 "chatTemplate": tok_cfg["chat_template"],
@@ -285,6 +325,8 @@ def main() -> None:
     ap.add_argument("--precision", choices=PRECISIONS, default="fp32")
     ap.add_argument("--conv-mode", choices=CONV_MODES, help="released checkpoints: the conversation "
                     "template (default: llama_3 for Llama-3 tokenizers, chatml_direct for ChatML ones, vicuna_v1 otherwise)")
+    ap.add_argument("--decoder-from", type=Path, help="use this onnxruntime-genai model-builder folder's decoder "
+                    "(python -m onnxruntime_genai.models.builder ... --extra_options exclude_embeds=true)")
     ap.add_argument("--name", default=None)
     ap.add_argument("--version", default="1.0.0")
     ap.add_argument("--license", default=None)
@@ -312,7 +354,7 @@ def main() -> None:
                                            zip((args.name, args.license, args.description, args.domain), defaults))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     m = export_pack(model, cfg, args.checkpoint, args.out, name, args.version, license_, description, domain,
-                    precision=args.precision, official=extra, release_weights=official)
+                    precision=args.precision, official=extra, release_weights=official, decoder_from=args.decoder_from)
     print(f"pack written to {args.out} ({sum(f['bytes'] for f in m['files'].values()) / 1e6:.1f} MB)")
 
 
