@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def prompt_ids(vocab: int, n: int) -> list[int]:
     """A fixed, ordinary-looking token sequence (speed does not depend on which tokens)."""
@@ -64,8 +66,10 @@ def bench_llama_cpp(gguf: Path, n_prompt: int, n_new: int, threads: int, repeats
         t0 = time.perf_counter()
         llm.eval(ids)
         t1 = time.perf_counter()
+        vocab = llm.n_vocab()
         for _ in range(n_new):  # greedy, one token at a time, as the other runtimes do
-            llm.eval([int(llm.scores[llm.n_tokens - 1].argmax())])
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(vocab,))  # the last position's logits
+            llm.eval([int(logits.argmax())])
         t2 = time.perf_counter()
         prefill.append(n_prompt / (t1 - t0))
         decode.append(n_new / (t2 - t1))
