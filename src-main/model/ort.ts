@@ -65,12 +65,20 @@ export class Session {
     private readonly session: ort.InferenceSession,
   ) {}
 
-  static async create(name: string, file: string, provider: ProviderName, threads: number): Promise<Session> {
+  static async create(
+    name: string,
+    file: string,
+    provider: ProviderName,
+    { threads, spinning }: GraphThreads,
+  ): Promise<Session> {
     const session = await ort.InferenceSession.create(file, {
       executionProviders: [provider],
       intraOpNumThreads: threads,
       interOpNumThreads: 1,
       graphOptimizationLevel: 'all',
+      // Idle pool threads spin for a while after each run: only the graph that runs back to back may, or
+      // the other graphs' spinning threads steal the cores it needs.
+      extra: { session: { intra_op: { allow_spinning: spinning ? '1' : '0' } } },
     });
     return new Session(name, session);
   }
@@ -82,9 +90,16 @@ export class Session {
     return this.session.outputNames;
   }
 
-  async run(feeds: Feeds): Promise<Record<string, ort.Tensor>> {
+  /**
+   * Run the graph. `into` names outputs with preallocated tensors of the exact shape the graph will produce:
+   * onnxruntime-node writes those in place instead of copying a fresh native buffer into JavaScript.
+   */
+  async run(feeds: Feeds, into: Record<string, ort.Tensor> = {}): Promise<Record<string, ort.Tensor>> {
     try {
-      return await this.session.run(feeds);
+      if (Object.keys(into).length === 0) return await this.session.run(feeds);
+      const fetches: Record<string, ort.Tensor | null> = {};
+      for (const name of this.session.outputNames) fetches[name] = into[name] ?? null;
+      return { ...(await this.session.run(feeds, fetches)), ...into };
     } catch (e) {
       const given = Object.entries(feeds).map(([k, t]) => `${k}:${t.type}[${t.dims.join(',')}]`);
       throw new LoupeError('MODEL_RUNTIME', `${this.name} failed: ${(e as Error).message}`, {
@@ -105,13 +120,21 @@ export function defaultThreads(): number {
   return Math.max(1, Math.min(8, os.availableParallelism()));
 }
 
+/** Threads of one graph's session; `spinning` keeps idle threads hot between runs (for the hot loop only). */
+export interface GraphThreads {
+  threads: number;
+  spinning: boolean;
+}
+
 /**
  * Create one session per graph with the first provider that works; CPU is the last resort.
+ * `threading` sets a graph's threads (default: `threads`, not spinning).
  */
 export async function createSessions<K extends string>(
   files: Record<K, string>,
   requested: ProviderRequest,
   threads = defaultThreads(),
+  threading: Partial<Record<K, GraphThreads>> = {},
 ): Promise<{ sessions: Record<K, Session>; provider: ProviderReport }> {
   const fallbacks: ProviderReport['fallbacks'] = [];
   const available = new Set(supportedProviders());
@@ -124,7 +147,7 @@ export async function createSessions<K extends string>(
     try {
       const sessions = {} as Record<K, Session>;
       for (const [name, file] of Object.entries(files) as [K, string][]) {
-        const s = await Session.create(name, file, provider, threads);
+        const s = await Session.create(name, file, provider, threading[name] ?? { threads, spinning: false });
         created.push(s);
         sessions[name] = s;
       }
