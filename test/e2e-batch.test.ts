@@ -205,6 +205,10 @@ describe('the Batch view and the model manager in web mode', () => {
   it('lists the built-in pack, imports a copy of it from a path, and switches to it', async () => {
     const copy = path.join(dir, 'packs', 'shapes copy');
     await cp(builtinPackDir(), copy, { recursive: true });
+    const { version } = JSON.parse(await readFile(path.join(copy, 'manifest.json'), 'utf8')) as {
+      version: string;
+    };
+    const importedDir = path.join(dir, 'data', 'models', `builtin-shapes-${version}`);
     await page.getByRole('button', { name: 'Settings and model' }).click();
     const models = page.getByTestId('models');
     await poll(() => models.getByTestId('pack').count()).toBe(1);
@@ -213,15 +217,13 @@ describe('the Batch view and the model manager in web mode', () => {
     await models.getByRole('button', { name: 'Import', exact: true }).click();
     await poll(() => models.getByTestId('pack').count()).toBe(2);
     const imported = models.getByTestId('pack').nth(1);
-    expect(await imported.textContent()).toContain(path.join(dir, 'data', 'models', 'builtin-shapes-1.0.0'));
+    expect(await imported.textContent()).toContain(importedDir);
     expect(await imported.textContent()).toContain('verified');
     await imported.getByRole('button', { name: /^Use / }).click();
     await poll(() => imported.textContent()).toContain('in use');
     expect(await models.getByTestId('pack').first().textContent()).not.toContain('in use');
-    expect(running.service.store.data.settings.modelPack).toBe(
-      path.join(dir, 'data', 'models', 'builtin-shapes-1.0.0'),
-    );
-    expect(running.services.packDir).toBe(path.join(dir, 'data', 'models', 'builtin-shapes-1.0.0'));
+    expect(running.service.store.data.settings.modelPack).toBe(importedDir);
+    expect(running.services.packDir).toBe(importedDir);
     await models.scrollIntoViewIfNeeded();
     await page.screenshot({ path: path.join(SHOTS, 'b4-models.png') });
     // Importing the same pack again is refused, saying why.
