@@ -10,7 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sampleFrames } from '../src-main/media/index.ts';
-import type { Engine } from '../src-main/model/engine.ts';
+import { Engine } from '../src-main/model/engine.ts';
 import type { Services } from '../src-main/services.ts';
 import { COLORS, makeShapesClip } from './fixtures/clips.ts';
 import { CHECKPOINT, FIXTURES, PYTHON, ROOT, tempDir, testServices } from './helpers.ts';
@@ -118,5 +118,43 @@ describe('parity: ONNX pack in onnxruntime-node vs the PyTorch checkpoint', () =
 
   it('agrees on an 8-frame clip (pooled by 2, frames concatenated)', async () => {
     await compare(8, 'How many shapes are there?');
+  });
+
+  it('gives the same logits and answers when the KV cache is written into preallocated buffers', async () => {
+    // The built-in model's cache is below the size from which the engine binds its outputs; force it, and
+    // ask follow-ups so the buffers swap and grow across turns.
+    const bound = await Engine.load(engine.pack.dir, { provider: 'cpu', bindCacheFromBytes: 0 });
+    try {
+      const v = engine.manifest.vision;
+      const sampled = await sampleFrames(clip, {
+        count: 8,
+        size: v.imageSize,
+        mean: v.mean,
+        std: v.std,
+        pad: v.padColor,
+      });
+      const questions = ['How many shapes are there?', 'What color is the triangle?', 'Describe the video.'];
+      const run = async (e: Engine) => {
+        const conversation = e.startConversation({
+          kind: 'frames',
+          frames: await e.encodeImages(sampled.map((f) => f.pixels)),
+        });
+        const out: { logits: Float32Array; answer: string }[] = [];
+        for (const q of questions) {
+          let logits: Float32Array = new Float32Array(0);
+          for await (const ev of conversation.ask(q, {
+            onPromptLogits: (l) => (logits = l),
+            maxNewTokens: 24,
+          }))
+            if (ev.type === 'done') out.push({ logits, answer: ev.text });
+        }
+        return out;
+      };
+      const [plain, withBinding] = [await run(engine), await run(bound)];
+      expect(withBinding.map((t) => t.answer)).toEqual(plain.map((t) => t.answer));
+      withBinding.forEach((t, i) => expect(Array.from(t.logits)).toEqual(Array.from(plain[i]!.logits)));
+    } finally {
+      await bound.dispose();
+    }
   });
 });

@@ -20,6 +20,8 @@ import { flattenFrames, poolAndConcatFrames, stackFrames, tensor, type Tokens2D 
 export interface EngineOptions {
   provider?: ProviderRequest;
   threads?: number;
+  /** KV cache size from which the decoder writes into preallocated buffers (default 4 MB; tests use 0). */
+  bindCacheFromBytes?: number;
 }
 
 export interface GenerateOptions extends Partial<SamplingOptions> {
@@ -50,7 +52,7 @@ export interface VisualInput {
   frames: Tokens2D[];
 }
 
-/** KV cache size from which the decoder writes into preallocated buffers (see Conversation.bindsCache). */
+/** Default KV cache size from which the decoder writes into preallocated buffers (see Conversation.bindsCache). */
 const BIND_CACHE_MIN_BYTES = 4 * 1024 * 1024;
 
 /** Vocabulary × hidden values up to which the embedding table is kept in JavaScript (16 MB of floats). */
@@ -62,6 +64,7 @@ export class Engine {
     readonly prompt: PromptBuilder,
     private readonly sessions: Record<'vision' | 'embed' | 'decoder', Session>,
     readonly provider: ProviderReport,
+    readonly bindCacheFromBytes: number,
   ) {}
 
   static async load(dir: string, options: EngineOptions = {}): Promise<Engine> {
@@ -78,7 +81,7 @@ export class Engine {
       ),
     ]);
     checkGraphs(pack.manifest, sessions);
-    return new Engine(pack, prompt, sessions, provider);
+    return new Engine(pack, prompt, sessions, provider, options.bindCacheFromBytes ?? BIND_CACHE_MIN_BYTES);
   }
 
   get manifest(): Manifest {
@@ -226,7 +229,7 @@ export class Conversation {
    */
   private bindsCache(total: number): boolean {
     const { numLayers, numKeyValueHeads, headDim } = this.engine.manifest.decoder;
-    return 2 * numLayers * numKeyValueHeads * total * headDim * 4 >= BIND_CACHE_MIN_BYTES;
+    return 2 * numLayers * numKeyValueHeads * total * headDim * 4 >= this.engine.bindCacheFromBytes;
   }
 
   /** Two buffers per cache tensor: one holds the past, the decoder writes the present into the other. */
