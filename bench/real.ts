@@ -1,5 +1,5 @@
 /**
- * `npm run bench:real -- --pack DIR [--builder-pack DIR] [--genai DIR] [--gguf FILE] [--python PY]`: prefill and
+ * `npm run bench:real -- --pack DIR [--pack DIR …] [--genai DIR] [--gguf FILE] [--python PY]`: prefill and
  * decode speed of a real model through Loupe (onnxruntime-node), against onnxruntime-genai on the model
  * builder's files and llama.cpp on the GGUF, same prompt length, same greedy token count, same threads, one
  * run. The references need a separate Python venv with onnxruntime-genai and llama-cpp-python

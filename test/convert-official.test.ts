@@ -9,21 +9,22 @@
  * by a hash of the tools' sources.
  */
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src-main/model/engine.ts';
-import { FIXTURES, PYTHON, tempDir } from './helpers.ts';
+import { PYTHON, tempDir } from './helpers.ts';
 import {
   MODELS,
+  cachedModelFixture,
   cosine,
   engineOutcome,
   greedyTokensInCommon,
   maxAbsDiff,
   pixels,
+  python,
   pytorchReference,
   referenceJob,
   std,
@@ -42,22 +43,10 @@ interface Fixture {
   convMode: 'vicuna_v1' | 'llama_3';
   precisions: ('fp32' | 'fp16' | 'int4')[];
 }
-async function fixtureRoot(): Promise<string> {
-  const hash = createHash('sha256');
-  for (const f of SOURCES) hash.update(await readFile(path.join(MODELS, 'loupe_dc', f)));
-  const root = path.join(FIXTURES, 'official', hash.digest('hex').slice(0, 16));
-  if (existsSync(path.join(root, 'fixtures.json'))) return root;
-  const building = `${root}.tmp-${process.pid}`;
-  await rm(building, { recursive: true, force: true });
-  await run(PYTHON, ['-m', 'loupe_dc.tiny', 'fixtures', '--out', building], {
-    cwd: MODELS,
-    maxBuffer: 1 << 26,
-    env: { ...process.env, PYTHONWARNINGS: 'ignore' },
+const fixtureRoot = () =>
+  cachedModelFixture('official', SOURCES, 'fixtures.json', async (dir) => {
+    await python(['-m', 'loupe_dc.tiny', 'fixtures', '--out', dir]);
   });
-  await mkdir(path.dirname(root), { recursive: true });
-  await rename(building, root);
-  return root;
-}
 
 describe('released-checkpoint converter on tiny official-layout models', () => {
   let root: string;

@@ -1,17 +1,52 @@
 /**
- * What the converter tests share: deterministic pixels, one engine run of a first question (prompt, ids,
- * first logits, greedy answer), the PyTorch reference (models/loupe_dc/official_reference.py, transformers'
- * own classes) and the comparison figures.
+ * What the converter tests share: model fixtures cached by their tools' sources, deterministic pixels, one
+ * engine run of a first question (prompt, ids, first logits, greedy answer), the PyTorch reference
+ * (models/loupe_dc/official_reference.py, transformers' own classes) and the comparison figures.
  */
 import { execFile } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Engine } from '../src-main/model/engine.ts';
-import { PYTHON, ROOT } from './helpers.ts';
+import { FIXTURES, PYTHON, ROOT } from './helpers.ts';
 
 const run = promisify(execFile);
 export const MODELS = path.join(ROOT, 'models');
+
+/** Runs the project's Python model tooling (models/loupe_dc) and returns its stdout. */
+export async function python(args: string[]): Promise<string> {
+  const { stdout } = await run(PYTHON, args, {
+    cwd: MODELS,
+    maxBuffer: 1 << 26,
+    env: { ...process.env, PYTHONWARNINGS: 'ignore' },
+  });
+  return stdout;
+}
+
+/**
+ * A fixture folder under test/.fixtures/<kind>/<hash of the tools' sources>: built once by `build` (into a
+ * temporary folder renamed into place, so an interrupted build leaves nothing half made) and reused while
+ * those sources are unchanged. `marker` is the file whose presence means the fixture is complete.
+ */
+export async function cachedModelFixture(
+  kind: string,
+  sources: string[],
+  marker: string,
+  build: (dir: string) => Promise<void>,
+): Promise<string> {
+  const hash = createHash('sha256');
+  for (const f of sources) hash.update(await readFile(path.join(MODELS, 'loupe_dc', f)));
+  const root = path.join(FIXTURES, kind, hash.digest('hex').slice(0, 16));
+  if (existsSync(path.join(root, marker))) return root;
+  const building = `${root}.tmp-${process.pid}`;
+  await rm(building, { recursive: true, force: true });
+  await build(building);
+  await mkdir(path.dirname(root), { recursive: true });
+  await rename(building, root);
+  return root;
+}
 export const QUESTION = { image: 'What is in the image?', frames: 'Describe the video.' };
 export const MAX_NEW = 16;
 
@@ -138,12 +173,7 @@ export async function referenceJob(
 export async function pytorchReference(work: string, jobs: ReferenceJob[]): Promise<Reference[]> {
   const jobsFile = path.join(work, 'jobs.json');
   await writeFile(jobsFile, JSON.stringify(jobs));
-  const { stdout } = await run(PYTHON, ['-m', 'loupe_dc.official_reference', jobsFile], {
-    cwd: MODELS,
-    maxBuffer: 1 << 26,
-    env: { ...process.env, PYTHONWARNINGS: 'ignore' },
-  });
-  return JSON.parse(stdout) as Reference[];
+  return JSON.parse(await python(['-m', 'loupe_dc.official_reference', jobsFile])) as Reference[];
 }
 
 /** Greedy tokens in common: the longest reference prefix whose text starts the pack's answer. */

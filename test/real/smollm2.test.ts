@@ -6,22 +6,19 @@
  * packs, and run by the TypeScript engine against transformers. Not part of `npm test` (CI has no SmolLM2):
  * `npm run test:real`. The first run builds the fixtures (~3 min, ~2 GB under test/.fixtures/smollm2/).
  */
-import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../../src-main/model/engine.ts';
-import { FIXTURES, PYTHON, tempDir } from '../helpers.ts';
+import { tempDir } from '../helpers.ts';
 import {
-  MODELS,
+  cachedModelFixture,
   cosine,
   engineOutcome,
   greedyTokensInCommon,
   maxAbsDiff,
   pixels,
+  python,
   pytorchReference,
   referenceJob,
   std,
@@ -30,40 +27,28 @@ import {
   type ReferenceJob,
 } from '../official-harness.ts';
 
-const run = promisify(execFile);
 const SOURCES = ['smollm2.py', 'tiny.py', 'official.py', 'convert.py', 'modeling.py', 'templates.py'];
 const PRECISIONS = ['fp32', 'fp16', 'int4'] as const;
 const KINDS = ['image', 'frames'] as const;
-const python = (args: string[]) =>
-  run(PYTHON, args, { cwd: MODELS, maxBuffer: 1 << 26, env: { ...process.env, PYTHONWARNINGS: 'ignore' } });
-
-async function fixtureRoot(): Promise<string> {
-  const hash = createHash('sha256');
-  for (const f of SOURCES) hash.update(await readFile(path.join(MODELS, 'loupe_dc', f)));
-  const root = path.join(FIXTURES, 'smollm2', hash.digest('hex').slice(0, 16));
-  if (existsSync(path.join(root, 'pack-int4', 'manifest.json'))) return root;
-  const building = `${root}.tmp-${process.pid}`;
-  await rm(building, { recursive: true, force: true });
-  await python(['-m', 'loupe_dc.smollm2', 'build', '--out', building]);
-  for (const precision of PRECISIONS)
-    await python([
-      '-m',
-      'loupe_dc.convert',
-      '--checkpoint',
-      path.join(building, 'checkpoint'),
-      '--vision-tower',
-      path.join(building, 'tower'),
-      '--out',
-      path.join(building, `pack-${precision}`),
-      '--precision',
-      precision,
-      '--name',
-      `smollm2-dc-${precision}`,
-    ]);
-  await mkdir(path.dirname(root), { recursive: true });
-  await rename(building, root);
-  return root;
-}
+const fixtureRoot = () =>
+  cachedModelFixture('smollm2', SOURCES, path.join('pack-int4', 'manifest.json'), async (dir) => {
+    await python(['-m', 'loupe_dc.smollm2', 'build', '--out', dir]);
+    for (const precision of PRECISIONS)
+      await python([
+        '-m',
+        'loupe_dc.convert',
+        '--checkpoint',
+        path.join(dir, 'checkpoint'),
+        '--vision-tower',
+        path.join(dir, 'tower'),
+        '--out',
+        path.join(dir, `pack-${precision}`),
+        '--precision',
+        precision,
+        '--name',
+        `smollm2-dc-${precision}`,
+      ]);
+  });
 
 describe('SmolLM2-135M-Instruct (real weights) as the LLM of a Dense Connector checkpoint', () => {
   let root: string;
@@ -154,7 +139,7 @@ describe('SmolLM2-135M-Instruct (real weights) as the LLM of a Dense Connector c
   });
 
   it('on text, fp16 matches fp32 and int4 costs a bounded perplexity (python -m loupe_dc.smollm2 eval)', async () => {
-    const { stdout } = await python([
+    const stdout = await python([
       '-m',
       'loupe_dc.smollm2',
       'eval',
