@@ -55,9 +55,9 @@ async function longClip(minutes: number): Promise<string> {
       'yuv420p',
       '-f',
       'mp4',
-      file + '.tmp',
+      `${file}.${process.pid}.tmp`,
     ]);
-    await run('mv', [file + '.tmp', file]);
+    await run('mv', [`${file}.${process.pid}.tmp`, file]);
   }
   return file;
 }

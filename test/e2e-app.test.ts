@@ -7,7 +7,6 @@
  * test can watch tokens arrive and press Stop in the middle of an answer: the built-in model answers in a
  * few tokens, faster than a click.
  */
-import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import os from 'node:os';
@@ -46,16 +45,6 @@ async function pacedClip(...args: Parameters<typeof ClipConversation.open>): Pro
   };
 }
 
-async function buildRenderer(): Promise<void> {
-  if (existsSync(path.join(ROOT, 'dist-renderer', 'index.html')) && !process.env.LOUPE_REBUILD) return;
-  const { build } = await import('vite');
-  await build({
-    configFile: path.join(ROOT, 'vite.config.ts'),
-    root: path.join(ROOT, 'src-renderer'),
-    logLevel: 'warn',
-  });
-}
-
 function rawStatus(port: number, route: string, headers: Record<string, string>): Promise<number> {
   return new Promise((resolve, reject) => {
     const req = request({ host: '127.0.0.1', port, path: route, method: 'POST', headers }, (res) => {
@@ -81,8 +70,7 @@ describe('the Loupe app in web mode', () => {
     clips = path.join(dir, 'My clips');
     await mkdir(path.join(clips, 'more'), { recursive: true });
     await mkdir(SHOTS, { recursive: true });
-    const [, , , corrupt] = await Promise.all([
-      buildRenderer(),
+    const [, , corrupt] = await Promise.all([
       makeShapesClip(clips, {
         name: 'red-circle.mp4',
         width: 320,

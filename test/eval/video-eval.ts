@@ -11,7 +11,7 @@ import path from 'node:path';
 import { ClipConversation } from '../../src-main/qa/ask.ts';
 import { seededRandom } from '../../src-main/model/sampler.ts';
 import { Services } from '../../src-main/services.ts';
-import { COLORS, ffmpeg, makeShapesClip, type Shape, type ShapesClipSpec } from '../fixtures/clips.ts';
+import { COLORS, makeLavfiClip, makeShapesClip, type Shape, type ShapesClipSpec } from '../fixtures/clips.ts';
 
 export const HONEST = 'This built-in model only knows simple shapes and colors.';
 type ColorName = keyof typeof COLORS;
@@ -153,29 +153,11 @@ async function makeOffDomainClips(dir: string, count: number): Promise<string[]>
     'testsrc2=s=320x180:r=25',
     'smptehdbars=s=320x180:r=25',
   ];
-  const out: string[] = [];
-  for (let i = 0; i < count; i++) {
-    const file = path.join(dir, `offdomain-${i}.mp4`);
-    await ffmpeg([
-      '-f',
-      'lavfi',
-      '-i',
-      sources[i % sources.length]!,
-      '-t',
-      '3',
-      '-c:v',
-      'libx264',
-      '-preset',
-      'ultrafast',
-      '-pix_fmt',
-      'yuv420p',
-      '-f',
-      'mp4',
-      file,
-    ]);
-    out.push(file);
-  }
-  return out;
+  return Promise.all(
+    Array.from({ length: count }, (_, i) =>
+      makeLavfiClip(dir, { name: `offdomain-${i}.mp4`, source: sources[i % sources.length]!, duration: 3 }),
+    ),
+  );
 }
 
 export interface EvalResult {
