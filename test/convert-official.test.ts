@@ -90,7 +90,7 @@ describe('released-checkpoint converter on tiny official-layout models', () => {
       }
     }
     (await pytorchReference(work, jobs)).forEach((r, i) => refs.set(keys[i]!, r));
-  }, 300_000);
+  }, 900_000);
 
   afterAll(async () => {
     if (measured.length) console.log(measured.join('\n'));

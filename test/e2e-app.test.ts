@@ -105,12 +105,12 @@ describe('the Loupe app in web mode', () => {
     });
     browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 1440, height: 900 }, colorScheme: 'light' });
-    page.setDefaultTimeout(20_000);
+    page.setDefaultTimeout(60_000);
     page.on('console', (m) => {
       if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
     });
     page.on('pageerror', (e) => pageErrors.push(e.message));
-  }, 120_000);
+  }, 300_000);
 
   afterAll(async () => {
     await browser?.close();
@@ -121,7 +121,7 @@ describe('the Loupe app in web mode', () => {
 
   /** expect.poll with room for a busy machine (its default is one second). */
   const poll = <T>(fn: () => Promise<T> | T, options: { timeout?: number } = {}) =>
-    expect.poll(fn, { timeout: 20_000, ...options });
+    expect.poll(fn, { timeout: 60_000, ...options });
   const answers = () => page.getByTestId('conversation').getByTestId('answer');
 
   it('refuses requests without the token or from another origin', async () => {
@@ -179,7 +179,7 @@ describe('the Loupe app in web mode', () => {
     await page.fill('#question', 'What color is the circle?');
     await page.keyboard.press('Enter');
     await poll(() => answers().first().getAttribute('data-status')).toBe('answering');
-    await poll(() => answers().first().getAttribute('data-status'), { timeout: 30_000 }).toMatch(
+    await poll(() => answers().first().getAttribute('data-status'), { timeout: 60_000 }).toMatch(
       /eos|length/,
     );
     const answer = (await answers().first().textContent())!.trim().toLowerCase();
@@ -206,7 +206,7 @@ describe('the Loupe app in web mode', () => {
     await page.fill('#question', 'What color is the background?');
     await page.getByRole('button', { name: 'Ask', exact: true }).click();
     await poll(() => answers().count()).toBe(2);
-    await poll(() => answers().nth(1).getAttribute('data-status'), { timeout: 30_000 }).toMatch(/eos|length/);
+    await poll(() => answers().nth(1).getAttribute('data-status'), { timeout: 60_000 }).toMatch(/eos|length/);
     expect(await page.getByTestId('new-conversation-note').count()).toBe(0);
   });
 

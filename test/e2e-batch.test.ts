@@ -63,9 +63,9 @@ describe('the Batch view and the model manager in web mode', () => {
       colorScheme: 'light',
       acceptDownloads: true,
     });
-    page.setDefaultTimeout(20_000);
+    page.setDefaultTimeout(60_000);
     page.on('pageerror', (e) => pageErrors.push(e.message));
-  }, 180_000);
+  }, 300_000);
 
   afterAll(async () => {
     await browser?.close();
@@ -74,7 +74,7 @@ describe('the Batch view and the model manager in web mode', () => {
   });
 
   const poll = <T>(fn: () => Promise<T> | T, options: { timeout?: number } = {}) =>
-    expect.poll(fn, { timeout: 30_000, ...options });
+    expect.poll(fn, { timeout: 60_000, ...options });
   const clips = () => page.getByTestId('batch-clip');
   const clip = (name: string) => clips().filter({ hasText: name });
   const state = () => page.getByTestId('batch-state').textContent();
@@ -121,7 +121,7 @@ describe('the Batch view and the model manager in web mode', () => {
     ).toBe('100');
     expect(await page.getByTestId('batch-item').count()).toBe(1);
     await page.screenshot({ path: path.join(SHOTS, 'b2-batch-finished.png') });
-  }, 180_000);
+  }, 300_000);
 
   it('exports the results as JSONL, Markdown and CSV downloads', async () => {
     const download = async (label: string) => {
@@ -188,7 +188,7 @@ describe('the Batch view and the model manager in web mode', () => {
     await poll(state, { timeout: 60_000 }).toBe('Finished');
     expect(await clip('c-yellow-triangle.mp4').getAttribute('data-state')).toBe('done');
     expect(await page.getByTestId('batch-item').count()).toBe(2);
-  }, 120_000);
+  }, 300_000);
 
   it('lists the built-in pack, imports a copy of it from a path, and switches to it', async () => {
     const copy = path.join(dir, 'packs', 'shapes copy');

@@ -29,5 +29,5 @@ describe('built-in model accuracy smoke (seeded, tens of questions)', () => {
     expect(total).toBe(8 * 5 + 3);
     // Chance is about 25% on this mix; the shipped model scores ~53% here (models/README.md): a collapse fails.
     expect(correct / total).toBeGreaterThanOrEqual(Number(process.env.LOUPE_SMOKE_MIN ?? 0.45));
-  }, 240_000);
+  }, 600_000);
 });
