@@ -16,6 +16,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { CONTENT_SECURITY_POLICY } from '../csp.ts';
 import { LoupeError } from '../errors.ts';
 import { fileReply } from '../playback/range.ts';
 import {
@@ -50,20 +51,6 @@ export interface WebServer {
 
 export const TOKEN_HEADER = 'x-loupe-token';
 const MAX_BODY = 1024 * 1024;
-
-export const CONTENT_SECURITY_POLICY = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' data:",
-  "media-src 'self'",
-  "connect-src 'self'",
-  "font-src 'self'",
-  "manifest-src 'self'",
-  "base-uri 'none'",
-  "form-action 'none'",
-  "frame-ancestors 'none'",
-].join('; ');
 
 const SECURITY_HEADERS: Record<string, string> = {
   'Content-Security-Policy': CONTENT_SECURITY_POLICY,
@@ -156,7 +143,8 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
     }
     if (route.startsWith('/media/')) {
       if (req.method !== 'GET' && req.method !== 'HEAD') return plain(res, 405, 'Use GET.');
-      const videoId = decodeURIComponent(route.slice('/media/'.length));
+      const videoId = decodePath(route.slice('/media/'.length));
+      if (videoId === null) return plain(res, 400, 'Malformed percent-escape in the URL.');
       let reply;
       try {
         const file = await options.mediaFile(videoId, url.searchParams.get('v') === 'proxy');
@@ -249,6 +237,15 @@ async function readJson(req: IncomingMessage): Promise<Envelope<unknown>> {
   }
 }
 
+/** A URL path segment decoded, or null for a malformed percent-escape (a 400, not a 500). */
+function decodePath(text: string): string | null {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return null;
+  }
+}
+
 function parseCookies(header: string | undefined): Record<string, string> {
   const out: Record<string, string> = {};
   for (const part of (header ?? '').split(';')) {
@@ -260,7 +257,9 @@ function parseCookies(header: string | undefined): Record<string, string> {
 
 async function serveStatic(res: ServerResponse, root: string, route: string): Promise<void> {
   const base = path.resolve(root);
-  const file = path.resolve(base, '.' + decodeURIComponent(route));
+  const decoded = decodePath(route);
+  if (decoded === null) return plain(res, 400, 'Malformed percent-escape in the URL.');
+  const file = path.resolve(base, '.' + decoded);
   if (!file.startsWith(base + path.sep)) return plain(res, 404, 'Not found.');
   const info = await stat(file).catch(() => null);
   if (!info?.isFile()) {

@@ -81,6 +81,8 @@ export const VIDEO_EXTENSIONS = new Set([
   '.3gp',
   '.ogv',
 ]);
+/** Probe failures that mean the file is no video at all: such a file is skipped, not added with its error. */
+const NOT_MEDIA = new Set(['NOT_A_VIDEO', 'FILE_NOT_FOUND']);
 const LIVE_CONVERSATIONS = 8;
 const FRAME_THUMB_WIDTH = 160;
 
@@ -98,6 +100,7 @@ const defaultOpenClip = async (services: Services, request: ClipRequest): Promis
 export class LoupeService implements LoupeApi {
   private readonly live = new Map<string, Live>();
   private readonly thumbCache = new Map<string, FrameRef[]>();
+  private readonly servableCache = new Map<string, { key: string; info: MediaInfo }>();
   readonly proxies: ProxyMaker;
   /** Set once by `create` (the manager needs the service to add finished clips to the library). */
   batches!: BatchManager;
@@ -172,7 +175,11 @@ export class LoupeService implements LoupeApi {
         skipped.push({ path: file, reason: 'Already in the library.' });
         continue;
       }
-      added.push(await describe(file, videoId));
+      const video = await describe(file, videoId);
+      // A file that is not media at all (or vanished) is not a library video: it is reported, not kept.
+      if (video.error && NOT_MEDIA.has(video.error.code))
+        skipped.push({ path: file, reason: video.error.message });
+      else added.push(video);
     }
     if (added.length)
       await this.store.update((d) => {
@@ -244,14 +251,37 @@ export class LoupeService implements LoupeApi {
     }
   }
 
-  /** The file a media URL stands for: the original, or its finished proxy. */
+  /**
+   * The file a media URL stands for: the original, or its finished proxy. Only a library video that passed
+   * probing is served, and only while the file at its path is still one ffprobe reads as media: a file swapped
+   * since (for a symlink to something else, say) is probed again and refused when it is not a video.
+   */
   async mediaFile(videoId: string, proxy: boolean): Promise<string> {
-    const video = this.video(videoId);
+    const video = this.playableVideo(videoId);
+    const info = await this.servable(video);
     if (!proxy) return video.path;
-    const file = this.proxies.existing(await probe(video.path));
+    const file = this.proxies.existing(info);
     if (!file)
       throw new LoupeError('NOT_FOUND', 'The playable copy of this video is not ready yet.', { videoId });
     return file;
+  }
+
+  /** The probe of a library file as it is now, cached by the file's identity (device, inode, size, mtime). */
+  private async servable(video: Video): Promise<MediaInfo> {
+    const now = await stat(video.path).catch(() => null);
+    const key = now?.isFile() ? `${now.dev}:${now.ino}:${now.size}:${now.mtimeMs}` : null;
+    const known = this.servableCache.get(video.path);
+    if (key && known?.key === key) return known.info;
+    const refuse = () =>
+      new LoupeError('NOT_FOUND', 'This library entry is no longer a video Loupe can play.', {
+        videoId: video.id,
+      });
+    if (!key) throw refuse();
+    const info = await probe(video.path, undefined, { decodeCheck: false }).catch(() => {
+      throw refuse();
+    });
+    this.servableCache.set(video.path, { key, info });
+    return info;
   }
 
   // ─── Conversations ────────────────────────────────────────────────────────────────────────────────

@@ -4,16 +4,16 @@
  * Security: contextIsolation + sandbox + no nodeIntegration; the preload exposes only the contract's object;
  * the page comes from the app's own `loupe://app/` protocol with a strict CSP; local videos from
  * `loupe-media://media/<id>` (range requests, the same handler as web mode); every other request is
- * blocked unless it goes to loopback; no new windows, no navigation away, no permissions.
+ * blocked (loopback too: the window talks to main over IPC only); no new windows, no navigation away, no permissions.
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { app, BrowserWindow, ipcMain, nativeTheme, protocol, screen, session, shell } from 'electron';
-import { CONTENT_SECURITY_POLICY } from '../api/http.ts';
 import { serveIpc, type IpcMainPort } from '../api/ipc.ts';
 import { LoupeService } from '../api/service.ts';
+import { contentSecurityPolicy } from '../csp.ts';
 import { LoupeError } from '../errors.ts';
 import { killAllProcesses } from '../media/index.ts';
 import { rendererDir } from '../paths.ts';
@@ -23,6 +23,8 @@ import { isAllowedRequest } from './network.ts';
 import { loadWindowState, onScreen, saveWindowState } from './window-state.ts';
 
 const APP_ORIGIN = 'loupe://app';
+/** Web mode's policy with `loupe-media:` added to media-src and img-src (the video and its thumbnails) only. */
+const PAGE_CSP = contentSecurityPolicy(['loupe-media:']);
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 protocol.registerSchemesAsPrivileged([
@@ -79,7 +81,7 @@ if (!app.requestSingleInstanceLock()) {
         return new Response(body, {
           headers: {
             'Content-Type': type,
-            'Content-Security-Policy': CONTENT_SECURITY_POLICY.replaceAll("'self'", `'self' loupe-media:`),
+            'Content-Security-Policy': PAGE_CSP,
           },
         });
       } catch {
