@@ -18,6 +18,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { CONTENT_SECURITY_POLICY } from '../csp.ts';
 import { LoupeError } from '../errors.ts';
+import { log } from '../log.ts';
 import { fileReply } from '../playback/range.ts';
 import {
   dispatchCall,
@@ -165,6 +166,7 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
 
   const server = createServer((req, res) => {
     handle(req, res).catch((error: unknown) => {
+      log.error('web request failed', error, { method: req.method, route: req.url?.split('?')[0] });
       if (!res.headersSent) plain(res, 500, LoupeError.from(error).message);
       else res.destroy();
     });

@@ -10,6 +10,7 @@ import type { Dirent } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { LoupeError } from '../errors.ts';
+import { log, LOG_FILE, logFile, openLog } from '../log.ts';
 import {
   frameTimes,
   probe,
@@ -92,13 +93,25 @@ interface Live {
   session: ClipSession;
   record: ConversationRecord;
   controller: AbortController | null;
+  /** What opened it, so that a conversation released before its first question can be opened again. */
+  request: ClipRequest;
+  /** When it was last opened or asked (a counter): the least recently used idle conversation is released first. */
+  lastUsed: number;
 }
+
+/** A conversation whose model cache was released to keep LIVE_CONVERSATIONS: enough to explain, or reopen it. */
+type Released = Omit<Live, 'session' | 'controller'>;
+/** How many released conversations are remembered (their ids and records only). */
+const RELEASED_KEPT = 1000;
 
 const defaultOpenClip = async (services: Services, request: ClipRequest): Promise<ClipSession> =>
   ClipConversation.open(await services.engine(), await services.extractor(), request);
 
 export class LoupeService implements LoupeApi {
   private readonly live = new Map<string, Live>();
+  private readonly released = new Map<string, Released>();
+  private readonly reopening = new Map<string, Promise<Live>>();
+  private useCount = 0;
   private readonly thumbCache = new Map<string, FrameRef[]>();
   private readonly servableCache = new Map<string, { key: string; info: MediaInfo }>();
   readonly proxies: ProxyMaker;
@@ -117,7 +130,10 @@ export class LoupeService implements LoupeApi {
 
   static async create(services: Services, options: ServiceOptions): Promise<LoupeService> {
     await mkdir(services.dataDir, { recursive: true });
-    const service = new LoupeService(services, await LibraryStore.open(services.dataDir), options);
+    openLog(services.dataDir);
+    const store = await LibraryStore.open(services.dataDir);
+    for (const notice of store.notices) log.warn(notice);
+    const service = new LoupeService(services, store, options);
     service.batches = await BatchManager.open({
       services,
       settings: () => service.store.data.settings,
@@ -149,6 +165,10 @@ export class LoupeService implements LoupeApi {
       }),
     );
     return { videos };
+  }
+
+  async notices(): Promise<CallOutput<'notices'>> {
+    return { notices: this.store.notices };
   }
 
   async addPaths({ paths, recursive }: ParsedCallInput<'addPaths'>): Promise<CallOutput<'addPaths'>> {
@@ -296,9 +316,8 @@ export class LoupeService implements LoupeApi {
     const { frames } = this.store.data.settings;
     const open = this.options.openClip ?? defaultOpenClip;
     // Interactive work goes first: a running batch yields the model until the person is done.
-    const session = await this.services.gate.runInteractive(() =>
-      open(this.services, { path: video.path, from, to, frames: frames ?? undefined }),
-    );
+    const request: ClipRequest = { path: video.path, from, to, frames: frames ?? undefined };
+    const session = await this.services.gate.runInteractive(() => open(this.services, request));
     const engine = await this.services.engine();
     const id = randomUUID();
     const times = session.clip.frames.map((f) => f.timeSec);
@@ -311,8 +330,8 @@ export class LoupeService implements LoupeApi {
       model: `${engine.manifest.name}@${engine.manifest.version}`,
       turns: [],
     };
-    this.live.set(id, { id, videoId, session, record, controller: null });
-    this.evictIdle();
+    this.live.set(id, { id, videoId, session, record, controller: null, request, lastUsed: ++this.useCount });
+    this.evictIdle(id);
     return { conversationId: id, range: record.range, frames: await thumbsAt(video.path, times) };
   }
 
@@ -320,13 +339,8 @@ export class LoupeService implements LoupeApi {
     { conversationId, question }: ParsedStreamInput<'ask'>,
     signal: AbortSignal,
   ): AsyncGenerator<AskEvent> {
-    const live = this.live.get(conversationId);
-    if (!live)
-      throw new LoupeError(
-        'NOT_FOUND',
-        'This conversation is closed (Loupe was restarted, or its history was cleared). Ask again to start a new one.',
-        { conversationId },
-      );
+    const live = this.live.get(conversationId) ?? (await this.reopen(conversationId));
+    live.lastUsed = ++this.useCount;
     if (live.controller)
       throw new LoupeError('USAGE', 'This conversation is still answering: wait, or press Stop.');
     const controller = new AbortController();
@@ -407,14 +421,62 @@ export class LoupeService implements LoupeApi {
   private close(id: string): void {
     this.live.get(id)?.controller?.abort();
     this.live.delete(id);
+    this.released.delete(id);
   }
 
-  /** Keep at most LIVE_CONVERSATIONS model caches alive: the oldest idle ones go first. */
-  private evictIdle(): void {
-    for (const live of this.live.values()) {
+  /**
+   * Keep at most LIVE_CONVERSATIONS model caches alive: idle ones go, least recently used first; the one just
+   * opened (`keep`) and those answering never do. A released one is remembered, to be reopened or explained.
+   */
+  private evictIdle(keep: string): void {
+    const idle = [...this.live.values()]
+      .filter((l) => !l.controller && l.id !== keep)
+      .sort((a, b) => a.lastUsed - b.lastUsed);
+    for (const { id, videoId, record, request, lastUsed } of idle) {
       if (this.live.size <= LIVE_CONVERSATIONS) break;
-      if (!live.controller) this.live.delete(live.id);
+      this.live.delete(id);
+      this.released.set(id, { id, videoId, record, request, lastUsed });
+      if (this.released.size > RELEASED_KEPT) this.released.delete(this.released.keys().next().value!);
     }
+  }
+
+  /**
+   * A conversation asked after its cache was released: one that had no turns yet is opened again on the same
+   * frames (the caller does not notice, but for the time it takes); one with turns cannot be, since its cache
+   * held them, and the error says so. An id Loupe never knew (or forgot: a restart, a cleared history) says that.
+   */
+  private reopen(conversationId: string): Promise<Live> {
+    const released = this.released.get(conversationId);
+    if (!released)
+      throw new LoupeError(
+        'NOT_FOUND',
+        'This conversation is closed (Loupe was restarted, or its history was cleared). Ask again to start a new one.',
+        { conversationId, reason: 'closed' },
+      );
+    if (released.record.turns.length > 0)
+      throw new LoupeError(
+        'NOT_FOUND',
+        `Loupe released this conversation's model memory to make room for newer ones (it keeps ${LIVE_CONVERSATIONS} at a time). ` +
+          'Its questions and answers are saved in the history; select the clip again to ask more.',
+        { conversationId, reason: 'evicted' },
+      );
+    let pending = this.reopening.get(conversationId);
+    if (!pending) {
+      const open = this.options.openClip ?? defaultOpenClip;
+      pending = this.services.gate
+        .runInteractive(() => open(this.services, released.request))
+        .then((session) => {
+          const live: Live = { ...released, session, controller: null, lastUsed: ++this.useCount };
+          if (!this.released.delete(conversationId))
+            throw new LoupeError('NOT_FOUND', 'This conversation was closed meanwhile.', { conversationId });
+          this.live.set(conversationId, live);
+          this.evictIdle(conversationId);
+          return live;
+        })
+        .finally(() => this.reopening.delete(conversationId));
+      this.reopening.set(conversationId, pending);
+    }
+    return pending;
   }
 
   // ─── Model, settings, privacy ─────────────────────────────────────────────────────────────────────
@@ -579,6 +641,7 @@ export class LoupeService implements LoupeApi {
   async privacyInfo(): Promise<CallOutput<'privacyInfo'>> {
     return {
       dataDir: this.services.dataDir,
+      logFile: logFile() ?? path.join(this.services.dataDir, LOG_FILE),
       cacheBytes: await folderBytes(path.join(this.services.dataDir, 'cache')),
       conversations: this.store.data.conversations.length,
     };

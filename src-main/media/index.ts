@@ -3,7 +3,7 @@ export { resolveBinaries, resetBinariesCache, ffmpegHasFilter } from './binaries
 export type { BinarySource, MediaBinaries, ResolvedBinary } from './binaries.ts';
 export { runProcess, liveProcessCount, killAllProcesses } from './process.ts';
 export type { RunOptions, RunResult } from './process.ts';
-export { probe } from './probe.ts';
+export { probe, fileInput } from './probe.ts';
 export type { MediaInfo, ProbeOptions } from './probe.ts';
 export { frameTimes, parseTime, formatTime, clampRange } from './frame-times.ts';
 export { sampleFrames, sampleFramesAt, hashSampledBytes } from './sample.ts';
