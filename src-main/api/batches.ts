@@ -26,7 +26,7 @@ import {
   type OutputFormat,
   type ResultRecord,
 } from '../jobs/index.ts';
-import { writeAtomic } from '../library/store.ts';
+import { writeAtomic } from '../atomic.ts';
 import { log } from '../log.ts';
 import type { Services } from '../services.ts';
 import {

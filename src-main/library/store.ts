@@ -3,9 +3,9 @@
  * settings and the per-video conversation history. Reads migrate old versions; writes are atomic
  * (temp file + rename) and serialized, so a crash never leaves a half-written library.
  */
-import { randomUUID } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { writeAtomic } from '../atomic.ts';
 import { LoupeError } from '../errors.ts';
 import { emptyLibrary, migrate, type LibraryData } from './migrations.ts';
 
@@ -95,18 +95,5 @@ export class LibraryStore {
       () => undefined,
     );
     return run;
-  }
-}
-
-/** Write `text` to `file` through a temporary file in the same folder, then rename over the original. */
-export async function writeAtomic(file: string, text: string): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.${randomUUID().slice(0, 8)}.tmp`;
-  try {
-    await writeFile(tmp, text);
-    await rename(tmp, file);
-  } catch (error) {
-    await rm(tmp, { force: true });
-    throw error;
   }
 }
