@@ -19,7 +19,6 @@ import {
   latestRecords,
   PauseSwitch,
   readJournal,
-  recogniseWithProbe,
   renderRecords,
   summarize,
   type ClipStatus,
@@ -352,15 +351,10 @@ export class BatchManager {
     const { meta } = run;
     let complete = false;
     try {
-      // 1. List the clips first, so the view shows them all queued (finished ones keep their state).
-      const known = new Map<string, boolean>();
-      const recognise = async (file: string, s?: AbortSignal) => {
-        if (!known.has(file)) known.set(file, await recogniseWithProbe(file, s));
-        return known.get(file)!;
-      };
+      // 1. List the clips first, so the view shows them all queued (finished ones keep their state); the run
+      //    below uses this one discovery.
       const found = await discoverInputs([meta.folder], {
         recursive: meta.recursive,
-        recognise,
         signal,
         exclude: [run.journal],
       });
@@ -389,8 +383,7 @@ export class BatchManager {
         { model, extractor },
         {
           inputs: [meta.folder],
-          recursive: meta.recursive,
-          recognise,
+          discovered: found,
           prompts: meta.prompts,
           segmentSec: meta.segmentSec ?? undefined,
           frames: frames ?? undefined,
