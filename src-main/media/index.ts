@@ -9,4 +9,5 @@ export { frameTimes, parseTime, formatTime, clampRange } from './frame-times.ts'
 export { sampleFrames, sampleFramesAt, hashSampledBytes } from './sample.ts';
 export type { FrameFormat, Rgb, SampleOptions, SampledFrame } from './sample.ts';
 export { thumbnails, thumbnailsAt, splitJpegs } from './thumbnails.ts';
+export { makeSampleClip } from './sample-clip.ts';
 export type { Thumbnail, ThumbnailOptions } from './thumbnails.ts';
