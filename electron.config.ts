@@ -22,6 +22,17 @@ const config: Configuration = {
   extraResources: [{ from: 'build/models', to: 'build/models', filter: ['**/*'] }],
   asarUnpack: ['node_modules/onnxruntime-node/**', 'node_modules/ffmpeg-static/**'],
   extraMetadata: { main: 'dist-main/electron/main.js' },
+  // Fuses flipped in the Electron binary itself: it cannot be turned into a plain Node.js (ELECTRON_RUN_AS_NODE,
+  // NODE_OPTIONS, --inspect), and it runs only the app code in app.asar, checked against the archive's hash.
+  electronFuses: {
+    runAsNode: false,
+    enableNodeOptionsEnvironmentVariable: false,
+    enableNodeCliInspectArguments: false,
+    onlyLoadAppFromAsar: true,
+    enableEmbeddedAsarIntegrityValidation: true,
+    enableCookieEncryption: true,
+    grantFileProtocolExtraPrivileges: false,
+  },
   ...(process.env.LOUPE_ELECTRON_DIST ? { electronDist: process.env.LOUPE_ELECTRON_DIST } : {}),
   publish: null,
   linux: {

@@ -7,12 +7,12 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { parse as parseCsv } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   discoverInputs,
   isForward,
   mergeFiles,
-  parseCsv,
   readJournal,
   recordKey,
   selectShard,

@@ -19,14 +19,14 @@ import {
   latestRecords,
   PauseSwitch,
   readJournal,
-  recogniseWithProbe,
   renderRecords,
   summarize,
   type ClipStatus,
   type OutputFormat,
   type ResultRecord,
 } from '../jobs/index.ts';
-import { writeAtomic } from '../library/store.ts';
+import { writeAtomic } from '../atomic.ts';
+import { log } from '../log.ts';
 import type { Services } from '../services.ts';
 import {
   BatchSummarySchema,
@@ -140,7 +140,9 @@ export class BatchManager {
       const run = new BatchRun(parsed.data, manager.dir);
       if (LIVE_STATES.includes(run.meta.state)) {
         run.meta.state = 'interrupted';
-        await manager.save(run).catch(() => undefined);
+        await manager
+          .save(run)
+          .catch((e: unknown) => log.error('batch state not saved', e, { batch: run.meta.id }));
       }
       manager.runs.set(run.meta.id, run);
     }
@@ -349,15 +351,10 @@ export class BatchManager {
     const { meta } = run;
     let complete = false;
     try {
-      // 1. List the clips first, so the view shows them all queued (finished ones keep their state).
-      const known = new Map<string, boolean>();
-      const recognise = async (file: string, s?: AbortSignal) => {
-        if (!known.has(file)) known.set(file, await recogniseWithProbe(file, s));
-        return known.get(file)!;
-      };
+      // 1. List the clips first, so the view shows them all queued (finished ones keep their state); the run
+      //    below uses this one discovery.
       const found = await discoverInputs([meta.folder], {
         recursive: meta.recursive,
-        recognise,
         signal,
         exclude: [run.journal],
       });
@@ -386,8 +383,7 @@ export class BatchManager {
         { model, extractor },
         {
           inputs: [meta.folder],
-          recursive: meta.recursive,
-          recognise,
+          discovered: found,
           prompts: meta.prompts,
           segmentSec: meta.segmentSec ?? undefined,
           frames: frames ?? undefined,
@@ -422,7 +418,7 @@ export class BatchManager {
           };
           if (!signal.aborted) meta.state = run.userPaused ? 'paused' : 'running';
           run.emit({ type: 'overall', state: meta.state, overall: { ...meta.overall } });
-          await this.save(run).catch(() => undefined);
+          await this.saveOrLog(run);
         } else if (event.type === 'outcome') complete = event.complete;
       }
       meta.state = complete ? 'done' : run.quitting ? 'interrupted' : 'cancelled';
@@ -434,7 +430,7 @@ export class BatchManager {
       run.controller = null;
       meta.overall = { ...meta.overall, etaSec: meta.state === 'done' ? 0 : null, yielding: false };
       this.journalCache.delete(run.journal);
-      await this.save(run).catch(() => undefined);
+      await this.saveOrLog(run);
       run.emit({ type: 'overall', state: meta.state, overall: { ...meta.overall } });
       run.emit({ type: 'end', state: meta.state, error: meta.error });
     }
@@ -461,9 +457,20 @@ export class BatchManager {
     return writeAtomic(run.metaFile, JSON.stringify(run.meta, null, 1));
   }
 
-  /** Add a finished clip to the library; one at a time, so a file is never added twice. */
+  /** Save progress as the batch goes; a failed write (disk full…) is logged and the batch goes on (its journal holds the answers). */
+  private saveOrLog(run: BatchRun): Promise<void> {
+    return this.save(run).catch((error: unknown) =>
+      log.error('batch state not saved', error, { batch: run.meta.id, file: run.metaFile }),
+    );
+  }
+
+  /** Add a finished clip to the library; one at a time, so a file is never added twice. Failures are logged. */
   private addToLibrary(file: string): void {
-    this.libraryQueue = this.libraryQueue.then(() => this.host.addToLibrary([file]).catch(() => undefined));
+    this.libraryQueue = this.libraryQueue.then(() =>
+      this.host
+        .addToLibrary([file])
+        .catch((error: unknown) => log.error('clip not added to the library', error, { file })),
+    );
   }
 
   /** The latest answer per (clip, prompt) in a batch's journal; cached until the file changes. */

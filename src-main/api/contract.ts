@@ -269,6 +269,8 @@ const ok = z.object({ ok: z.literal(true) });
 /** Request/response methods. */
 export const calls = {
   listVideos: { input: empty, output: z.object({ videos: z.array(VideoSchema) }) },
+  /** What the user must be told about this run (e.g. a damaged library file was moved aside). */
+  notices: { input: empty, output: z.object({ notices: z.array(z.string()) }) },
   /** Add files, or every video in folders (`recursive`: sub-folders too). Unreadable files are added with their error. */
   addPaths: {
     input: z.strictObject({
@@ -315,7 +317,13 @@ export const calls = {
   setSettings: { input: SettingsSchema.omit({ modelPack: true }).partial().strict(), output: SettingsSchema },
   privacyInfo: {
     input: empty,
-    output: z.object({ dataDir: z.string(), cacheBytes: z.number(), conversations: z.number().int() }),
+    output: z.object({
+      dataDir: z.string(),
+      /** The app's log (send it with a bug report). */
+      logFile: z.string(),
+      cacheBytes: z.number(),
+      conversations: z.number().int(),
+    }),
   },
   clearHistory: { input: empty, output: ok },
   clearCaches: { input: empty, output: ok },

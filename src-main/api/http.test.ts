@@ -1,46 +1,12 @@
-import { request } from 'node:http';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COLORS, makeShapesClip } from '../../test/fixtures/clips.ts';
 import { Services } from '../services.ts';
+import { send, type Reply } from './http.fixture.ts';
 import { startWebServer, type WebServer } from './http.ts';
-import { LoupeService } from './service.ts';
-
-interface Reply {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Buffer;
-}
-
-/** A raw HTTP request, so that Host and Origin can be anything (fetch would not let us set Host). */
-function send(
-  web: WebServer,
-  route: string,
-  init: { method?: string; headers?: Record<string, string>; body?: string } = {},
-): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: '127.0.0.1',
-        port: web.port,
-        path: route,
-        method: init.method ?? 'GET',
-        headers: { Host: `127.0.0.1:${web.port}`, ...init.headers },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () =>
-          resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
-        );
-      },
-    );
-    req.on('error', reject);
-    req.end(init.body);
-  });
-}
+import { idFor, LoupeService } from './service.ts';
 
 describe('web mode HTTP transport', () => {
   let dir: string;
@@ -278,6 +244,45 @@ describe('web mode HTTP transport', () => {
     it('serves only library videos', async () => {
       expect((await send(web, '/media/unknown', { headers: auth() })).status).toBe(404);
       expect((await send(web, '/media/..%2F..%2Fetc%2Fpasswd', { headers: auth() })).status).toBe(404);
+      expect((await send(web, '/media/../../etc/passwd', { headers: auth() })).status).toBe(404);
+      expect((await send(web, `/media/${videoId}/..%2F..%2Flibrary.json`, { headers: auth() })).status).toBe(
+        404,
+      );
+    });
+
+    it('answers a malformed percent-escape with 400, not 500', async () => {
+      for (const route of ['/media/%E0%A4%A', '/media/%zz', '/assets/%', '/%C0%80'])
+        expect((await send(web, route, { headers: auth() })).status, route).toBe(400);
+    });
+
+    it('does not add (or serve) a file that is not a video', async () => {
+      const secret = path.join(dir, 'secret.txt');
+      await writeFile(secret, 'password=hunter2\n'.repeat(100));
+      const asVideo = path.join(dir, 'clips', 'secret.mp4');
+      await symlink(secret, asVideo);
+      const { added, skipped } = await service.addPaths({ paths: [secret, asVideo], recursive: false });
+      expect(added).toEqual([]);
+      expect(skipped.map((s) => s.path)).toEqual([secret, asVideo]);
+      for (const file of [secret, asVideo])
+        expect((await send(web, `/media/${idFor(file)}`, { headers: auth() })).status).toBe(404);
+    });
+
+    it('refuses a library entry whose file became something else (a symlink out of the library)', async () => {
+      const secret = path.join(dir, 'secret-2.txt');
+      await writeFile(secret, 'token=abc\n'.repeat(100));
+      const victim = path.join(dir, 'clips', 'swapped.mp4');
+      await copyFile(clip, victim);
+      const id = (await service.addPaths({ paths: [victim], recursive: false })).added[0]!.id;
+      expect((await send(web, `/media/${id}`, { headers: auth() })).status).toBe(200);
+      await rm(victim);
+      await symlink(secret, victim);
+      const reply = await send(web, `/media/${id}`, { headers: auth() });
+      expect(reply.status).toBe(404);
+      expect(reply.body.toString()).not.toContain('token=');
+      // A forged library entry (error: null, pointing at a non-video) is refused the same way.
+      const forged = { ...(await service.listVideos()).videos[0]!, id: 'f0f0f0f0f0f0f0f0', path: secret };
+      await service.store.update((d) => void d.videos.push({ ...forged, error: null }));
+      expect((await send(web, '/media/f0f0f0f0f0f0f0f0', { headers: auth() })).status).toBe(404);
     });
   });
 });

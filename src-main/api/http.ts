@@ -1,5 +1,6 @@
 /**
- * Web mode: the API and the built renderer over node:http, for a browser on the same machine.
+ * Web mode: the API and the built renderer over HTTP (Hono on @hono/node-server), for a browser on the same
+ * machine.
  *
  * - Listens on 127.0.0.1 only.
  * - Every request needs the per-run secret token: the printed URL carries it once (`/?token=…`), the
@@ -10,13 +11,23 @@
  * - Calls are JSON POSTs to /api/call/<method>; streams are POSTs to /api/stream/<method> answered as
  *   Server-Sent Events; local videos are served from /media/<id> with range requests.
  * - A strict Content-Security-Policy: the page may load only from this server, and talk to nothing else.
+ * - Bad input is a 4xx, never a 500: malformed percent-escapes (400), wrong methods (405), non-JSON (415).
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { existsSync } from 'node:fs';
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { Readable } from 'node:stream';
+import { createAdaptorServer, type HttpBindings } from '@hono/node-server';
+import { serveStatic } from '@hono/node-server/serve-static';
+import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { getCookie, setCookie } from 'hono/cookie';
+import { streamSSE } from 'hono/streaming';
+import { CONTENT_SECURITY_POLICY } from '../csp.ts';
 import { LoupeError } from '../errors.ts';
+import { log } from '../log.ts';
 import { fileReply } from '../playback/range.ts';
 import {
   dispatchCall,
@@ -51,20 +62,6 @@ export interface WebServer {
 export const TOKEN_HEADER = 'x-loupe-token';
 const MAX_BODY = 1024 * 1024;
 
-export const CONTENT_SECURITY_POLICY = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' data:",
-  "media-src 'self'",
-  "connect-src 'self'",
-  "font-src 'self'",
-  "manifest-src 'self'",
-  "base-uri 'none'",
-  "form-action 'none'",
-  "frame-ancestors 'none'",
-].join('; ');
-
 const SECURITY_HEADERS: Record<string, string> = {
   'Content-Security-Policy': CONTENT_SECURITY_POLICY,
   'X-Content-Type-Options': 'nosniff',
@@ -74,113 +71,158 @@ const SECURITY_HEADERS: Record<string, string> = {
   'X-Frame-Options': 'DENY',
 };
 
-const STATIC_TYPES: Record<string, string> = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.svg': 'image/svg+xml',
-  '.png': 'image/png',
-  '.ico': 'image/x-icon',
-  '.json': 'application/json',
-  '.woff2': 'font/woff2',
-};
-
-const STATUS_FOR: Partial<Record<string, number>> = {
+const STATUS_FOR: Partial<Record<string, 400 | 404 | 500>> = {
   BAD_REQUEST: 400,
   USAGE: 400,
   NOT_FOUND: 404,
   INTERNAL: 500,
 };
 
+type Env = { Bindings: HttpBindings };
+
 export async function startWebServer(options: WebServerOptions): Promise<WebServer> {
   const token = options.token ?? randomBytes(24).toString('base64url');
   const tokenBytes = Buffer.from(token);
   let port = 0;
   const cookieName = () => `loupe_token_${port}`; // cookies ignore ports: one name per server
-
   const tokenMatches = (candidate: string | undefined | null): boolean => {
     if (!candidate) return false;
     const given = Buffer.from(candidate);
     return given.length === tokenBytes.length && timingSafeEqual(given, tokenBytes);
   };
+  const plain = (c: Context<Env>, status: number, text: string) =>
+    c.body(text + '\n', status as 200, { 'Content-Type': 'text/plain; charset=utf-8' });
+  const json = (c: Context<Env>, status: number, value: Envelope<unknown>) =>
+    c.body(JSON.stringify(value), status as 200, {
+      'Content-Type': 'application/json; charset=utf-8',
+      'Cache-Control': 'no-store',
+    });
 
-  const handle = async (req: IncomingMessage, res: ServerResponse) => {
-    for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
+  const app = new Hono<Env>();
+
+  // 0. Every answer carries the security headers.
+  app.use('*', async (c, next) => {
+    await next();
+    for (const [k, v] of Object.entries(SECURITY_HEADERS)) c.res.headers.set(k, v);
+  });
+
+  // 1–3. Host, Origin, then the token (from the printed URL once, then a cookie; or a header).
+  app.use('*', async (c, next) => {
     const allowedHosts = [`127.0.0.1:${port}`, `localhost:${port}`];
-    // 1. Host: refuse anything but this server's own names (a rebound DNS name reaches us with its own Host).
-    if (!allowedHosts.includes(req.headers.host ?? ''))
-      return plain(res, 403, 'Forbidden: unexpected Host header.');
-    // 2. Origin: pages from anywhere else may not talk to Loupe.
-    const origin = req.headers.origin;
+    // A rebound DNS name reaches us with its own Host.
+    if (!allowedHosts.includes(c.req.header('host') ?? ''))
+      return plain(c, 403, 'Forbidden: unexpected Host header.');
+    const origin = c.req.header('origin');
     if (origin !== undefined && !allowedHosts.some((h) => origin === `http://${h}`))
-      return plain(res, 403, 'Forbidden: requests from other origins are refused.');
-    if (req.headers['sec-fetch-site'] === 'cross-site')
-      return plain(res, 403, 'Forbidden: cross-site request.');
+      return plain(c, 403, 'Forbidden: requests from other origins are refused.');
+    if (c.req.header('sec-fetch-site') === 'cross-site')
+      return plain(c, 403, 'Forbidden: cross-site request.');
 
-    const url = new URL(req.url ?? '/', `http://${req.headers.host}`);
-    // 3. Token: from the printed URL once (then a cookie), or a header.
+    const url = new URL(c.req.url);
     const fromQuery = url.searchParams.get('token');
-    if (fromQuery !== null && req.method === 'GET') {
+    if (fromQuery !== null && c.req.method === 'GET') {
       if (!tokenMatches(fromQuery))
-        return plain(res, 401, 'This link’s access token is wrong or from an earlier run of Loupe.');
-      res.setHeader('Set-Cookie', `${cookieName()}=${token}; HttpOnly; SameSite=Strict; Path=/`);
+        return plain(c, 401, 'This link’s access token is wrong or from an earlier run of Loupe.');
+      setCookie(c, cookieName(), token, { httpOnly: true, sameSite: 'Strict', path: '/' });
       url.searchParams.delete('token');
-      res.writeHead(303, { Location: url.pathname + url.search });
-      return res.end();
+      return c.redirect(url.pathname + url.search, 303);
     }
-    const header = req.headers[TOKEN_HEADER];
-    const cookie = parseCookies(req.headers.cookie)[cookieName()];
-    if (!tokenMatches(typeof header === 'string' ? header : cookie))
+    if (!tokenMatches(c.req.header(TOKEN_HEADER) ?? getCookie(c, cookieName())))
       return plain(
-        res,
+        c,
         401,
         'Open Loupe with the link it printed when it started: it carries the access token.',
       );
+    // A path that is not valid percent-encoding names nothing: 400 rather than guess.
+    if (decodePath(url.pathname) === null) return plain(c, 400, 'Malformed percent-escape in the URL.');
+    return next();
+  });
 
-    // 4. Routes.
-    const route = url.pathname;
-    if (route.startsWith('/api/')) {
-      if (req.method !== 'POST') return plain(res, 405, 'Use POST.');
-      if (!(req.headers['content-type'] ?? '').startsWith('application/json'))
-        return plain(res, 415, 'Send JSON.');
-      const [, , kind, method = ''] = route.split('/');
-      const body = await readJson(req);
-      if (!body.ok) return json(res, 400, body);
-      if (kind === 'call') {
-        const answer = await dispatchCall(options.api, method, body.value);
-        return json(res, answer.ok ? 200 : (STATUS_FOR[answer.error.code] ?? 422), answer);
-      }
-      if (kind === 'stream')
-        return sse(req, res, (signal, send) => dispatchStream(options.api, method, body.value, signal, send));
-      return plain(res, 404, 'No such API route.');
-    }
-    if (route.startsWith('/media/')) {
-      if (req.method !== 'GET' && req.method !== 'HEAD') return plain(res, 405, 'Use GET.');
-      const videoId = decodeURIComponent(route.slice('/media/'.length));
-      let reply;
-      try {
-        const file = await options.mediaFile(videoId, url.searchParams.get('v') === 'proxy');
-        reply = await fileReply(file, req.headers.range, req.method === 'HEAD');
-      } catch (error) {
-        const err = LoupeError.from(error);
-        return plain(res, err.code === 'NOT_FOUND' || err.code === 'INTERNAL' ? 404 : 400, err.message);
-      }
-      res.writeHead(reply.status, reply.headers);
-      if (!reply.body) return res.end();
-      reply.body.pipe(res);
-      res.on('close', () => reply.body?.destroy());
-      return;
-    }
-    if (req.method !== 'GET' && req.method !== 'HEAD') return plain(res, 405, 'Use GET.');
-    return serveStatic(res, options.rendererDir, route === '/' ? '/index.html' : route);
-  };
-
-  const server = createServer((req, res) => {
-    handle(req, res).catch((error: unknown) => {
-      if (!res.headersSent) plain(res, 500, LoupeError.from(error).message);
-      else res.destroy();
+  // 4. The API: JSON POSTs; calls answer with an envelope, streams with Server-Sent Events.
+  app.use('/api/*', async (c, next) => {
+    if (c.req.method !== 'POST') return plain(c, 405, 'Use POST.');
+    if (!(c.req.header('content-type') ?? '').startsWith('application/json'))
+      return plain(c, 415, 'Send JSON.');
+    return next();
+  });
+  const readJson = bodyLimit({
+    maxSize: MAX_BODY,
+    onError: (c) => json(c, 400, badRequest('The request is too large.')),
+  });
+  app.post('/api/call/:method', readJson, async (c) => {
+    const body = parseJson(await c.req.text());
+    if (!body.ok) return json(c, 400, body);
+    const answer = await dispatchCall(options.api, c.req.param('method'), body.value);
+    return json(c, answer.ok ? 200 : (STATUS_FOR[answer.error.code] ?? 422), answer);
+  });
+  app.post('/api/stream/:method', readJson, async (c) => {
+    const body = parseJson(await c.req.text());
+    if (!body.ok) return json(c, 400, body);
+    c.env.incoming.socket.setNoDelay(true);
+    c.header('Cache-Control', 'no-store');
+    const method = c.req.param('method');
+    return streamSSE(c, async (stream) => {
+      const controller = new AbortController();
+      stream.onAbort(() => controller.abort()); // a closed connection stops the stream
+      let sent = Promise.resolve();
+      const send = (message: StreamMessage) => {
+        sent = sent.then(() =>
+          stream.aborted ? undefined : stream.writeSSE({ data: JSON.stringify(message) }),
+        );
+      };
+      await dispatchStream(options.api, method, body.value, controller.signal, send);
+      await sent;
     });
   });
+  app.all('/api/*', (c) => plain(c, 404, 'No such API route.'));
+
+  // 5. Local videos, with range requests.
+  app.on(['GET', 'HEAD'], '/media/:id', async (c) => {
+    let reply;
+    try {
+      const file = await options.mediaFile(c.req.param('id'), c.req.query('v') === 'proxy');
+      reply = await fileReply(file, c.req.header('range'), c.req.method === 'HEAD');
+    } catch (error) {
+      const err = LoupeError.from(error);
+      return plain(c, err.code === 'NOT_FOUND' || err.code === 'INTERNAL' ? 404 : 400, err.message);
+    }
+    const body = reply.body ? (Readable.toWeb(reply.body) as unknown as ReadableStream<Uint8Array>) : null;
+    return new Response(body, { status: reply.status, headers: reply.headers });
+  });
+  app.all('/media/*', (c) =>
+    c.req.method === 'GET' || c.req.method === 'HEAD'
+      ? plain(c, 404, 'This video is not in the library (any more).')
+      : plain(c, 405, 'Use GET.'),
+  );
+
+  // 6. The built renderer.
+  const pages = path.resolve(options.rendererDir);
+  app.use('*', async (c, next) =>
+    c.req.method === 'GET' || c.req.method === 'HEAD' ? next() : plain(c, 405, 'Use GET.'),
+  );
+  app.use(
+    '*',
+    serveStatic({
+      root: pages,
+      onFound: (_path, c) => {
+        c.header(
+          'Cache-Control',
+          c.req.path.startsWith('/assets/') ? 'public, max-age=31536000, immutable' : 'no-store',
+        );
+      },
+    }),
+  );
+  app.notFound((c) =>
+    (c.req.path === '/' || c.req.path === '/index.html') && !existsSync(path.join(pages, 'index.html'))
+      ? plain(c, 503, `The app's pages are not built yet: run \`npm run build\` (looked in ${pages}).`)
+      : plain(c, 404, 'Not found.'),
+  );
+  app.onError((error, c) => {
+    log.error('web request failed', error, { method: c.req.method, route: c.req.path });
+    return plain(c, 500, LoupeError.from(error).message);
+  });
+
+  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
@@ -201,75 +243,23 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
   };
 }
 
-function plain(res: ServerResponse, status: number, text: string): void {
-  res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8' });
-  res.end(text + '\n');
+function badRequest(message: string): Envelope<unknown> {
+  return { ok: false, error: { code: 'BAD_REQUEST', message } };
 }
 
-function json(res: ServerResponse, status: number, value: Envelope<unknown>): void {
-  res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' });
-  res.end(JSON.stringify(value));
-}
-
-/** Answer as Server-Sent Events: one `data:` line of JSON per StreamMessage; a closed connection aborts the stream. */
-async function sse(
-  req: IncomingMessage,
-  res: ServerResponse,
-  run: (signal: AbortSignal, send: (m: StreamMessage) => void) => Promise<void>,
-): Promise<void> {
-  const controller = new AbortController();
-  res.on('close', () => controller.abort());
-  res.writeHead(200, {
-    'Content-Type': 'text/event-stream; charset=utf-8',
-    'Cache-Control': 'no-store',
-    Connection: 'keep-alive',
-  });
-  res.flushHeaders();
-  req.socket.setNoDelay(true);
-  await run(controller.signal, (message) => {
-    if (!res.writableEnded) res.write(`data: ${JSON.stringify(message)}\n\n`);
-  });
-  res.end();
-}
-
-async function readJson(req: IncomingMessage): Promise<Envelope<unknown>> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY)
-      return { ok: false, error: { code: 'BAD_REQUEST', message: 'The request is too large.' } };
-    chunks.push(chunk as Buffer);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+function parseJson(text: string): Envelope<unknown> {
   try {
     return { ok: true, value: text ? JSON.parse(text) : {} };
   } catch {
-    return { ok: false, error: { code: 'BAD_REQUEST', message: 'The request body is not valid JSON.' } };
+    return badRequest('The request body is not valid JSON.');
   }
 }
 
-function parseCookies(header: string | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const part of (header ?? '').split(';')) {
-    const at = part.indexOf('=');
-    if (at > 0) out[part.slice(0, at).trim()] = part.slice(at + 1).trim();
+/** A URL path decoded, or null for a malformed percent-escape. */
+function decodePath(text: string): string | null {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return null;
   }
-  return out;
-}
-
-async function serveStatic(res: ServerResponse, root: string, route: string): Promise<void> {
-  const base = path.resolve(root);
-  const file = path.resolve(base, '.' + decodeURIComponent(route));
-  if (!file.startsWith(base + path.sep)) return plain(res, 404, 'Not found.');
-  const info = await stat(file).catch(() => null);
-  if (!info?.isFile()) {
-    if (route === '/index.html')
-      return plain(res, 503, `The app's pages are not built yet: run \`npm run build\` (looked in ${base}).`);
-    return plain(res, 404, 'Not found.');
-  }
-  const type = STATIC_TYPES[path.extname(file)] ?? 'application/octet-stream';
-  const cache = route.startsWith('/assets/') ? 'public, max-age=31536000, immutable' : 'no-store';
-  res.writeHead(200, { 'Content-Type': type, 'Cache-Control': cache });
-  res.end(await readFile(file));
 }

@@ -51,7 +51,7 @@ function standInIpc(pageUrl = 'loupe://app/index.html') {
     destroyed = true;
     onDestroyed.forEach((l) => l());
   };
-  return { main, renderer, closeWindow };
+  return { main, renderer, closeWindow, destroyedListeners: () => onDestroyed.size };
 }
 
 describe('the API over IPC (in-process stand-in)', () => {
@@ -177,5 +177,39 @@ describe('the API over IPC (in-process stand-in)', () => {
     ipc.closeWindow();
     await new Promise((r) => setTimeout(r, 20));
     expect(ended).toBe('aborted');
+  });
+
+  it('adds one destroyed listener per window however many streams it runs', async () => {
+    const ipc = standInIpc();
+    serveIpc(service, ipc.main);
+    const client = ipcClient(ipcBridge(ipc.renderer));
+    for (let i = 0; i < 20; i++) for await (const _ of client.stream('playback', { videoId })) void _;
+    expect(ipc.destroyedListeners()).toBe(1);
+  });
+
+  it('refuses a stream whose id is already running instead of orphaning the first', async () => {
+    const ipc = standInIpc();
+    const ends: string[] = [];
+    serveIpc(
+      endlessPlayback((r) => ends.push(r)),
+      ipc.main,
+    );
+    const messages: unknown[] = [];
+    ipc.renderer.on(CHANNELS.streamMessage, (_e, payload) => messages.push(payload));
+    const start = { streamId: 'same', method: 'playback', input: { videoId } };
+    ipc.renderer.send(CHANNELS.streamStart, start);
+    await new Promise((r) => setTimeout(r, 20));
+    ipc.renderer.send(CHANNELS.streamStart, start);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(messages.at(-1)).toMatchObject({
+      streamId: 'same',
+      message: {
+        kind: 'error',
+        error: { code: 'BAD_REQUEST', message: expect.stringMatching(/already in use/) },
+      },
+    });
+    ipc.renderer.send(CHANNELS.streamCancel, { streamId: 'same' }); // the first one can still be stopped
+    await new Promise((r) => setTimeout(r, 20));
+    expect(ends).toEqual(['aborted']);
   });
 });

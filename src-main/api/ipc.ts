@@ -76,13 +76,30 @@ export function serveIpc(
         error: refusal('Malformed stream request: expected {streamId, method, input}.').error,
       });
     const key = `${event.sender.id}:${streamId}`;
+    // A second stream under a running one's id would orphan the first (it could never be cancelled): refuse it.
+    if (running.has(key))
+      return reply(streamId, {
+        kind: 'error',
+        error: refusal(`Stream id "${streamId}" is already in use by a running stream.`).error,
+      });
     const controller = new AbortController();
     running.set(key, controller);
-    event.sender.once('destroyed', () => controller.abort()); // a closed window stops its streams
+    watchSender(event.sender);
     void dispatchStream(api, start.data.method, start.data.input, controller.signal, (m) =>
       reply(streamId, m),
     ).finally(() => running.delete(key));
   });
+
+  /** One `destroyed` listener per window (not one per stream): a closed window stops all its streams. */
+  const watched = new Set<number>();
+  function watchSender(sender: SenderPort): void {
+    if (watched.has(sender.id)) return;
+    watched.add(sender.id);
+    sender.once('destroyed', () => {
+      watched.delete(sender.id);
+      for (const [key, controller] of running) if (key.startsWith(`${sender.id}:`)) controller.abort();
+    });
+  }
 
   ipc.on(CHANNELS.streamCancel, (event, payload) => {
     const cancel = StreamCancelSchema.safeParse(payload);

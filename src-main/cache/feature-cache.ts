@@ -4,9 +4,10 @@
  * exactly as a miss. Writes are atomic (temp file + rename); total size is bounded, least recently
  * used entries are evicted first.
  */
-import { createHash, randomUUID } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, rm, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
+import { writeAtomic } from '../atomic.ts';
 import { tensor, type Tokens2D } from '../model/tensor.ts';
 
 export const CACHE_FORMAT = 1;
@@ -88,14 +89,7 @@ export class FeatureCache {
       value.features.data.byteOffset,
       value.features.data.byteLength,
     );
-    const tmp = `${file}.${randomUUID()}.tmp`;
-    try {
-      await writeFile(tmp, Buffer.concat([length, header, data]));
-      await rename(tmp, file);
-    } catch (e) {
-      await rm(tmp, { force: true });
-      throw e;
-    }
+    await writeAtomic(file, Buffer.concat([length, header, data]));
     if (this.totalBytes !== null) this.totalBytes += 4 + header.length + data.length;
     await this.evictIfNeeded();
   }

@@ -40,6 +40,7 @@ export async function serve(options: ServeOptions = {}): Promise<RunningWeb> {
   const log = options.log === undefined ? (line: string) => process.stdout.write(line + '\n') : options.log;
   log?.(`Loupe (web mode) is running: open ${web.openUrl}`);
   log?.('Only this machine can reach it; the link carries this run’s access token. Press Ctrl+C to stop.');
+  for (const notice of service.store.notices) log?.(`Note: ${notice}`);
   return {
     web,
     service,

@@ -2,6 +2,7 @@
  * `loupe summarize` and `loupe merge`: thin wrappers over src-main/jobs. Results go to --out (or stdout);
  * progress goes to stderr: a redrawn bar on a terminal, one plain line per finished clip otherwise.
  */
+import { MultiBar, type SingleBar } from 'cli-progress';
 import { InvalidArgumentError, type Command } from 'commander';
 import { LoupeError, cancelled } from '../errors.ts';
 import { formatTime, parseTime } from '../media/frame-times.ts';
@@ -192,16 +193,32 @@ export function registerBatchCommands(program: Command): void {
     });
 }
 
-/** Progress on stderr: a bar redrawn in place on a terminal, plain lines otherwise. */
+/**
+ * Progress on stderr: on a terminal a bar redrawn in place (cli-progress: throttled redraws, fitted to the
+ * terminal's width, messages printed above it); plain lines otherwise.
+ */
 class ProgressView {
-  private readonly tty: boolean;
+  private readonly bars: MultiBar | null;
+  private bar: SingleBar | null = null;
   private last: OverallProgress | null = null;
   private current = '';
-  private drawnAt = 0;
-  private drawn = false;
 
   constructor(private readonly stream: NodeJS.WriteStream) {
-    this.tty = !!stream.isTTY && process.env.TERM !== 'dumb';
+    const tty = !!stream.isTTY && process.env.TERM !== 'dumb';
+    this.bars = tty
+      ? new MultiBar({
+          stream,
+          format: '[{bar}] {value}/{total}{facts}',
+          barsize: 20,
+          barCompleteChar: '█',
+          barIncompleteChar: '░',
+          hideCursor: false,
+          clearOnComplete: false,
+          stopOnComplete: false,
+          linewrap: false,
+          fps: 10,
+        })
+      : null;
   }
 
   show(event: SummarizeEvent): void {
@@ -216,52 +233,45 @@ class ProgressView {
       this.line(`loupe: ${parts.join('; ')}`);
     } else if (event.type === 'overall') {
       this.last = event;
-      this.draw(event.done === event.total);
+      this.draw();
     } else if (event.type === 'clip') {
       const s = event.status;
       if (s.state === 'running') this.current = event.relPath;
       const n = this.last ? `${Math.min(this.last.total, this.last.done + 1)}/${this.last.total}` : '';
       if (s.state === 'failed')
         this.line(`loupe: [${n}] failed ${event.relPath}: ${s.error.code}: ${s.error.message}`);
-      else if (s.state === 'done' && !s.resumed && !this.tty)
+      else if (s.state === 'done' && !s.resumed && !this.bars)
         this.line(`loupe: [${n}] done ${event.relPath}`);
     }
   }
 
   end(): void {
-    if (this.tty && this.drawn) this.stream.write('\n');
-    this.drawn = false;
+    this.bars?.stop();
   }
 
-  /** A full line above the bar. */
+  /** A full line (above the bar on a terminal). */
   private line(text: string): void {
-    if (this.tty && this.drawn) this.stream.write('\r\x1b[K');
-    this.stream.write(text + '\n');
-    this.drawn = false;
-    if (this.tty) this.draw(true);
+    if (this.bars) this.bars.log(text + '\n');
+    else this.stream.write(text + '\n');
   }
 
-  private draw(force: boolean): void {
-    if (!this.tty || !this.last) return;
-    const now = performance.now();
-    if (!force && now - this.drawnAt < 100) return;
-    this.drawnAt = now;
-    this.stream.write('\r\x1b[K' + progressLine(this.last, this.current, this.stream.columns || 80));
-    this.drawn = true;
+  private draw(): void {
+    if (!this.bars || !this.last) return;
+    const payload = { facts: progressFacts(this.last, this.current) };
+    this.bar ??= this.bars.create(this.last.total, this.last.done, payload);
+    this.bar.setTotal(this.last.total);
+    this.bar.update(this.last.done, payload);
   }
 }
 
-/** "[██████░░░░] 12/40 · 2 failed · 5.1 clips/min · ETA 5:32 · clip.mp4", fitted to `columns`. */
-export function progressLine(p: OverallProgress, current: string, columns: number): string {
-  const facts = [`${p.done}/${p.total}`];
+/** What follows the bar's count: " · 2 failed · 5.1 clips/min · ETA 5:32 · clip.mp4". */
+export function progressFacts(p: OverallProgress, current: string): string {
+  const facts: string[] = [];
   if (p.failed) facts.push(`${p.failed} failed`);
   if (p.clipsPerMin) facts.push(`${p.clipsPerMin.toFixed(1)} clips/min`);
   if (p.etaSec !== null && p.done < p.total) facts.push(`ETA ${formatTime(Math.round(p.etaSec))}`);
   if (p.paused) facts.push('paused');
   else if (p.yielding) facts.push('waiting for a question in the app');
-  const width = 20;
-  const filled = p.total ? Math.round((width * p.done) / p.total) : width;
-  let text = `[${'█'.repeat(filled)}${'░'.repeat(width - filled)}] ${facts.join(' · ')}`;
-  if (current && p.done < p.total) text += ` · ${current}`;
-  return text.length > columns - 1 ? text.slice(0, Math.max(0, columns - 2)) + '…' : text;
+  if (current && p.done < p.total) facts.push(current);
+  return facts.map((f) => ` · ${f}`).join('');
 }

@@ -1,17 +1,15 @@
-/** Which requests the Electron window may make: the app's own protocols and loopback, nothing else. */
+/**
+ * Which requests the Electron window may make: the app's own protocols, nothing else. The page talks to the
+ * main process over IPC, so it has no use for HTTP, loopback included (a local web-mode server or any other
+ * service on 127.0.0.1 is out of its reach).
+ */
 
 const OWN_PROTOCOLS = new Set(['loupe:', 'loupe-media:', 'devtools:', 'data:', 'blob:']);
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 
 export function isAllowedRequest(url: string): boolean {
-  let parsed: URL;
   try {
-    parsed = new URL(url);
+    return OWN_PROTOCOLS.has(new URL(url).protocol);
   } catch {
     return false;
   }
-  if (OWN_PROTOCOLS.has(parsed.protocol)) return true;
-  if (parsed.protocol === 'http:' || parsed.protocol === 'https:' || parsed.protocol === 'ws:')
-    return LOOPBACK.has(parsed.hostname);
-  return false;
 }

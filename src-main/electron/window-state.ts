@@ -2,7 +2,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { writeAtomic } from '../library/store.ts';
+import { writeAtomic } from '../atomic.ts';
 
 const WindowStateSchema = z.object({
   x: z.number().int().optional(),

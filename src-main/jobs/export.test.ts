@@ -1,10 +1,15 @@
+import { parse } from 'csv-parse/sync';
 import { describe, expect, it } from 'vitest';
-import { CSV_COLUMNS, csvLine, formatFromPath, parseCsv, renderRecords } from './export.ts';
+import { CSV_COLUMNS, csvLine, formatFromPath, renderRecords } from './export.ts';
+
+/** Read CSV back with csv-parse (strict RFC 4180), never with our own code. */
+const parseCsv = (text: string): string[][] => parse(text, { relax_column_count: true });
 import { fakeRecord } from './record.fixture.ts';
 
 describe('exports', () => {
   it('quote CSV fields so that commas, quotes and line breaks parse back', () => {
-    const nasty = ['plain', 'a,b', 'say "hi"', 'two\nlines', ' padded ', '', 'crlf\r\nx'];
+    const nasty = ['plain', 'a,b', 'say "hi"', 'two\nlines', ' padded ', '', 'crlf\r\nx', 'tab\tend '];
+    expect(csvLine(['a', null, 3.5])).toBe('a,,3.5\r\n');
     expect(parseCsv(csvLine(nasty) + csvLine(['x']))).toEqual([nasty, ['x']]);
   });
 

@@ -2,10 +2,11 @@
  * Output formats of a batch, each written incrementally (a header, one chunk per record, a closing
  * summary) so results stream to the file as clips complete:
  *   jsonl  one ResultRecord per line (the journal's own format)
- *   csv    RFC 4180; one row per clip and prompt, plus one row per segment answer
+ *   csv    RFC 4180 (csv-stringify); one row per clip and prompt, plus one row per segment answer
  *   md     a report: a section per clip, segment answers as a table, a summary of failures at the end
  * Pure string functions; output.ts does the files.
  */
+import { stringify } from 'csv-stringify/sync';
 import { formatTime } from '../media/frame-times.ts';
 import { LoupeError } from '../errors.ts';
 import { recordFailed, type ResultRecord } from './record.ts';
@@ -73,15 +74,14 @@ export const CSV_COLUMNS = [
   'error_message',
 ] as const;
 
-/** One CSV field: quoted when it holds a comma, quote, CR or LF (or leading/trailing spaces). */
-export function csvField(value: string | number | null | undefined): string {
-  const text = value === null || value === undefined ? '' : String(value);
-  return /[",\r\n]|^\s|\s$/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
-}
-
+/**
+ * One CSV line (RFC 4180, CRLF; csv-stringify): a field is quoted when it holds a comma, quote, CR or LF, or
+ * leading/trailing spaces (which spreadsheet programs would otherwise trim).
+ */
 export function csvLine(fields: readonly (string | number | null | undefined)[]): string {
-  return fields.map(csvField).join(',') + '\r\n';
+  return stringify([fields.map((f) => f ?? '')], { record_delimiter: 'windows', quoted_match: CSV_QUOTED });
 }
+const CSV_QUOTED = [/^\s|\s$/, /[\r\n]/];
 
 /** The rows of one record: the clip's answer, then one row per segment answer. */
 export function csvRows(r: ResultRecord): (string | number | null)[][] {
@@ -130,40 +130,6 @@ function csvExporter(): Exporter {
     record: (r) => csvRows(r).map(csvLine).join(''),
     footer: () => '',
   };
-}
-
-/** Parse RFC 4180 CSV (quoted fields with "" escapes and line breaks, CRLF or LF) into rows of strings. */
-export function parseCsv(text: string): string[][] {
-  const rows: string[][] = [];
-  let row: string[] = [];
-  let field = '';
-  let quoted = false;
-  const endField = () => {
-    row.push(field);
-    field = '';
-  };
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (quoted) {
-      if (c !== '"') field += c;
-      else if (text[i + 1] === '"') {
-        field += '"';
-        i++;
-      } else quoted = false;
-    } else if (c === '"' && field === '') quoted = true;
-    else if (c === ',') endField();
-    else if (c === '\r' || c === '\n') {
-      endField();
-      rows.push(row);
-      row = [];
-      if (c === '\r' && text[i + 1] === '\n') i++;
-    } else field += c;
-  }
-  if (field !== '' || row.length) {
-    endField();
-    rows.push(row);
-  }
-  return rows;
 }
 
 // ── Markdown ─────────────────────────────────────────────────────────────────────────────────────────

@@ -34,8 +34,6 @@ export {
   renderRecords,
   formatFromPath,
   parseFormat,
-  parseCsv,
-  csvField,
   csvLine,
   csvRows,
   CSV_COLUMNS,

@@ -5,7 +5,7 @@
  * whatever order the shards finished in.
  */
 import { existsSync } from 'node:fs';
-import { open, rename, rm } from 'node:fs/promises';
+import { writeAtomic } from '../atomic.ts';
 import { LoupeError } from '../errors.ts';
 import { formatFromPath, renderRecords, type OutputFormat } from './export.ts';
 import { readJournal } from './journal.ts';
@@ -82,19 +82,8 @@ export async function mergeFiles(
   }
   const { records, duplicates } = mergeRecords(sets);
   const text = renderRecords(format ?? formatFromPath(out), records, true);
-  const tmp = `${out}.tmp-${process.pid}`;
-  try {
-    const handle = await open(tmp, 'w');
-    try {
-      await handle.write(text);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(tmp, out);
-  } catch (error) {
-    await rm(tmp, { force: true });
+  await writeAtomic(out, text).catch((error: unknown) => {
     throw LoupeError.from(error);
-  }
+  });
   return { records, duplicates, inputs: report };
 }

@@ -7,7 +7,8 @@
  * is repaired before the batch goes on.
  */
 import { existsSync } from 'node:fs';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
+import { writeAtomic } from '../atomic.ts';
 import { LoupeError } from '../errors.ts';
 import { exporterFor, formatFromPath, renderRecords, type Exporter, type OutputFormat } from './export.ts';
 import { Journal, latestRecords, type JournalContents } from './journal.ts';
@@ -78,18 +79,7 @@ export class BatchOutput {
     try {
       if (journalPath !== out) {
         // Re-render what the journal holds (atomically), then append to it.
-        const tmp = `${out}.tmp-${process.pid}`;
-        const handle = await open(tmp, 'w');
-        try {
-          await handle.write(renderRecords(format, previous, false));
-          await handle.sync();
-        } finally {
-          await handle.close();
-        }
-        await rename(tmp, out).catch(async (error) => {
-          await rm(tmp, { force: true });
-          throw LoupeError.from(error);
-        });
+        await writeAtomic(out, renderRecords(format, previous, false));
         file = await open(out, 'a');
         if (format === 'md') for (const r of previous) exporter.record(r); // keep its "current clip" in step
       }

@@ -4,7 +4,7 @@
  * event stream.
  */
 import path from 'node:path';
-import { discoverInputs, type DiscoverOptions } from './discover.ts';
+import { discoverInputs, type DiscoverOptions, type Discovery } from './discover.ts';
 import type { OutputFormat } from './export.ts';
 import { BatchOutput, journalPathFor } from './output.ts';
 import type { BatchEvent } from './progress.ts';
@@ -23,6 +23,8 @@ export interface SummarizeOptions extends Omit<RunBatchOptions, 'previous' | 'on
   force?: boolean;
   stdout?: NodeJS.WritableStream;
   recognise?: DiscoverOptions['recognise'];
+  /** What the caller already discovered from `inputs` (the app lists a batch's clips before it runs): not redone. */
+  discovered?: Discovery;
 }
 
 export interface BatchPlan {
@@ -59,12 +61,14 @@ export async function* summarize(
   checkSpec(deps.model, options); // bad --frames or prompts fail before anything is touched
   const journal = options.out ? journalPathFor(options.out, options.format) : undefined;
   const exclude = [options.out, journal].filter((p): p is string => !!p).map((p) => path.resolve(p));
-  const found = await discoverInputs(options.inputs, {
-    recursive: options.recursive,
-    recognise: options.recognise,
-    exclude,
-    signal: options.signal,
-  });
+  const found =
+    options.discovered ??
+    (await discoverInputs(options.inputs, {
+      recursive: options.recursive,
+      recognise: options.recognise,
+      exclude,
+      signal: options.signal,
+    }));
   const items = selectShard(found.items, options.shard);
   const output = await BatchOutput.open(options);
   let complete = false;

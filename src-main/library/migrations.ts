@@ -90,6 +90,7 @@ export function migrate(raw: unknown): { data: LibraryData; migratedFrom: number
       'INTERNAL',
       `The library file is damaged: ${issue.path.join('.')}: ${issue.message}`,
       {
+        damaged: true,
         issues: parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`),
       },
     );

@@ -125,5 +125,29 @@ describe('library store', () => {
     const store = await LibraryStore.open(dir);
     expect(store.data.videos).toEqual([]);
     expect(store.recoveredFrom).toMatch(/library\.json\.damaged-\d+$/);
+    expect(store.notices[0]).toMatch(/not valid JSON.*empty library.*library\.json\.damaged-/);
+  });
+
+  it('moves a file that fails validation aside, keeps it byte for byte, and says why', async () => {
+    const text = JSON.stringify({
+      version: CURRENT_VERSION,
+      videos: [{ id: 7 }],
+      settings: {},
+      conversations: [],
+    });
+    await writeFile(path.join(dir, LIBRARY_FILE), text);
+    const store = await LibraryStore.open(dir);
+    expect(store.data.videos).toEqual([]);
+    expect(await readFile(store.recoveredFrom!, 'utf8')).toBe(text);
+    expect(store.notices[0]).toMatch(/damaged: videos\.0/);
+    await store.update((d) => void (d.settings.frames = 3)); // the fresh library saves
+    expect((await LibraryStore.open(dir)).data.settings.frames).toBe(3);
+  });
+
+  it('never moves aside a file from a newer Loupe: opening refuses', async () => {
+    const text = JSON.stringify({ version: CURRENT_VERSION + 1 });
+    await writeFile(path.join(dir, LIBRARY_FILE), text);
+    await expect(LibraryStore.open(dir)).rejects.toThrow(/newer version of Loupe/);
+    expect(await readFile(path.join(dir, LIBRARY_FILE), 'utf8')).toBe(text);
   });
 });

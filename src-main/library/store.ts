@@ -3,9 +3,10 @@
  * settings and the per-video conversation history. Reads migrate old versions; writes are atomic
  * (temp file + rename) and serialized, so a crash never leaves a half-written library.
  */
-import { randomUUID } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { writeAtomic } from '../atomic.ts';
+import { LoupeError } from '../errors.ts';
 import { emptyLibrary, migrate, type LibraryData } from './migrations.ts';
 
 export const LIBRARY_FILE = 'library.json';
@@ -16,9 +17,24 @@ export class LibraryStore {
   private constructor(
     readonly file: string,
     private current: LibraryData,
-    /** Set when the file on disk was unreadable and was moved aside (the app starts with an empty library). */
-    readonly recoveredFrom: string | null,
+    /** Set when the file on disk was unreadable or invalid and was moved aside (the app starts empty). */
+    readonly recovered: { file: string; reason: string } | null,
   ) {}
+
+  /** Where a damaged library file was moved to, if it was. */
+  get recoveredFrom(): string | null {
+    return this.recovered?.file ?? null;
+  }
+
+  /** What the user should be told about opening the library (shown in the app, printed by the CLI). */
+  get notices(): string[] {
+    return this.recovered
+      ? [
+          `Your library file could not be read (${this.recovered.reason}), so Loupe started with an empty library. ` +
+            `The old file was kept as ${this.recovered.file}.`,
+        ]
+      : [];
+  }
 
   /** Open (or create) the library in `dir`; an older format is migrated and saved at once. */
   static async open(dir: string): Promise<LibraryStore> {
@@ -30,16 +46,28 @@ export class LibraryStore {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }
     if (text === null) return new LibraryStore(file, emptyLibrary(), null);
+    // A file that does not parse, or parses but fails validation, is kept for the user (or a bug report) and
+    // Loupe starts afresh rather than refuse to start; `recovered` says where it went and why. A file from a
+    // newer Loupe is the exception: it is never touched, and opening throws.
+    const setAside = async (reason: string) => {
+      const aside = `${file}.damaged-${Date.now()}`;
+      await rename(file, aside);
+      return new LibraryStore(file, emptyLibrary(), { file: aside, reason });
+    };
     let json: unknown;
     try {
       json = JSON.parse(text);
     } catch {
-      // Keep the damaged file for the user (or a bug report) and start afresh rather than refuse to start.
-      const aside = `${file}.damaged-${Date.now()}`;
-      await rename(file, aside);
-      return new LibraryStore(file, emptyLibrary(), aside);
+      return setAside('it is not valid JSON');
     }
-    const { data, migratedFrom } = migrate(json);
+    let migrated: ReturnType<typeof migrate>;
+    try {
+      migrated = migrate(json);
+    } catch (error) {
+      if (error instanceof LoupeError && error.details.damaged) return setAside(error.message);
+      throw error;
+    }
+    const { data, migratedFrom } = migrated;
     const store = new LibraryStore(file, data, null);
     if (migratedFrom !== null) {
       await writeFile(`${file}.v${migratedFrom}.bak`, text); // the pre-migration file, in case of regret
@@ -67,18 +95,5 @@ export class LibraryStore {
       () => undefined,
     );
     return run;
-  }
-}
-
-/** Write `text` to `file` through a temporary file in the same folder, then rename over the original. */
-export async function writeAtomic(file: string, text: string): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.${randomUUID().slice(0, 8)}.tmp`;
-  try {
-    await writeFile(tmp, text);
-    await rename(tmp, file);
-  } catch (error) {
-    await rm(tmp, { force: true });
-    throw error;
   }
 }

@@ -1,6 +1,8 @@
 /**
- * Finds ffmpeg and ffprobe: env FFMPEG_PATH/FFPROBE_PATH → the optional `ffmpeg-static`/`ffprobe-static`
- * packages → a binary beside the chosen ffmpeg → PATH. Each candidate must run `-version`; the result is cached.
+ * Finds ffmpeg and ffprobe: env FFMPEG_PATH/FFPROBE_PATH → the optional `ffmpeg-static` package (ffmpeg only)
+ * → an ffprobe beside the chosen ffmpeg → PATH. (No npm package ships a current ffprobe: `ffprobe-static` 3.1 has
+ * ffprobe 4.0.2 from 2018, below our ffmpeg 5.1 floor, in 336 MB for every platform; so ffprobe comes from the
+ * system, as the .deb's `depends: ffmpeg` guarantees, or from FFPROBE_PATH.) Each candidate must run `-version`; the result is cached.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -8,7 +10,7 @@ import { dirname, join } from 'node:path';
 import { LoupeError } from '../errors.ts';
 import { runProcess } from './process.ts';
 
-export type BinarySource = 'env' | 'ffmpeg-static' | 'ffprobe-static' | 'beside-ffmpeg' | 'path';
+export type BinarySource = 'env' | 'ffmpeg-static' | 'beside-ffmpeg' | 'path';
 
 export interface ResolvedBinary {
   path: string;
@@ -97,8 +99,6 @@ function ffmpegCandidates(): Candidate[] {
 function ffprobeCandidates(ffmpegPath: string | undefined): Candidate[] {
   const list: Candidate[] = [];
   if (process.env.FFPROBE_PATH) list.push({ path: process.env.FFPROBE_PATH, source: 'env' });
-  const fromPackage = optionalPackagePath('ffprobe-static');
-  if (fromPackage) list.push({ path: fromPackage, source: 'ffprobe-static' });
   // FFMPEG_PATH often points into a folder that holds both programs.
   if (ffmpegPath?.includes('/') || ffmpegPath?.includes('\\')) {
     const beside = join(dirname(ffmpegPath), `ffprobe${exe}`);
@@ -109,7 +109,7 @@ function ffprobeCandidates(ffmpegPath: string | undefined): Candidate[] {
 }
 
 /** The binary path exported by an optional npm package, or undefined when it is not installed. */
-function optionalPackagePath(name: 'ffmpeg-static' | 'ffprobe-static'): string | undefined {
+function optionalPackagePath(name: 'ffmpeg-static'): string | undefined {
   try {
     const exported: unknown = createRequire(import.meta.url)(name);
     const path = typeof exported === 'string' ? exported : (exported as { path?: unknown } | null)?.path;

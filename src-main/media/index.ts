@@ -3,10 +3,11 @@ export { resolveBinaries, resetBinariesCache, ffmpegHasFilter } from './binaries
 export type { BinarySource, MediaBinaries, ResolvedBinary } from './binaries.ts';
 export { runProcess, liveProcessCount, killAllProcesses } from './process.ts';
 export type { RunOptions, RunResult } from './process.ts';
-export { probe } from './probe.ts';
+export { probe, fileInput } from './probe.ts';
 export type { MediaInfo, ProbeOptions } from './probe.ts';
 export { frameTimes, parseTime, formatTime, clampRange } from './frame-times.ts';
 export { sampleFrames, sampleFramesAt, hashSampledBytes } from './sample.ts';
 export type { FrameFormat, Rgb, SampleOptions, SampledFrame } from './sample.ts';
 export { thumbnails, thumbnailsAt, splitJpegs } from './thumbnails.ts';
+export { makeSampleClip } from './sample-clip.ts';
 export type { Thumbnail, ThumbnailOptions } from './thumbnails.ts';

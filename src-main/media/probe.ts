@@ -97,6 +97,9 @@ export function corruptionLines(stderr: string, path: string): string[] {
     );
 }
 
+/** Demuxers that accept what is no video: text as ANSI art (tty, bin, xbin, adf, idf), playlists of other files. */
+const NOT_VIDEO_FORMATS = new Set(['tty', 'bin', 'xbin', 'adf', 'idf', 'hls', 'concat', 'ffmetadata']);
+
 /** Probe `path`: what it is and how to read it. Throws LoupeError with a media code for unusable files. */
 export async function probe(
   path: string,
@@ -150,6 +153,9 @@ async function probeFile(
   }
 
   const formatName = format.format_name ?? 'unknown';
+  // ffprobe reads any text file as ANSI art (a "video"), and playlists stand for other files: neither is a video.
+  if (formatName.split(',').some((f) => NOT_VIDEO_FORMATS.has(f)))
+    throw notAVideo(path, `it is ${formatName === 'tty' ? 'text' : `a ${formatName} file`}, not a video`);
   const codec = video.codec_name ?? 'unknown';
   const frameCount = int(video.nb_frames);
   const kind: MediaInfo['kind'] =

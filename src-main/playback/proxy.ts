@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { LoupeError } from '../errors.ts';
-import { resolveBinaries, runProcess, type MediaInfo } from '../media/index.ts';
+import { fileInput, resolveBinaries, runProcess, type MediaInfo } from '../media/index.ts';
 
 /** Codecs, pixel formats and containers Chromium (and Electron) play without help. */
 const PLAYABLE_CODECS = new Set(['h264', 'vp8', 'vp9', 'av1', 'theora']);
@@ -120,7 +120,7 @@ export class ProxyMaker {
         // prettier-ignore
         await runProcess(ffmpeg.path, [
           '-nostdin', '-hide_banner', '-nostats', '-loglevel', 'error', '-y', '-progress', 'pipe:2',
-          '-i', info.path, '-map', '0:v:0', '-map', '0:a:0?',
+          '-i', fileInput(info.path), '-map', '0:v:0', '-map', '0:a:0?',
           // ≤ 540 lines, even sizes, 8-bit 4:2:0; a keyframe every second keeps seeking quick.
           '-vf', "scale=-2:'min(540,ih)':flags=bicubic,format=yuv420p", '-c:v', 'libx264', '-preset', 'veryfast',
           '-crf', '26', '-g', String(Math.max(1, Math.round(info.fps || 25))), '-threads', '2',

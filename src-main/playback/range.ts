@@ -6,31 +6,30 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
+import rangeParser from 'range-parser';
 
 export type ByteRange = { start: number; end: number };
 
 /**
- * Parse a `Range:` header against a file of `size` bytes. Returns null for no (or an ignorable) header,
- * 'unsatisfiable' for a range outside the file; only single ranges are served (multipart is not needed by players).
+ * Parse a `Range:` header against a file of `size` bytes (range-parser, overlapping ranges combined). Returns null
+ * for no (or an ignorable) header, 'unsatisfiable' for a range outside the file; only single byte ranges are
+ * served (multipart is not needed by players): malformed, multi-range or non-byte headers get the whole file, as
+ * RFC 9110 allows.
  */
 export function parseRange(
   header: string | null | undefined,
   size: number,
 ): ByteRange | 'unsatisfiable' | null {
   if (!header) return null;
-  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
-  if (!match) return null; // malformed or multi-range: RFC 9110 lets a server ignore it and send the whole file
-  const [, a, b] = match;
-  if (a === '' && b === '') return null;
-  if (a === '') {
-    const suffix = Number(b);
-    if (suffix === 0) return 'unsatisfiable';
-    return { start: Math.max(0, size - suffix), end: size - 1 };
+  const parsed = rangeParser(size, header.trim(), { combine: true });
+  if (parsed === -2) return null;
+  if (parsed === -1) {
+    // RFC 9110 §14.1.2: a suffix longer than the file means the whole file (range-parser calls it unsatisfiable).
+    const suffix = /^bytes=-(\d+)$/.exec(header.trim());
+    return suffix && Number(suffix[1]) > 0 && size > 0 ? { start: 0, end: size - 1 } : 'unsatisfiable';
   }
-  const start = Number(a);
-  const end = b === '' ? size - 1 : Math.min(Number(b), size - 1);
-  if (start >= size || end < start) return 'unsatisfiable';
-  return { start, end };
+  if (parsed.type !== 'bytes' || parsed.length !== 1) return null;
+  return { start: parsed[0]!.start, end: parsed[0]!.end };
 }
 
 const MIME: Record<string, string> = {

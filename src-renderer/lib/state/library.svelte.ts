@@ -10,6 +10,8 @@ export class LibraryState {
   /** Shown beside the add field: why the last add failed or what was skipped. */
   addError = $state<string | null>(null);
   addNotes = $state.raw<string[]>([]);
+  /** What Loupe must tell the user about this run (a damaged library file moved aside…), shown until dismissed. */
+  notices = $state.raw<string[]>([]);
   /** First thumbnail of each video, by id. */
   covers = $state<Record<string, string>>({});
 
@@ -20,7 +22,12 @@ export class LibraryState {
 
   async load(): Promise<void> {
     try {
-      this.videos = (await this.api.call('listVideos', {})).videos;
+      const [{ videos }, { notices }] = await Promise.all([
+        this.api.call('listVideos', {}),
+        this.notices.length ? { notices: this.notices } : this.api.call('notices', {}),
+      ]);
+      this.videos = videos;
+      this.notices = notices;
     } catch (error) {
       this.addError = ApiError.from(error).message;
     } finally {

@@ -12,7 +12,9 @@ export class SettingsState {
   });
   model = $state<ModelInfo | null>(null);
   modelError = $state<string | null>(null);
-  privacy = $state<{ dataDir: string; cacheBytes: number; conversations: number } | null>(null);
+  privacy = $state<{ dataDir: string; logFile: string; cacheBytes: number; conversations: number } | null>(
+    null,
+  );
   saveError = $state<string | null>(null);
   notice = $state<string | null>(null);
   /** The theme in effect (system resolved through prefers-color-scheme). */
