@@ -1,6 +1,6 @@
 """Image QA accuracy on held-out synthetic stills (and sets of stills), by question type.
 
-    python -m loupe_dc.evaluate --checkpoint DIR [--n 300] [--seed 20261124] [--set-size 8]
+    python -m loupe_dc.evaluate --checkpoint DIR [--n 300] [--seed 20261124] [--set-size 8] [--probes 450]
 
 Held-out means another seed than training; exact match after lowercasing and stripping.
 """
@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--seed", type=int, default=20261124)
     ap.add_argument("--set-size", type=int, default=8)
+    ap.add_argument("--probes", type=int, default=0, help="also the tower diagnostics (loupe_dc.probe) on this many test stills")
     ap.add_argument("--min-accuracy", type=float, default=0.0, help="exit 1 below this (a smoke check for CI)")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -74,6 +75,10 @@ def main() -> None:
     acc = print_table(f"Single stills (image path), n={args.n}, seed={args.seed}", evaluate(ref, args.n, args.seed, None))
     if args.set_size:
         print_table(f"Sets of {args.set_size} independent stills (frames path)", evaluate(ref, args.n // 2, args.seed + 1, args.set_size))
+    if args.probes:
+        from .probe import print_probes, probe
+
+        print_probes(probe(ref.model, 2 * args.probes, args.probes, 20261201), args.probes)
     if acc < args.min_accuracy:
         raise SystemExit(f"image QA accuracy {acc:.3f} is below {args.min_accuracy}")
 

@@ -48,6 +48,7 @@ class Still:
     in_domain: bool = True  # False for noise, text, test patterns...
     # Where each shape is drawn, in the still's pixels: (spec, outline test) for patch labels.
     outlines: list = field(default_factory=list)
+    background: str | None = None  # the color word of a solid background close to a named color
 
 
 # ---------------------------------------------------------------- rendering
@@ -140,7 +141,8 @@ def render_scene(rng: random.Random, members: list[ShapeSpec], cast: list[ShapeS
             outlines.append((spec, ("polygon", _shape_polygon(spec.kind, cx, cy, r, angle))))
         placed[spec] = cx / w
     image = canvas if ss == 1 else canvas.resize((w, h), rng.choice((Image.BOX, Image.BILINEAR, Image.LANCZOS)))
-    return Still(degrade(rng, image), placed, True, outlines)
+    named = nearest_color_name(bg)
+    return Still(degrade(rng, image), placed, True, outlines, named if _color_distance(bg, COLORS[named]) < 70 else None)
 
 
 def degrade(rng: random.Random, image: Image.Image) -> Image.Image:
@@ -318,8 +320,11 @@ def describe_question(rng: random.Random) -> str:
     )
 
 
-def qa_for_set(rng: random.Random, cast_in_order: list[ShapeSpec]) -> tuple[str, str]:
-    """One question about a set of stills whose shapes (union, left to right) are `cast_in_order`."""
+def qa_for_set(rng: random.Random, cast_in_order: list[ShapeSpec], backgrounds: tuple[str, ...] = (), background_share: float = 0.0) -> tuple[str, str]:
+    """One question about a set of stills whose shapes (union, left to right) are `cast_in_order`.
+
+    backgrounds: color words of the stills' backgrounds (never a shape's color); with `background_share`, that
+    many of the presence and shape questions that could name one do ("Is there a blue square?" on blue -> no)."""
     if not cast_in_order:  # no shape of the domain anywhere: every question gets the honest answer
         pick = rng.random()
         q = (random_ood_question(rng) if pick < 0.3 else describe_question(rng) if pick < 0.45 else count_question(rng)
@@ -330,6 +335,11 @@ def qa_for_set(rng: random.Random, cast_in_order: list[ShapeSpec]) -> tuple[str,
     by_kind = {s.kind: s for s in cast_in_order}
     by_color = {s.color: s for s in cast_in_order}
     r = rng.random()
+    if background_share and backgrounds and 0.2 <= r < 0.77 and not 0.4 <= r < 0.55 and rng.random() < background_share:
+        color = rng.choice(backgrounds)
+        if r < 0.4:
+            return shape_question(rng, color), f"Nothing is {color}."
+        return presence_question(rng, color, rng.choice(SHAPES)), "no"
     if r < 0.2:
         kind = rng.choice(list(by_kind)) if rng.random() < 0.88 else rng.choice(SHAPES)
         return color_question(rng, kind), by_kind[kind].color if kind in by_kind else f"There is no {kind}."
@@ -373,8 +383,9 @@ def order_left_to_right(stills: list[Still]) -> list[ShapeSpec]:
     return sorted(xs, key=lambda s: sum(xs[s]) / len(xs[s]))
 
 
-def make_sample(rng: random.Random, bank: list[Image.Image] | None = None, max_images: int = 16) -> Sample:
-    """A training sample: one still (image path) or a set of independent stills (frames path), 1-4 QA turns."""
+def make_sample(rng: random.Random, bank: list[Image.Image] | None = None, max_images: int = 16, background_share: float = 0.0) -> Sample:
+    """A training sample: one still (image path) or a set of independent stills (frames path), 1-4 QA turns.
+    background_share: see qa_for_set (0 keeps the evaluation's question stream as it always was)."""
     r = rng.random()
     k = 1 if r < 0.4 else rng.randint(2, 8) if r < 0.85 else rng.randint(9, max_images)
     pooled = k > 1 or rng.random() < 0.25
@@ -388,7 +399,8 @@ def make_sample(rng: random.Random, bank: list[Image.Image] | None = None, max_i
                 break
         stills = [render_scene(rng, sub, cast) for sub in subsets]
     ordered = order_left_to_right(stills)
-    turns = [qa_for_set(rng, ordered) for _ in range(rng.choice((1, 2, 2, 3, 4)))]
+    backgrounds = tuple(sorted({st.background for st in stills if st.background}))
+    turns = [qa_for_set(rng, ordered, backgrounds, background_share) for _ in range(rng.choice((1, 2, 2, 3, 4)))]
     return Sample(stills, pooled, turns)
 
 
