@@ -15,10 +15,12 @@ import { CONTENT_SECURITY_POLICY } from '../api/http.ts';
 import { serveIpc, type IpcMainPort } from '../api/ipc.ts';
 import { LoupeService } from '../api/service.ts';
 import { LoupeError } from '../errors.ts';
+import { setWorkerSpawner } from '../model/engine.ts';
 import { killAllProcesses } from '../media/index.ts';
 import { rendererDir } from '../paths.ts';
 import { fileReply } from '../playback/range.ts';
 import { Services } from '../services.ts';
+import { utilityWorker } from './engine-host.ts';
 import { isAllowedRequest } from './network.ts';
 import { loadWindowState, onScreen, saveWindowState } from './window-state.ts';
 
@@ -44,6 +46,7 @@ if (!app.requestSingleInstanceLock()) {
   });
 
   app.whenReady().then(async () => {
+    setWorkerSpawner(utilityWorker); // the model runs in a utility process
     const dataDir = process.env.LOUPE_DATA_DIR ?? app.getPath('userData');
     const services = new Services({ dataDir });
     const service = await LoupeService.create(services, {
