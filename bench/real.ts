@@ -45,9 +45,8 @@ function questionOf(engine: Engine, visualTokens: number): string {
   let text = '';
   for (let i = 0; ; i++) {
     const next = `${text}${words[i % words.length]} `;
-    const prompt = engine.prompt.render([engine.prompt.firstUserMessage(next)]);
     const ids = engine.prompt
-      .encodeWithImage(prompt)
+      .encodePrompt([engine.prompt.firstUserMessage(next)])
       .reduce((n, s) => n + (s.kind === 'image' ? visualTokens : s.ids.length), 0);
     if (ids > PROMPT) return text;
     text = next;

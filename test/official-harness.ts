@@ -97,7 +97,7 @@ export async function engineOutcome(
     { role: 'assistant', content: 'A cat.' },
     { role: 'user', content: 'And its color?' },
   ]);
-  const ids = p.encodeWithImage(prompt).flatMap((s) => (s.kind === 'image' ? [-200] : s.ids));
+  const ids = p.encodePrompt([first]).flatMap((s) => (s.kind === 'image' ? [-200] : s.ids));
   const conversation = engine.startConversation({ kind, frames: await engine.encodeImages(frames) });
   let logits: Float32Array<ArrayBufferLike> = new Float32Array(0);
   let answer = '';

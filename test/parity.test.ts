@@ -89,9 +89,7 @@ describe('parity: ONNX pack in onnxruntime-node vs the PyTorch checkpoint', () =
     const kind = count === 1 ? 'image' : 'frames';
     const ref = await reference(pixels, question, kind === 'frames');
 
-    const segments = engine.prompt.encodeWithImage(
-      engine.prompt.render([engine.prompt.firstUserMessage(question)]),
-    );
+    const segments = engine.prompt.encodePrompt([engine.prompt.firstUserMessage(question)]);
     const ids = segments.flatMap((s) => (s.kind === 'image' ? [-200] : s.ids));
     expect(ids).toEqual(ref.input_ids);
 

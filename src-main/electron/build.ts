@@ -1,5 +1,6 @@
 /**
- * Bundle the Electron main process (ESM, dependencies left to node_modules) and the sandboxed preload
+ * Bundle the Electron main process and the model's worker thread (ESM, dependencies left to node_modules;
+ * the worker must sit beside main.js, where model/engine.ts looks for it) and the sandboxed preload
  * (CommonJS, self-contained: a sandboxed preload cannot load other files) into dist-main/electron/.
  */
 import path from 'node:path';
@@ -7,16 +8,20 @@ import path from 'node:path';
 export async function buildElectron(root: string): Promise<void> {
   const { build } = await import('esbuild');
   const out = path.join(root, 'dist-main', 'electron');
-  await build({
-    entryPoints: [path.join(root, 'src-main', 'electron', 'main.ts')],
-    outfile: path.join(out, 'main.js'),
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    packages: 'external',
-    logLevel: 'warning',
-  });
+  for (const [entry, file] of [
+    [path.join(root, 'src-main', 'electron', 'main.ts'), 'main.js'],
+    [path.join(root, 'src-main', 'model', 'engine-worker.ts'), 'engine-worker.js'],
+  ] as const)
+    await build({
+      entryPoints: [entry],
+      outfile: path.join(out, file),
+      bundle: true,
+      platform: 'node',
+      format: 'esm',
+      target: 'node20',
+      packages: 'external',
+      logLevel: 'warning',
+    });
   await build({
     entryPoints: [path.join(root, 'src-main', 'electron', 'preload.ts')],
     outfile: path.join(out, 'preload.cjs'),

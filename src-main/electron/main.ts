@@ -16,10 +16,12 @@ import { LoupeService } from '../api/service.ts';
 import { contentSecurityPolicy } from '../csp.ts';
 import { LoupeError } from '../errors.ts';
 import { errorFields, flushLog, log, LOG_FILE, logFile, openLog } from '../log.ts';
+import { setWorkerSpawner } from '../model/engine.ts';
 import { killAllProcesses } from '../media/index.ts';
 import { rendererDir } from '../paths.ts';
 import { fileReply } from '../playback/range.ts';
 import { Services } from '../services.ts';
+import { utilityWorker } from './engine-host.ts';
 import { isAllowedRequest } from './network.ts';
 import { loadWindowState, onScreen, saveWindowState } from './window-state.ts';
 
@@ -66,6 +68,7 @@ if (!app.requestSingleInstanceLock()) {
 /** Everything after `ready`: services, protocols, IPC, the window. Throws when any of it fails. */
 async function startApp(dataDir: string, setWindow: (w: BrowserWindow | null) => void): Promise<void> {
   openLog(dataDir);
+  setWorkerSpawner(utilityWorker); // the model runs in a utility process
   let window: BrowserWindow | null = null;
   const services = new Services({ dataDir });
   const service = await LoupeService.create(services, {

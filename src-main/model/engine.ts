@@ -1,91 +1,263 @@
 /**
- * The multimodal engine: a loaded pack (one ONNX Runtime session per graph) that encodes frames and
- * runs conversations. It sees frames (tensors) and token ids only; video files live in media/.
+ * The multimodal engine as the app sees it: a loaded pack that encodes frames and runs conversations. All
+ * ONNX Runtime work happens in a worker process (engine-worker.ts), because onnxruntime-node's `run()` blocks
+ * the thread that calls it (a 384 ms vision run froze a 5 ms timer for 387 ms). This side keeps the manifest
+ * and tokenizer, sends typed messages (worker-protocol.ts) and turns the answers back into promises and
+ * async streams. Stop is a message the worker reads between prefill chunks and tokens.
+ *
+ * A worker that dies (a crash in native code, out of memory, killed) fails what was running with a typed
+ * MODEL_RUNTIME error; the next call starts a fresh worker, and a conversation whose cache died with it is
+ * rebuilt there from its turns.
  */
+import { fork } from 'node:child_process';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { LoupeError, cancelled } from '../errors.ts';
-import {
-  createSessions,
-  defaultThreads,
-  floatTensor,
-  int64Tensor,
-  type ProviderReport,
-  type ProviderRequest,
-  type Session,
-} from './ort.ts';
+import type { ProviderReport } from './ort.ts';
 import { loadPack, type Manifest, type Pack } from './pack.ts';
-import { PromptBuilder, TextStreamer, type ChatMessage, type PromptSegment } from './prompt.ts';
-import { sampleToken, seededRandom, type SamplingOptions } from './sampler.ts';
-import { flattenFrames, poolAndConcatFrames, stackFrames, tensor, type Tokens2D } from './tensor.ts';
+import { PromptBuilder, type ChatMessage } from './prompt.ts';
+import { tensor, type Tokens2D } from './tensor.ts';
+import type { AnswerEvent, EngineOptions, GenerateOptions, VisualInput } from './types.ts';
+import type { FromWorker, ToWorker, WorkerChannel, WorkerResult } from './worker-protocol.ts';
 
-export interface EngineOptions {
-  provider?: ProviderRequest;
-  threads?: number;
-  /** KV cache size from which the decoder writes into preallocated buffers (default 4 MB; tests use 0). */
-  bindCacheFromBytes?: number;
+export type { AnswerEvent, AnswerTimings, EngineOptions, GenerateOptions, VisualInput } from './types.ts';
+
+/** How the engine worker process is started: a Node child process by default; Electron installs its utility process. */
+export type WorkerSpawner = (entry: { file: string; execArgv: string[] }) => WorkerChannel;
+
+let spawner: WorkerSpawner = nodeChild;
+
+/** Electron's main process calls this once (child_process.fork needs the RunAsNode fuse, a utility process not). */
+export function setWorkerSpawner(spawn: WorkerSpawner): void {
+  spawner = spawn;
 }
 
-export interface GenerateOptions extends Partial<SamplingOptions> {
-  maxNewTokens?: number;
-  signal?: AbortSignal;
-  /** Diagnostics and parity tests: the logits after the prompt, before the first token is chosen. */
-  onPromptLogits?: (logits: Float32Array) => void;
-  /** Benchmarks: decode exactly maxNewTokens, past end-of-turn tokens. */
-  ignoreEos?: boolean;
+/** The worker's entry: the TypeScript source through tsx when running from source, else the bundled file. */
+function workerEntry(): { file: string; execArgv: string[] } {
+  const here = import.meta.url;
+  if (!here.endsWith('.ts'))
+    return { file: fileURLToPath(new URL('./engine-worker.js', here)), execArgv: [] };
+  const tsx = pathToFileURL(createRequire(here).resolve('tsx')).href;
+  return { file: fileURLToPath(new URL('./engine-worker.ts', here)), execArgv: ['--import', tsx] };
 }
 
-export type AnswerEvent =
-  | { type: 'token'; text: string; tokenId: number }
-  | { type: 'done'; text: string; tokens: number; stopped: 'eos' | 'length'; timings: AnswerTimings };
-
-export interface AnswerTimings {
-  prefillTokens: number;
-  prefillMs: number;
-  firstTokenMs: number;
-  decodeMs: number;
-  decodeTokensPerSec: number;
+/**
+ * The worker runs a few nice levels below the app, as a browser's renderer yields to its UI: on a busy machine
+ * the web server, IPC and Stop are scheduled before the model's threads.
+ */
+export function lowerPriority(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    os.setPriority(pid, Math.min(19, os.getPriority() + WORKER_NICENESS));
+  } catch {
+    // not permitted here: same priority as the app
+  }
 }
 
-/** The visual prefix of a conversation: one still (all tokens) or frames (pooled by 2, concatenated). */
-export interface VisualInput {
-  kind: 'image' | 'frames';
-  /** Projected tokens per frame, as the vision encoder gives them: each (tokensPerImage, hidden). */
-  frames: Tokens2D[];
+const WORKER_NICENESS = 4;
+
+function nodeChild({ file, execArgv }: { file: string; execArgv: string[] }): WorkerChannel {
+  const child = fork(file, [], {
+    execArgv,
+    serialization: 'advanced', // structured clone: typed arrays cross as they are
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  lowerPriority(child.pid);
+  return {
+    pid: child.pid,
+    send: (message) => {
+      if (child.connected) child.send(message);
+    },
+    onMessage: (listener) => child.on('message', (m) => listener(m as FromWorker)),
+    onExit: (listener) => {
+      child.on('error', (e) => listener(e.message));
+      child.on('exit', (code, signal) => listener(signal ? `killed by ${signal}` : `exit code ${code}`));
+    },
+    kill: () => child.kill('SIGKILL'),
+  };
 }
 
-/** Default KV cache size from which the decoder writes into preallocated buffers (see Conversation.bindsCache). */
-const BIND_CACHE_MIN_BYTES = 4 * 1024 * 1024;
+let liveWorkers = 0;
 
-/** Vocabulary × hidden values up to which the embedding table is kept in JavaScript (16 MB of floats). */
-const EMBEDDING_TABLE_MAX_VALUES = 4 * 1024 * 1024;
+/** Worker processes alive now, across engines (tests check that none leak). */
+export function liveWorkerCount(): number {
+  return liveWorkers;
+}
+
+interface Pending {
+  resolve: (value: WorkerResult) => void;
+  reject: (error: LoupeError) => void;
+  /** An ask's stream: events, prompt logits and progress go here. */
+  onMessage?: (message: FromWorker) => void;
+}
+
+/** One worker process and what is waiting on it. */
+class WorkerLink {
+  readonly channel = spawner(workerEntry());
+  private readonly exited: Promise<void>;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  dead: LoupeError | null = null;
+  /** Conversations open in this worker: where their turns go after each ask. */
+  readonly conversations = new Map<number, (messages: ChatMessage[], cachedTokens: number) => void>();
+
+  constructor() {
+    liveWorkers++;
+    this.channel.onMessage((message) => {
+      if (message.type === 'history')
+        return this.conversations.get(message.conversation)?.(message.messages, message.cachedTokens);
+      const p = this.pending.get(message.id);
+      if (!p) return;
+      if (message.type === 'result') {
+        this.pending.delete(message.id);
+        p.resolve(message.value);
+      } else if (message.type === 'error') {
+        this.pending.delete(message.id);
+        p.reject(LoupeError.fromJSON(message.error));
+      } else p.onMessage?.(message);
+    });
+    const die = (why: string, details: Record<string, unknown>) => {
+      if (this.dead) return;
+      this.dead = new LoupeError(
+        'MODEL_RUNTIME',
+        `The model's worker stopped (${why}). The next question starts it again.`,
+        { worker: 'exited', ...details },
+      );
+      for (const p of this.pending.values()) p.reject(this.dead);
+      this.pending.clear();
+    };
+    let exit: () => void;
+    this.exited = new Promise<void>((resolve) => (exit = resolve));
+    let gone = false;
+    this.channel.onExit((why) => {
+      die(why, { why });
+      if (!gone) liveWorkers--;
+      gone = true;
+      exit();
+    });
+  }
+
+  post(message: ToWorker): void {
+    if (this.dead) throw this.dead;
+    this.channel.send(message);
+  }
+
+  /** End the process (at once) and wait until it has gone. */
+  async kill(): Promise<void> {
+    this.channel.kill();
+    await this.exited;
+  }
+
+  /** Send a request and wait for its result; `onMessage` receives an ask's stream. */
+  request(
+    make: (id: number) => ToWorker,
+    onMessage?: Pending['onMessage'],
+  ): { id: number; done: Promise<WorkerResult> } {
+    const id = this.nextId++;
+    const done = new Promise<WorkerResult>((resolve, reject) => {
+      if (this.dead) return reject(this.dead);
+      this.pending.set(id, { resolve, reject, onMessage });
+      this.channel.send(make(id));
+    });
+    return { id, done };
+  }
+
+  /** Stop request `id` when `signal` fires; returns the unsubscribe. */
+  stopOn(id: number, signal: AbortSignal | undefined): () => void {
+    const onAbort = () => !this.dead && this.channel.send({ type: 'stop', id });
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    return () => signal?.removeEventListener('abort', onAbort);
+  }
+}
 
 export class Engine {
+  private link: WorkerLink | null = null;
+  private starting: Promise<WorkerLink> | null = null;
+  private disposed = false;
+  private nextConversation = 1;
+  /** Workers started so far (1 after load; more after crashes). */
+  workersStarted = 0;
+
   private constructor(
     readonly pack: Pack,
     readonly prompt: PromptBuilder,
-    private readonly sessions: Record<'vision' | 'embed' | 'decoder', Session>,
-    readonly provider: ProviderReport,
-    readonly bindCacheFromBytes: number,
-  ) {}
+    private readonly options: EngineOptions,
+    public provider: ProviderReport,
+    first: WorkerLink,
+  ) {
+    this.link = first;
+    this.workersStarted = 1;
+  }
 
+  /** Load a pack: hashes and tokenizer here, the graphs in a fresh worker. A failed load leaves no worker. */
   static async load(dir: string, options: EngineOptions = {}): Promise<Engine> {
     const pack = await loadPack(dir);
-    const threads = options.threads ?? defaultThreads();
-    const [prompt, { sessions, provider }] = await Promise.all([
+    const [prompt, started] = await Promise.allSettled([
       PromptBuilder.load(pack),
-      createSessions(
-        { vision: pack.file('vision'), embed: pack.file('embed'), decoder: pack.file('decoder') },
-        options.provider ?? 'auto',
-        threads,
-        // the embedding is a lookup (one thread); only the decoder runs back to back, token after token
-        { embed: { threads: 1, spinning: false }, decoder: { threads, spinning: true } },
-      ),
+      Engine.startWorker(pack.dir, options),
     ]);
-    checkGraphs(pack.manifest, sessions);
-    return new Engine(pack, prompt, sessions, provider, options.bindCacheFromBytes ?? BIND_CACHE_MIN_BYTES);
+    if (prompt.status === 'rejected') {
+      if (started.status === 'fulfilled') await started.value.link.kill();
+      throw prompt.reason;
+    }
+    if (started.status === 'rejected') throw started.reason;
+    return new Engine(pack, prompt.value, options, started.value.provider, started.value.link);
+  }
+
+  private static async startWorker(
+    dir: string,
+    options: EngineOptions,
+  ): Promise<{ link: WorkerLink; provider: ProviderReport }> {
+    const link = new WorkerLink();
+    try {
+      const result = await link.request((id) => ({ type: 'load', id, dir, options })).done;
+      if (result.kind !== 'loaded')
+        throw new LoupeError('INTERNAL', `worker answered ${result.kind} to load`);
+      return { link, provider: result.provider };
+    } catch (error) {
+      await link.kill();
+      throw error;
+    }
   }
 
   get manifest(): Manifest {
     return this.pack.manifest;
+  }
+
+  /** The live worker, started again if the last one died. */
+  private async worker(): Promise<WorkerLink> {
+    if (this.disposed)
+      throw new LoupeError('MODEL_RUNTIME', 'This model was closed (another model was selected).');
+    if (this.link && !this.link.dead) return this.link;
+    this.starting ??= Engine.startWorker(this.pack.dir, this.options).then(
+      ({ link, provider }) => {
+        this.link = link;
+        this.provider = provider;
+        this.workersStarted++;
+        this.starting = null;
+        return link;
+      },
+      (error: unknown) => {
+        this.starting = null;
+        throw error;
+      },
+    );
+    return this.starting;
+  }
+
+  /** Whether a worker is running now (false after a crash, until the next call starts one). */
+  get workerRunning(): boolean {
+    return Boolean(this.link && !this.link.dead);
+  }
+
+  /**
+   * Kill the worker process (SIGKILL), as a crash would: what runs fails with a typed error, the next call
+   * starts a fresh worker. For a worker stuck in native code (and for tests of the recovery).
+   */
+  async killWorker(): Promise<void> {
+    await this.link?.kill();
   }
 
   /** Frames that fit the context beside a question and an answer of `maxNewTokens`. */
@@ -94,176 +266,96 @@ export class Engine {
     return Math.floor((contextLength - maxNewTokens - textBudget) / this.manifest.vision.tokensPerFrame);
   }
 
-  /** (N, 3, S, S) normalized pixels -> N frames of (tokensPerImage, hidden). */
+  /** (N, 3, S, S) normalized pixels -> N frames of (tokensPerImage, hidden), encoded in the worker. */
   async encodeImages(pixels: readonly Float32Array[], signal?: AbortSignal): Promise<Tokens2D[]> {
-    const { imageSize, tokensPerImage } = this.manifest.vision;
-    const hidden = this.manifest.decoder.hiddenSize;
-    const perImage = 3 * imageSize * imageSize;
-    const out: Tokens2D[] = [];
-    const batch = 8; // bounded memory for big towers, still one run for a typical clip
-    for (let start = 0; start < pixels.length; start += batch) {
-      if (signal?.aborted) throw cancelled();
-      const group = pixels.slice(start, start + batch);
-      const input = new Float32Array(group.length * perImage);
-      group.forEach((p, i) => {
-        if (p.length !== perImage)
-          throw new LoupeError(
-            'MODEL_RUNTIME',
-            `frame ${start + i} has ${p.length} values, expected ${perImage}`,
-          );
-        input.set(p, i * perImage);
-      });
-      const result = await this.sessions.vision.run({
-        pixel_values: floatTensor(input, [group.length, 3, imageSize, imageSize]),
-      });
-      const features = result.image_features!.data as Float32Array; // (n, tokensPerImage, hidden)
-      const size = tokensPerImage * hidden;
-      for (let i = 0; i < group.length; i++)
-        out.push(tensor(features.slice(i * size, (i + 1) * size), [tokensPerImage, hidden] as const));
+    if (signal?.aborted) throw cancelled();
+    const link = await this.worker();
+    const { id, done } = link.request((id) => ({ type: 'encode', id, pixels: [...pixels] }));
+    const unsubscribe = link.stopOn(id, signal);
+    try {
+      const result = await done;
+      if (result.kind !== 'encoded')
+        throw new LoupeError('INTERNAL', `worker answered ${result.kind} to encode`);
+      return result.frames.map((f) => tensor(f.data, f.dims as [number, number]));
+    } finally {
+      unsubscribe();
     }
-    return out;
   }
 
   startConversation(visual: VisualInput): Conversation {
-    return new Conversation(this, this.sessions, visual);
+    return new Conversation(this, this.nextConversation++, visual);
   }
 
-  private embeddingTable: Float32Array | null | undefined;
-
-  /**
-   * Token embeddings. For small vocabularies the whole table is read from embed_tokens.onnx once and looked
-   * up in JavaScript, which saves one ONNX Runtime call per generated token; big models keep using the graph
-   * (their table would be a second copy of hundreds of MB).
-   */
-  async embed(ids: readonly number[]): Promise<Float32Array> {
-    const { vocabSize, hiddenSize } = this.manifest.decoder;
-    if (this.embeddingTable === undefined) {
-      this.embeddingTable =
-        vocabSize * hiddenSize <= EMBEDDING_TABLE_MAX_VALUES
-          ? await this.runEmbed(Array.from({ length: vocabSize }, (_, i) => i))
-          : null;
-    }
-    const table = this.embeddingTable;
-    if (!table) return this.runEmbed(ids);
-    const out = new Float32Array(ids.length * hiddenSize);
-    ids.forEach((id, i) => out.set(table.subarray(id * hiddenSize, (id + 1) * hiddenSize), i * hiddenSize));
-    return out;
+  /** @internal Conversation's way to the worker. */
+  async link_(): Promise<WorkerLink> {
+    return this.worker();
   }
 
-  private async runEmbed(ids: readonly number[]): Promise<Float32Array> {
-    const out = await this.sessions.embed.run({
-      input_ids: int64Tensor(
-        BigInt64Array.from(ids, (i) => BigInt(i)),
-        [1, ids.length],
-      ),
-    });
-    return out.inputs_embeds!.data as Float32Array;
-  }
-
+  /** Release the sessions and end the worker. Idempotent; later calls fail with a typed error. */
   async dispose(): Promise<void> {
-    await Promise.all(Object.values(this.sessions).map((s) => s.release()));
+    if (this.disposed) return;
+    this.disposed = true;
+    const link = this.link ?? (await this.starting?.catch(() => null));
+    this.link = null;
+    if (!link) return;
+    if (!link.dead) {
+      await link.request((id) => ({ type: 'dispose', id })).done.catch(() => undefined);
+    }
+    await link.kill();
   }
 }
 
-function checkGraphs(manifest: Manifest, sessions: Record<'vision' | 'embed' | 'decoder', Session>): void {
-  const expect = (session: Session, inputs: string[], outputs: string[]) => {
-    for (const name of inputs)
-      if (!session.inputNames.includes(name))
-        throw new LoupeError(
-          'MODEL_INVALID',
-          `${session.name} graph lacks input "${name}" (has ${session.inputNames.join(', ')}).`,
-        );
-    for (const name of outputs)
-      if (!session.outputNames.includes(name))
-        throw new LoupeError(
-          'MODEL_INVALID',
-          `${session.name} graph lacks output "${name}" (has ${session.outputNames.join(', ')}).`,
-        );
-  };
-  const layers = Array.from({ length: manifest.decoder.numLayers }, (_, i) => i);
-  expect(sessions.vision, ['pixel_values'], ['image_features']);
-  expect(sessions.embed, ['input_ids'], ['inputs_embeds']);
-  expect(
-    sessions.decoder,
-    [
-      'inputs_embeds',
-      'attention_mask',
-      ...layers.flatMap((i) => [`past_key_values.${i}.key`, `past_key_values.${i}.value`]),
-    ],
-    ['logits', ...layers.flatMap((i) => [`present.${i}.key`, `present.${i}.value`])],
-  );
-}
+/** A conversation nobody holds any more frees its cache in the worker. */
+const closeWhenCollected = new FinalizationRegistry<{ link: WorkerLink; conversation: number }>(
+  ({ link, conversation }) => {
+    link.conversations.delete(conversation);
+    if (!link.dead) link.post({ type: 'close', conversation });
+  },
+);
 
 /**
- * One conversation about one visual input. It keeps the decoder's KV cache between turns, so a
- * follow-up question prefills only its own new tokens.
+ * One conversation about one visual input; its KV cache lives in the worker. Its turns are mirrored here, so
+ * a conversation whose worker died is opened again in the next one and its cache rebuilt from them.
  */
 export class Conversation {
-  readonly messages: ChatMessage[] = [];
-  private past: Record<string, ReturnType<typeof floatTensor>> = {};
-  private length = 0; // tokens in the KV cache
-  /** Sampled tokens not yet run through the decoder (the turn's last token, an end-of-turn), fed with the next turn. */
-  private pending: number[] = [];
+  messages: ChatMessage[] = [];
+  private openIn: WorkerLink | null = null;
   private busy = false;
+  private cached = 0;
 
   constructor(
     private readonly engine: Engine,
-    private readonly sessions: Record<'vision' | 'embed' | 'decoder', Session>,
+    private readonly id: number,
     private readonly visual: VisualInput,
-  ) {
-    const { numLayers, numKeyValueHeads, headDim } = engine.manifest.decoder;
-    for (let i = 0; i < numLayers; i++)
-      for (const kv of ['key', 'value'])
-        this.past[`past_key_values.${i}.${kv}`] = floatTensor(new Float32Array(0), [
-          1,
-          numKeyValueHeads,
-          0,
-          headDim,
-        ]);
-  }
+  ) {}
 
-  /**
-   * Whether the presents are written into preallocated buffers: binding outputs costs a fixed overhead per
-   * tensor and saves a copy proportional to the cache, so it pays only once the cache is large (measured: a
-   * small built-in model decodes 10–30% slower with it, SmolLM2 at 512 cached tokens faster).
-   */
-  private bindsCache(total: number): boolean {
-    const { numLayers, numKeyValueHeads, headDim } = this.engine.manifest.decoder;
-    return 2 * numLayers * numKeyValueHeads * total * headDim * 4 >= this.engine.bindCacheFromBytes;
-  }
-
-  /** Two buffers per cache tensor: one holds the past, the decoder writes the present into the other. */
-  private readonly kvBuffers = new Map<string, [Float32Array, Float32Array]>();
-
-  /**
-   * Preallocated present tensors for `total` cached tokens, as views into the buffer that does not hold the
-   * past: onnxruntime-node then writes the new cache in place instead of allocating a fresh native tensor and
-   * copying it into JavaScript on every token (measured: 18 → 14 ms per token at 512 cached tokens on
-   * SmolLM2-135M). Buffers grow by doubling.
-   */
-  private presentViews(total: number): Record<string, ReturnType<typeof floatTensor>> {
-    const { numLayers, numKeyValueHeads, headDim } = this.engine.manifest.decoder;
-    const size = numKeyValueHeads * total * headDim;
-    const views: Record<string, ReturnType<typeof floatTensor>> = {};
-    for (let i = 0; i < numLayers; i++)
-      for (const kv of ['key', 'value']) {
-        const past = this.past[`past_key_values.${i}.${kv}`]!.data as Float32Array;
-        let pair = this.kvBuffers.get(`${i}.${kv}`);
-        if (!pair) this.kvBuffers.set(`${i}.${kv}`, (pair = [new Float32Array(0), new Float32Array(0)]));
-        const free = pair[0].buffer === past.buffer ? 1 : 0;
-        if (pair[free].length < size) pair[free] = new Float32Array(Math.max(size, 2 * pair[free].length));
-        views[`present.${i}.${kv}`] = floatTensor(pair[free].subarray(0, size), [
-          1,
-          numKeyValueHeads,
-          total,
-          headDim,
-        ]);
-      }
-    return views;
-  }
-
+  /** Tokens in the worker's cache after the last answer (0 before the first). */
   get cachedTokens(): number {
-    return this.length;
+    return this.cached;
+  }
+
+  private async open(): Promise<WorkerLink> {
+    const link = await this.engine.link_();
+    if (this.openIn !== link) {
+      link.post({ type: 'open', conversation: this.id, visual: this.visual, history: this.messages });
+      link.conversations.set(this.id, (messages, cachedTokens) => {
+        this.messages = messages;
+        this.cached = cachedTokens;
+      });
+      closeWhenCollected.register(this, { link, conversation: this.id }, this);
+      this.openIn = link;
+    }
+    return link;
+  }
+
+  /** Free the cache in the worker now (a later ask rebuilds it from the turns). */
+  close(): void {
+    const link = this.openIn;
+    if (!link) return;
+    this.openIn = null;
+    closeWhenCollected.unregister(this);
+    link.conversations.delete(this.id);
+    if (!link.dead) link.post({ type: 'close', conversation: this.id });
   }
 
   /** Ask a question; yields answer tokens as they decode, then a `done` event. */
@@ -271,146 +363,69 @@ export class Conversation {
     if (this.busy)
       throw new LoupeError('USAGE', 'This conversation is still answering; wait or stop it first.');
     this.busy = true;
+    let unsubscribe = () => {};
     try {
-      yield* this.answer(question, options);
-    } finally {
-      this.busy = false;
-    }
-  }
-
-  private async *answer(question: string, options: GenerateOptions): AsyncGenerator<AnswerEvent> {
-    const { manifest, prompt } = this.engine;
-    const maxNewTokens = options.maxNewTokens ?? manifest.defaults.maxNewTokens;
-    const sampling: SamplingOptions = { temperature: options.temperature ?? 0, topP: options.topP ?? 0.9 };
-    const random = seededRandom(options.seed ?? 0);
-    const signal = options.signal;
-    const started = performance.now();
-
-    // 1. The new tokens: the whole first prompt with the visual prefix, or only a follow-up's delta.
-    const first = this.messages.length === 0;
-    const userMessage = first
-      ? prompt.firstUserMessage(question)
-      : { role: 'user' as const, content: question };
-    const before = first ? '' : prompt.render(this.messages, false);
-    const rendered = prompt.render([...this.messages, userMessage], true);
-    let segments: PromptSegment[];
-    if (first) segments = prompt.encodeWithImage(rendered);
-    else {
-      if (!rendered.startsWith(before))
-        throw new LoupeError(
-          'MODEL_INVALID',
-          "The pack's chat template does not extend earlier turns; follow-ups cannot reuse the cache.",
-        );
-      segments = [{ kind: 'text', ids: [...this.pending, ...prompt.encode(rendered.slice(before.length))] }];
-    }
-
-    // 2. Embed text pieces and splice the visual tokens in.
-    const visualTokens = first
-      ? this.visual.kind === 'image'
-        ? flattenFrames(stackFrames(this.visual.frames))
-        : poolAndConcatFrames(stackFrames(this.visual.frames))
-      : null;
-    const hidden = manifest.decoder.hiddenSize;
-    const pieces: Float32Array[] = [];
-    for (const seg of segments) {
-      if (seg.kind === 'image') pieces.push(visualTokens!.data);
-      else if (seg.ids.length) pieces.push(await this.embed(seg.ids));
-    }
-    const newTokens = pieces.reduce((n, p) => n + p.length / hidden, 0);
-    if (this.length + newTokens + maxNewTokens > manifest.decoder.contextLength) {
-      throw new LoupeError(
-        'CONTEXT_OVERFLOW',
-        `The prompt needs ${this.length + newTokens} tokens plus up to ${maxNewTokens} for the answer, more than the model's context of ${manifest.decoder.contextLength}. Use fewer frames (at most ${this.engine.maxFrames(maxNewTokens)}) or start a new conversation.`,
-        { cached: this.length, prompt: newTokens, context: manifest.decoder.contextLength },
+      if (options.signal?.aborted) throw cancelled();
+      const link = await this.open();
+      const queue: FromWorker[] = [];
+      let wake: (() => void) | null = null;
+      let finished: { error: LoupeError | null } | null = null;
+      const { id, done } = link.request(
+        (id) => ({
+          type: 'ask',
+          id,
+          conversation: this.id,
+          question,
+          options: {
+            maxNewTokens: options.maxNewTokens,
+            temperature: options.temperature,
+            topP: options.topP,
+            seed: options.seed,
+            ignoreEos: options.ignoreEos,
+            promptLogits: Boolean(options.onPromptLogits),
+            prefillProgress: Boolean(options.onPrefillProgress),
+          },
+        }),
+        (message) => {
+          queue.push(message);
+          wake?.();
+        },
       );
-    }
-    const inputs = new Float32Array(newTokens * hidden);
-    let at = 0;
-    for (const p of pieces) {
-      inputs.set(p, at);
-      at += p.length;
-    }
-    this.messages.push(userMessage);
-    this.pending = [];
-
-    // 3. Prefill, then decode one token at a time, feeding the KV cache back.
-    const streamer = new TextStreamer((ids) => prompt.decode(ids));
-    const eosIds = new Set(manifest.prompt.eosTokenIds);
-    const vocab = manifest.decoder.vocabSize;
-    let logits = await this.step(inputs, newTokens);
-    options.onPromptLogits?.(logits.data.slice(logits.offset, logits.offset + vocab));
-    const prefillMs = performance.now() - started;
-    let firstTokenMs = 0;
-    let produced = 0;
-    let stopped: 'eos' | 'length' = 'length';
-    const decodeStart = performance.now();
-    try {
-      while (produced < maxNewTokens) {
-        if (signal?.aborted) throw cancelled();
-        const next = sampleToken(logits.data, logits.offset, vocab, sampling, random);
-        produced++;
-        if (produced === 1) firstTokenMs = performance.now() - started;
-        if (eosIds.has(next) && !options.ignoreEos) {
-          stopped = 'eos';
-          this.pending = [next];
-          break;
+      unsubscribe = link.stopOn(id, options.signal);
+      done
+        .then(
+          () => (finished = { error: null }),
+          (error: LoupeError) => (finished = { error }),
+        )
+        .finally(() => wake?.());
+      let taken = 0;
+      for (;;) {
+        if (options.signal?.aborted) {
+          // tokens decoded ahead are dropped; wait for the worker to end the turn, so the next ask finds it free
+          await done.catch(() => undefined);
+          throw cancelled();
         }
-        const text = streamer.push(next);
-        if (text) yield { type: 'token', text, tokenId: next };
-        if (produced === maxNewTokens) this.pending = [next, manifest.prompt.eosTokenIds[0]!];
-        else logits = await this.step(await this.embed([next]), 1);
+        const message = queue.shift();
+        if (!message) {
+          if (finished) {
+            const { error } = finished as { error: LoupeError | null };
+            if (error) throw error;
+            return;
+          }
+          await new Promise<void>((resolve) => (wake = resolve));
+          wake = null;
+          continue;
+        }
+        if (message.type === 'promptLogits') options.onPromptLogits?.(message.logits);
+        else if (message.type === 'progress') options.onPrefillProgress?.(message.done, message.total);
+        else if (message.type === 'event') {
+          yield message.event;
+          if (!link.dead) link.post({ type: 'taken', id, taken: ++taken });
+        }
       }
     } finally {
-      // A stopped answer still ends its turn, so a follow-up sees a well-formed conversation.
-      if (this.pending.length === 0) this.pending = [manifest.prompt.eosTokenIds[0]!];
-      const answer = streamer.text.trim();
-      this.messages.push({ role: 'assistant', content: answer });
+      unsubscribe();
+      this.busy = false;
     }
-    const decodeMs = performance.now() - decodeStart;
-    yield {
-      type: 'done',
-      text: streamer.text.trim(),
-      tokens: produced,
-      stopped,
-      timings: {
-        prefillTokens: newTokens,
-        prefillMs,
-        firstTokenMs,
-        decodeMs,
-        decodeTokensPerSec: produced > 1 ? ((produced - 1) * 1000) / decodeMs : 0,
-      },
-    };
-  }
-
-  private embed(ids: readonly number[]): Promise<Float32Array> {
-    return this.engine.embed(ids);
-  }
-
-  /** Run the decoder on `count` new embeddings; returns the last position's logits. */
-  private async step(embeds: Float32Array, count: number): Promise<{ data: Float32Array; offset: number }> {
-    const { hiddenSize, numLayers, usesPositionIds } = this.engine.manifest.decoder;
-    const total = this.length + count;
-    const feeds: Record<string, ReturnType<typeof floatTensor>> = {
-      inputs_embeds: floatTensor(embeds, [1, count, hiddenSize]),
-      attention_mask: int64Tensor(new BigInt64Array(total).fill(1n), [1, total]),
-      ...this.past,
-    };
-    if (usesPositionIds)
-      feeds.position_ids = int64Tensor(
-        BigInt64Array.from({ length: count }, (_, i) => BigInt(this.length + i)),
-        [1, count],
-      );
-    const out = await this.sessions.decoder.run(
-      feeds,
-      this.bindsCache(total) ? this.presentViews(total) : {},
-    );
-    for (let i = 0; i < numLayers; i++) {
-      this.past[`past_key_values.${i}.key`] = out[`present.${i}.key`]!;
-      this.past[`past_key_values.${i}.value`] = out[`present.${i}.value`]!;
-    }
-    this.length = total;
-    const logits = out.logits!.data as Float32Array; // (1, count, vocab)
-    const vocab = this.engine.manifest.decoder.vocabSize;
-    return { data: logits, offset: (count - 1) * vocab };
   }
 }
