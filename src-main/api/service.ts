@@ -263,11 +263,11 @@ export class LoupeService implements LoupeApi {
   }: ParsedCallInput<'openConversation'>): Promise<CallOutput<'openConversation'>> {
     const video = this.playableVideo(videoId);
     if (to < from) throw new LoupeError('USAGE', 'The clip ends before it starts.', { from, to });
-    const { frames } = this.store.data.settings;
+    const { frames, sampling } = this.store.data.settings;
     const open = this.options.openClip ?? defaultOpenClip;
     // Interactive work goes first: a running batch yields the model until the person is done.
     const session = await this.services.gate.runInteractive(() =>
-      open(this.services, { path: video.path, from, to, frames: frames ?? undefined }),
+      open(this.services, { path: video.path, from, to, frames: frames ?? undefined, mode: sampling }),
     );
     const engine = await this.services.engine();
     const id = randomUUID();
