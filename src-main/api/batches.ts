@@ -45,7 +45,7 @@ import {
 export interface BatchHost {
   services: Services;
   /** The app's answer settings at the time a batch starts. */
-  settings(): { frames: number | null; maxNewTokens: number };
+  settings(): { frames: number | null; maxNewTokens: number; sampling: 'auto' | 'exact' };
   /** Put finished clips in the library so they can be opened (already-present ones are left alone). */
   addToLibrary(paths: string[]): Promise<void>;
   /** The library id of a file. */
@@ -377,7 +377,7 @@ export class BatchManager {
       const services = this.host.services;
       const model = await services.engine();
       const extractor = await services.extractor();
-      const { frames, maxNewTokens } = this.host.settings();
+      const { frames, maxNewTokens, sampling } = this.host.settings();
       meta.model = `${model.manifest.name}@${model.manifest.version}`;
       for await (const event of summarize(
         { model, extractor },
@@ -387,6 +387,7 @@ export class BatchManager {
           prompts: meta.prompts,
           segmentSec: meta.segmentSec ?? undefined,
           frames: frames ?? undefined,
+          mode: sampling === 'exact' ? 'exact' : 'fast',
           maxNewTokens,
           out: run.journal,
           format: 'jsonl',

@@ -82,6 +82,8 @@ export const SettingsSchema = z.object({
   /** 0 = greedy (the same answer every time). */
   temperature: z.number().min(0).max(2),
   theme: z.enum(['system', 'light', 'dark']),
+  /** auto: fast keyframe sampling for long clips and batches, exact for short clips; exact: always the frame shown. */
+  sampling: z.enum(['auto', 'exact']).default('auto'),
   /** The model pack in use (a folder); null = the built-in pack. Changed only through `selectModel`. */
   modelPack: z.string().nullable(),
 });
@@ -92,6 +94,7 @@ export const DEFAULT_SETTINGS: Settings = {
   maxNewTokens: 256,
   temperature: 0,
   theme: 'system',
+  sampling: 'auto',
   modelPack: null,
 };
 
@@ -161,7 +164,12 @@ export const BatchClipStatusSchema = z.discriminatedUnion('state', [
     stage: z.enum(['preparing', 'answering']),
     fraction: z.number().min(0).max(1),
   }),
-  z.object({ state: z.literal('done'), resumed: z.boolean() }),
+  /** partial: segment mode, `failed` of the clip's answers (whole clip + segments) could not be read; the rest landed. */
+  z.object({
+    state: z.literal('done'),
+    resumed: z.boolean(),
+    partial: z.object({ failed: z.number().int().min(1), answers: z.number().int().min(1) }).optional(),
+  }),
   z.object({ state: z.literal('failed'), error: ErrorSchema }),
   z.object({ state: z.literal('cancelled') }),
 ]);

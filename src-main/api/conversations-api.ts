@@ -70,10 +70,10 @@ export class ConversationsApi {
   }: ParsedCallInput<'openConversation'>): Promise<CallOutput<'openConversation'>> {
     const video = this.library.playableVideo(videoId);
     if (to < from) throw new LoupeError('USAGE', 'The clip ends before it starts.', { from, to });
-    const { frames } = this.store.data.settings;
+    const { frames, sampling } = this.store.data.settings;
     const open = this.openClip;
     // Interactive work goes first: a running batch yields the model until the person is done.
-    const request: ClipRequest = { path: video.path, from, to, frames: frames ?? undefined };
+    const request: ClipRequest = { path: video.path, from, to, frames: frames ?? undefined, mode: sampling };
     const session = await this.services.gate.runInteractive(() => open(this.services, request));
     const engine = await this.services.engine();
     const id = randomUUID();

@@ -41,6 +41,7 @@ interface AskOptions {
   from?: number;
   to?: number;
   frames?: number;
+  exact?: boolean;
   model?: string;
   json?: boolean;
   provider: ProviderRequest;
@@ -65,6 +66,10 @@ export function buildProgram(): Command {
     .option('--from <time>', 'clip start: seconds or [hh:]mm:ss[.ms]', time)
     .option('--to <time>', 'clip end: seconds or [hh:]mm:ss[.ms]', time)
     .option('--frames <n>', 'frames sampled from the clip (default: the model pack’s, 8)', positiveInt)
+    .option(
+      '--exact',
+      'the frame shown at each sample time, also for long clips (default: nearby keyframes for clips of 1 min or more)',
+    )
     .option('--model <dir>', 'model pack folder (default: the built-in pack)')
     .option('--json', 'print one JSON object: answer, frames, provider, timings')
     .option('--provider <name>', `execution provider: ${PROVIDERS.join(' | ')}`, provider, 'auto')
@@ -94,6 +99,7 @@ export function buildProgram(): Command {
           from: opts.from,
           to: opts.to,
           frames: opts.frames,
+          mode: opts.exact ? 'exact' : 'auto',
           maxNewTokens: opts.maxTokens,
           temperature: opts.temperature,
           topP: opts.topP,

@@ -46,6 +46,7 @@ interface SummarizeCliOptions {
   prompt?: string[];
   segments?: number;
   frames?: number;
+  exact?: boolean;
   out?: string;
   format?: OutputFormat;
   resume?: boolean;
@@ -83,6 +84,7 @@ export function registerBatchCommands(program: Command): void {
       parser(parseTime),
     )
     .option('--frames <n>', 'frames per clip and per segment (default: the model pack’s)', positiveInt)
+    .option('--exact', 'sample the frame shown at each segment middle (slower; default: nearby keyframes)')
     .option('--out <file>', 'results file, written as clips complete (default: stdout)')
     .option(
       '--format <format>',
@@ -136,6 +138,7 @@ export function registerBatchCommands(program: Command): void {
             prompts: opts.prompt,
             segmentSec: opts.segments,
             frames: opts.frames,
+            mode: opts.exact ? 'exact' : 'fast',
             maxNewTokens: opts.maxTokens,
             out: opts.out,
             format: opts.format,
@@ -240,6 +243,10 @@ class ProgressView {
       const n = this.last ? `${Math.min(this.last.total, this.last.done + 1)}/${this.last.total}` : '';
       if (s.state === 'failed')
         this.line(`loupe: [${n}] failed ${event.relPath}: ${s.error.code}: ${s.error.message}`);
+      else if (s.state === 'done' && s.partial)
+        this.line(
+          `loupe: [${n}] partly failed ${event.relPath}: ${s.partial.failed} of ${s.partial.answers} answers could not be read (their errors are in the output)`,
+        );
       else if (s.state === 'done' && !s.resumed && !this.bars)
         this.line(`loupe: [${n}] done ${event.relPath}`);
     }

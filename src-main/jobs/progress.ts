@@ -8,7 +8,11 @@ import type { RecordError, ResultRecord } from './record.ts';
 export type ClipStatus =
   | { state: 'queued' }
   | { state: 'running'; stage: 'preparing' | 'answering'; fraction: number }
-  | { state: 'done'; resumed: boolean }
+  /**
+   * Done. partial: segment mode, where `failed` of the clip's `answers` (whole clip + segments) could not be
+   * read; they are recorded with their errors and the others landed: the clip is partly failed.
+   */
+  | { state: 'done'; resumed: boolean; partial?: { failed: number; answers: number } }
   | { state: 'failed'; error: RecordError }
   | { state: 'cancelled' };
 

@@ -63,7 +63,12 @@ export function recordKey(record: Pick<ResultRecord, 'relPath' | 'prompt'>): str
 
 /** A clip failed when its answer or any of its segment answers failed. */
 export function recordFailed(record: ResultRecord): boolean {
-  return record.error !== null || (record.segments ?? []).some((s) => s.error !== null);
+  return record.error !== null || failedSegments(record) > 0;
+}
+
+/** Segments of a record that have an error (segment mode records failed segments and goes on). */
+export function failedSegments(record: ResultRecord): number {
+  return (record.segments ?? []).filter((s) => s.error !== null).length;
 }
 
 /** An error as it is stored: code and message, details kept only when small (stderr tails are). */

@@ -14,13 +14,13 @@
  */
 import { LoupeError, throwIfAborted } from '../errors.ts';
 import type { Engine } from '../model/engine.ts';
-import type { ClipFeatureExtractor, ClipFeatures } from '../qa/clip-features.ts';
+import type { ClipFeatureExtractor, ClipFeatures, SamplingMode } from '../qa/clip-features.ts';
 import type { BatchInput } from './discover.ts';
 import { ModelGate, PauseSwitch, type BackgroundLease } from './gate.ts';
 import { ProgressTracker, type BatchEvent, type ClipStatus } from './progress.ts';
 import {
   RECORD_VERSION,
-  recordFailed,
+  failedSegments,
   recordKey,
   toRecordError,
   type RecordError,
@@ -42,6 +42,8 @@ export interface BatchSpec {
   segmentSec?: number;
   /** Frames per clip (and per segment); default: the pack's. */
   frames?: number;
+  /** How frames are sampled (default fast: the keyframe nearest each segment's middle, inside it). */
+  mode?: SamplingMode;
   maxNewTokens?: number;
 }
 
@@ -166,13 +168,10 @@ export async function* runBatch(
       .filter(({ prompt }) => !previousByKey.has(recordKey({ relPath: item.relPath, prompt })));
     if (pending.length) jobs.push({ index, item, pending });
     else {
-      const failed = spec.prompts
-        .map((prompt) => previousByKey.get(recordKey({ relPath: item.relPath, prompt }))!)
-        .find(recordFailed);
-      setStatus(
-        index,
-        failed ? { state: 'failed', error: firstError(failed) } : { state: 'done', resumed: true },
+      const records = spec.prompts.map((prompt) =>
+        previousByKey.get(recordKey({ relPath: item.relPath, prompt }))!,
       );
+      setStatus(index, finalStatus(records, true));
     }
   });
   push(tracker.overall());
@@ -184,7 +183,12 @@ export async function* runBatch(
     try {
       lease = await stepAside(() => gate.background(signal, pause));
       setStatus(job.index, { state: 'running', stage: 'preparing', fraction: 0 });
-      const clip = await extractor.extract({ path: job.item.path, frames: spec.frames, signal });
+      const clip = await extractor.extract({
+        path: job.item.path,
+        frames: spec.frames,
+        mode: spec.mode ?? 'fast',
+        signal,
+      });
       return { ok: true, clip, ms: performance.now() - started };
     } catch (error) {
       return { ok: false, error, ms: performance.now() - started };
@@ -225,7 +229,12 @@ export async function* runBatch(
       model: modelName,
       provider,
     } as const;
-    if (!prepared.ok) {
+    // A clip whose whole-clip frames could not be read (a damaged stretch) still has its segments tried.
+    const unreadable = prepared.ok ? null : LoupeError.from(prepared.error);
+    const knownDuration = unreadable?.details.durationSec;
+    const segmentsStillPossible =
+      typeof knownDuration === 'number' && spec.segmentSec !== undefined && job.pending[0]?.promptIndex === 0;
+    if (!prepared.ok && !segmentsStillPossible) {
       if (LoupeError.from(prepared.error).code === 'CANCELLED') throw prepared.error;
       const error = toRecordError(prepared.error);
       for (const { prompt, promptIndex } of job.pending) {
@@ -245,10 +254,12 @@ export async function* runBatch(
       return;
     }
 
-    const { clip } = prepared;
+    if (unreadable?.code === 'CANCELLED') throw unreadable;
+    const clip = prepared.ok ? prepared.clip : null;
+    const durationSec = clip ? clip.info.durationSec : (knownDuration as number);
     const segments =
-      spec.segmentSec && clip.info.kind === 'video' && job.pending[0]?.promptIndex === 0
-        ? segmentRanges(clip.info.durationSec, spec.segmentSec)
+      spec.segmentSec && (clip ? clip.info.kind === 'video' : true) && job.pending[0]?.promptIndex === 0
+        ? segmentRanges(durationSec, spec.segmentSec)
         : [];
     const steps = job.pending.length + segments.length;
     let stepsDone = 0;
@@ -262,7 +273,7 @@ export async function* runBatch(
       });
     progress();
 
-    let failure: RecordError | null = null;
+    const records: ResultRecord[] = [];
     const lease = await stepAside(() => gate.background(signal, pause));
     try {
       for (const { prompt, promptIndex } of job.pending) {
@@ -272,6 +283,7 @@ export async function* runBatch(
         let tokens = 0;
         let error: RecordError | null = null;
         try {
+          if (!clip) throw prepared.ok ? new LoupeError('INTERNAL', 'no frames') : prepared.error;
           ({ text: answer, tokens } = await generate(lease, clip, prompt, (n) => progress(n)));
         } catch (e) {
           if (LoupeError.from(e).code === 'CANCELLED') throw e;
@@ -290,21 +302,21 @@ export async function* runBatch(
           ...base,
           prompt,
           promptIndex,
-          durationSec: clip.info.durationSec,
+          durationSec,
           answer,
-          frames: clip.frames.map((f) => roundMs(f.timeSec)),
+          frames: clip ? clip.frames.map((f) => roundMs(f.timeSec)) : [],
           ...(segmentAnswers ? { segments: segmentAnswers } : {}),
           timings: { prepareMs: prepared.ms, answerMs: performance.now() - started, tokens },
           error,
           finishedAt: new Date().toISOString(),
         };
         await emitRecord(record);
-        if (!failure && recordFailed(record)) failure = firstError(record);
+        records.push(record);
       }
     } finally {
       lease.release();
     }
-    setStatus(index, failure ? { state: 'failed', error: failure } : { state: 'done', resumed: false });
+    setStatus(index, finalStatus(records, false));
   };
 
   /** The first prompt per segment; each segment's frames are extracted while the previous one is answered. */
@@ -322,6 +334,7 @@ export async function* runBatch(
           from: ranges[k]!.from,
           to: ranges[k]!.to,
           frames: spec.frames,
+          mode: spec.mode ?? 'fast',
           signal,
         })
         .then(
@@ -414,10 +427,19 @@ export async function* runBatch(
   }
 }
 
-function firstError(record: ResultRecord): RecordError {
-  return (
-    record.error ?? record.segments?.find((s) => s.error)?.error ?? { code: 'INTERNAL', message: 'failed' }
-  );
+/**
+ * A clip fails when one of its answers failed; segments that could not be read are recorded with their
+ * errors while the clip's other answers land, so the clip is done, partly failed (failedSegments).
+ */
+function finalStatus(records: readonly ResultRecord[], resumed: boolean): ClipStatus {
+  const answers = records.reduce((n, r) => n + 1 + (r.segments?.length ?? 0), 0);
+  const failed = records.reduce((n, r) => n + (r.error ? 1 : 0) + failedSegments(r), 0);
+  const firstError =
+    records.find((r) => r.error)?.error ??
+    records.flatMap((r) => r.segments ?? []).find((s) => s.error)?.error;
+  if (failed === answers || (failed && !records.some((r) => r.segments)))
+    return { state: 'failed', error: firstError! };
+  return { state: 'done', resumed, ...(failed ? { partial: { failed, answers } } : {}) };
 }
 
 function roundMs(sec: number): number {

@@ -61,6 +61,7 @@ export const migrations: Record<number, (doc: Json) => Json> = {
         maxNewTokens: num(settings.maxTokens, DEFAULT_SETTINGS.maxNewTokens),
         temperature: DEFAULT_SETTINGS.temperature,
         theme: DEFAULT_SETTINGS.theme,
+        sampling: DEFAULT_SETTINGS.sampling,
       },
       conversations: [],
     };

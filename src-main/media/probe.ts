@@ -3,6 +3,7 @@ import { open, stat } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import { LoupeError } from '../errors.ts';
 import { resolveBinaries } from './binaries.ts';
+import { frameIndex, needsFrameIndex } from './frame-index.ts';
 import { lastLines, runProcess } from './process.ts';
 
 export interface MediaInfo {
@@ -18,6 +19,8 @@ export interface MediaInfo {
   videoStartSec: number;
   /** Average frame rate (0 for an image). */
   fps: number;
+  /** The rate every timestamp fits (ffprobe's r_frame_rate): above `fps` for variable-rate video. */
+  baseFps: number;
   /** Coded size of the frames. */
   width: number;
   height: number;
@@ -38,6 +41,11 @@ export interface MediaInfo {
   hasAudio: boolean;
   /** The container's frame count when it records one. */
   frameCount?: number;
+  /**
+   * MPEG-TS/PS only: how often the timestamps jump (spliced recordings). Times on the player's clock then
+   * follow ffmpeg's (and so the playable copy's) continuous clock, and the duration is the content's.
+   */
+  timestampJumps?: number;
   /** Index of the video stream used, for ffmpeg's stream specifiers. */
   streamIndex: number;
   sizeBytes: number;
@@ -193,6 +201,7 @@ async function probeFile(
     videoStartSec:
       kind === 'video' ? Math.max(0, firstFinite(num(video.start_time), startTimeSec) - startTimeSec) : 0,
     fps,
+    baseFps: kind === 'image' ? 0 : Math.max(fps, ratio(video.r_frame_rate)),
     width,
     height,
     displayWidth: quarterTurn ? height : sarWidth,
@@ -211,6 +220,21 @@ async function probeFile(
     mtimeMs: stats.mtimeMs,
   };
   if (frameCount !== undefined) info.frameCount = frameCount;
+  if (kind === 'video' && needsFrameIndex(info.container)) {
+    // These containers' start times, durations and seeks cannot be trusted: read the packet index.
+    const index = await frameIndex(
+      ffprobe.path,
+      { ...info, input: fileInput(path) },
+      startTimeSec,
+      fps,
+      signal,
+    );
+    if (index.frames.length === 0) throw zeroDuration(path);
+    info.durationSec = index.durationSec;
+    info.videoStartSec = Math.max(0, index.frames[0]!.sec);
+    info.timestampJumps = index.jumps;
+    info.frameCount ??= index.frames.length;
+  }
   if (options.decodeCheck ?? true) await checkFirstFrame(info, signal);
   return info;
 }

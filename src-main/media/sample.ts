@@ -4,6 +4,7 @@ import { open } from 'node:fs/promises';
 import { LoupeError } from '../errors.ts';
 import { clampRange, frameTimes } from './frame-times.ts';
 import { fitInside, grabFrames } from './grab.ts';
+import { segmentsAround, type SampleMode } from './grab-plan.ts';
 import { probe, statMedia, type MediaInfo } from './probe.ts';
 
 export type Rgb = readonly number[];
@@ -20,6 +21,8 @@ export interface FrameFormat {
   /** A probe result for this file, to skip probing again. */
   info?: MediaInfo;
   timeoutMs?: number;
+  /** exact (default): the frame shown at each instant; fast: the keyframe nearest it inside its segment. */
+  mode?: SampleMode;
 }
 
 export interface SampleOptions extends FrameFormat {
@@ -46,7 +49,7 @@ export async function sampleFrames(path: string, options: SampleOptions): Promis
   const info = options.info ?? (await probe(path, options.signal));
   const { from, to } = clampRange(info, options.from, options.to);
   const times = info.kind === 'image' ? [0] : frameTimes(from, to, options.count, info.fps);
-  return sampleFramesAt(path, times, { ...options, info });
+  return sampleFramesAt(path, times, { ...options, info }, segmentsAround(times, { from, to }));
 }
 
 /**
@@ -57,6 +60,7 @@ export async function sampleFramesAt(
   path: string,
   times: readonly number[],
   format: FrameFormat,
+  segments?: { from: number; to: number }[],
 ): Promise<SampledFrame[]> {
   const { size, mean, std, signal } = format;
   if (!Number.isInteger(size) || size < 1)
@@ -77,9 +81,21 @@ export async function sampleFramesAt(
         .padStart(2, '0'),
     )
     .join('');
-  const { stdout, timesSec } = await grabFrames({
+  const frameBytes = size * size * 3;
+  const { frames: raw, timesSec } = await grabFrames({
     info,
     times: [...times],
+    mode: format.mode,
+    ...(segments ? { segments } : {}),
+    split: (stdout) => {
+      if (stdout.length % frameBytes) {
+        const message = `ffmpeg returned ${stdout.length} bytes, not whole frames of ${size}×${size}.`;
+        throw new LoupeError('FFMPEG_FAILED', message, { path });
+      }
+      return Array.from({ length: stdout.length / frameBytes }, (_, i) =>
+        stdout.subarray(i * frameBytes, (i + 1) * frameBytes),
+      );
+    },
     width,
     height,
     tail: `pad=${size}:${size}:${(size - width) >> 1}:${(size - height) >> 1}:color=0x${padColor},setsar=1`,
@@ -88,16 +104,10 @@ export async function sampleFramesAt(
     timeoutMs: format.timeoutMs,
   });
 
-  const frameBytes = size * size * 3;
-  if (stdout.length !== frameBytes * timesSec.length) {
-    const message = `ffmpeg returned ${stdout.length} bytes for ${timesSec.length} frames of ${size}×${size}.`;
-    throw new LoupeError('FFMPEG_FAILED', message, { path });
-  }
-  const frames = timesSec.map((timeSec, i) => {
-    const rgb = new Uint8Array(stdout.buffer, stdout.byteOffset + i * frameBytes, frameBytes).slice();
-    return { timeSec, rgb, pixels: normalize(rgb, mean, std) };
+  return times.map((requestedSec, i) => {
+    const rgb = new Uint8Array(raw[i]!).slice();
+    return { timeSec: timesSec[i]!, rgb, pixels: normalize(rgb, mean, std), requestedSec };
   });
-  return times.map((requestedSec, i) => ({ ...frames[info.kind === 'image' ? 0 : i]!, requestedSec }));
 }
 
 /** HWC bytes → CHW floats, (x/255 - mean) / std. */

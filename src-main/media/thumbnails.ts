@@ -36,26 +36,17 @@ export async function thumbnailsAt(
   if (times.length === 0) return [];
   const info = options.info ?? (await probe(path, signal));
   const height = Math.max(2, Math.round((width * info.displayHeight) / info.displayWidth / 2) * 2);
-  const { stdout, timesSec } = await grabFrames({
+  const { frames, timesSec } = await grabFrames({
     info,
     times: [...times],
+    split: splitJpegs,
     width,
     height,
     tail: 'scale=out_color_matrix=bt601:out_range=full,format=yuvj420p',
     output: ['-c:v', 'mjpeg', '-q:v', '4', '-threads', '1', '-f', 'image2pipe', 'pipe:1'],
     signal,
   });
-  const jpegs = splitJpegs(stdout);
-  if (jpegs.length !== timesSec.length) {
-    throw new LoupeError(
-      'FFMPEG_FAILED',
-      `ffmpeg returned ${jpegs.length} JPEGs for ${timesSec.length} thumbnails.`,
-      {
-        path,
-      },
-    );
-  }
-  return timesSec.map((timeSec, i) => ({ timeSec, jpeg: jpegs[i]! }));
+  return timesSec.map((timeSec, i) => ({ timeSec, jpeg: frames[i]! }));
 }
 
 /**

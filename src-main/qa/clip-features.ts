@@ -5,7 +5,7 @@
  */
 import { stat } from 'node:fs/promises';
 import type { FeatureCache, FileIdentity, FrameKey } from '../cache/feature-cache.ts';
-import { throwIfAborted } from '../errors.ts';
+import { LoupeError, throwIfAborted } from '../errors.ts';
 import type { MediaInfo } from '../media/probe.ts';
 import type { Engine, VisualInput } from '../model/engine.ts';
 import type { Tokens2D } from '../model/tensor.ts';
@@ -25,8 +25,26 @@ export interface MediaPort {
       std: readonly number[];
       pad: readonly number[];
       signal?: AbortSignal;
+      mode?: 'exact' | 'fast';
     },
+    /** Each instant's segment of the range (fast mode picks a keyframe inside it). */
+    segments?: { from: number; to: number }[],
   ): Promise<{ timeSec: number; requestedSec: number; pixels: Float32Array }[]>;
+}
+
+/**
+ * How frames are chosen. exact: the frame a player shows at each segment's middle. fast: the keyframe
+ * nearest the middle inside each segment (one decoded frame per sample; exact where a segment holds no
+ * keyframe). auto: fast for clips of LONG_CLIP_SEC or more, exact for shorter ones.
+ */
+export type SamplingMode = 'auto' | 'exact' | 'fast';
+
+/** Clips at least this long are sampled in fast mode under 'auto'. */
+export const LONG_CLIP_SEC = 60;
+
+/** The mode used for a range of `lengthSec` seconds. */
+export function samplingModeFor(mode: SamplingMode, lengthSec: number): 'exact' | 'fast' {
+  return mode === 'auto' ? (lengthSec >= LONG_CLIP_SEC ? 'fast' : 'exact') : mode;
 }
 
 export interface ClipRequest {
@@ -34,6 +52,8 @@ export interface ClipRequest {
   from?: number;
   to?: number;
   frames?: number;
+  /** Default auto (fast for long clips); batches pass fast unless exact was asked for. */
+  mode?: SamplingMode;
   signal?: AbortSignal;
 }
 
@@ -69,6 +89,11 @@ export class ClipFeatureExtractor {
     return JSON.stringify([v.imageSize, v.mean, v.std, v.padColor, v.resample, 'letterbox-v1']);
   }
 
+  /** Cache entries are per requested instant and mode: fast and exact may use different frames for one instant. */
+  private modeKey(mode: 'exact' | 'fast'): string {
+    return mode === 'fast' ? `${this.preprocessingKey()}|fast-v1` : this.preprocessingKey();
+  }
+
   async identify(path: string): Promise<FileIdentity> {
     const info = await stat(path).catch(() => null);
     if (!info) return { path, sizeBytes: -1, mtimeMs: -1, sampleHash: '' }; // probe reports the missing file
@@ -94,12 +119,14 @@ export class ClipFeatureExtractor {
     const count = req.frames ?? this.engine.manifest.defaults.frames;
     const times = info.kind === 'image' ? [0] : this.media.frameTimes(range.from, range.to, count, info.fps);
     const probeMs = performance.now() - t0;
+    const mode = info.kind === 'image' ? 'exact' : samplingModeFor(req.mode ?? 'auto', range.to - range.from);
+    const step = times.length ? (range.to - range.from) / times.length : 0;
 
     const keyFor = (requestedSec: number): FrameKey => ({
       file: identity,
       requestedSec,
       visionId: this.engine.pack.visionId,
-      preprocessing: this.preprocessingKey(),
+      preprocessing: this.modeKey(mode),
     });
     const features: (Tokens2D | null)[] = times.map(() => null);
     const used: UsedFrame[] = times.map((t) => ({ timeSec: t, requestedSec: t, cached: false }));
@@ -119,11 +146,20 @@ export class ClipFeatureExtractor {
       throwIfAborted(req.signal);
       const v = this.engine.manifest.vision;
       const t1 = performance.now();
-      const sampled = await this.media.sampleFramesAt(
-        req.path,
-        missing.map((m) => m.t),
-        { size: v.imageSize, mean: v.mean, std: v.std, pad: v.padColor, signal: req.signal },
-      );
+      const sampled = await this.media
+        .sampleFramesAt(
+          req.path,
+          missing.map((m) => m.t),
+          { size: v.imageSize, mean: v.mean, std: v.std, pad: v.padColor, signal: req.signal, mode },
+          // Uniform sampling: instant i is the middle of segment i of the range.
+          missing.map(({ i }) => ({ from: range.from + i * step, to: range.from + (i + 1) * step })),
+        )
+        .catch((error: unknown) => {
+          // The file probed fine: say how long it is, so a batch can still try its segments.
+          if (error instanceof LoupeError && error.code !== 'CANCELLED')
+            error.details.durationSec ??= info!.durationSec;
+          throw error;
+        });
       const t2 = performance.now();
       const encoded = await this.engine.encodeImages(
         sampled.map((s) => s.pixels),

@@ -72,6 +72,8 @@ export function clipLabel(status: BatchClipStatus): string {
         ? 'Reading frames'
         : `Answering · ${Math.round(status.fraction * 100)}%`;
     case 'done':
+      if (status.partial)
+        return `Partly failed · ${status.partial.failed} of ${status.partial.answers} unreadable`;
       return status.resumed ? 'Done (earlier run)' : 'Done';
     case 'failed':
       return 'Failed';

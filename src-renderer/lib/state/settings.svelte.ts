@@ -8,6 +8,7 @@ export class SettingsState {
     maxNewTokens: 256,
     temperature: 0,
     theme: 'system',
+    sampling: 'auto',
     modelPack: null,
   });
   model = $state<ModelInfo | null>(null);
