@@ -10,3 +10,5 @@ export { sampleFrames, sampleFramesAt, hashSampledBytes } from './sample.ts';
 export type { FrameFormat, Rgb, SampleOptions, SampledFrame } from './sample.ts';
 export { thumbnails, thumbnailsAt, splitJpegs } from './thumbnails.ts';
 export type { Thumbnail, ThumbnailOptions } from './thumbnails.ts';
+export { decodeDense, denseTicks, MAX_TICKS } from './dense.ts';
+export type { DenseFrame, DenseOptions } from './dense.ts';
