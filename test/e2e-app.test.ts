@@ -7,13 +7,12 @@
  * test can watch tokens arrive and press Stop in the middle of an answer: the built-in model answers in a
  * few tokens, faster than a click.
  */
-import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
-import { launchChromium } from './helpers.ts';
+import { buildRenderer, launchChromium } from './helpers.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClipSession } from '../src-main/api/service.ts';
 import { serve, type RunningWeb } from '../src-main/cli/serve.ts';
@@ -44,16 +43,6 @@ async function pacedClip(...args: Parameters<typeof ClipConversation.open>): Pro
       }
     },
   };
-}
-
-async function buildRenderer(): Promise<void> {
-  if (existsSync(path.join(ROOT, 'dist-renderer', 'index.html')) && !process.env.LOUPE_REBUILD) return;
-  const { build } = await import('vite');
-  await build({
-    configFile: path.join(ROOT, 'vite.config.ts'),
-    root: path.join(ROOT, 'src-renderer'),
-    logLevel: 'warn',
-  });
 }
 
 function rawStatus(port: number, route: string, headers: Record<string, string>): Promise<number> {

@@ -7,12 +7,11 @@
  * the test holds the model gate's interactive lane (as a question asked in the app would): the batch then waits
  * at its first checkpoint, showing that it is yielding, until the lane is released.
  */
-import { existsSync } from 'node:fs';
 import { copyFile, cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
-import { launchChromium } from './helpers.ts';
+import { buildRenderer, launchChromium } from './helpers.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type RunningWeb } from '../src-main/cli/serve.ts';
 import { builtinPackDir } from '../src-main/paths.ts';
@@ -20,16 +19,6 @@ import { COLORS, makeCorrupt, makeShapesClip } from './fixtures/clips.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const SHOTS = path.join(ROOT, 'test', 'screenshots');
-
-async function buildRenderer(): Promise<void> {
-  if (existsSync(path.join(ROOT, 'dist-renderer', 'index.html')) && !process.env.LOUPE_REBUILD) return;
-  const { build } = await import('vite');
-  await build({
-    configFile: path.join(ROOT, 'vite.config.ts'),
-    root: path.join(ROOT, 'src-renderer'),
-    logLevel: 'warn',
-  });
-}
 
 describe('the Batch view and the model manager in web mode', () => {
   let dir: string;

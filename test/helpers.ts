@@ -1,5 +1,6 @@
 /** Shared test setup: a fixtures folder, a temp data folder, and Services on the built-in pack. */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -61,5 +62,16 @@ export function runCli(
     child.on('error', reject);
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
     onStart?.(child);
+  });
+}
+
+/** Build the renderer into dist-renderer/ for the e2e suites, once (LOUPE_REBUILD=1 forces a fresh build). */
+export async function buildRenderer(): Promise<void> {
+  if (existsSync(path.join(ROOT, 'dist-renderer', 'index.html')) && !process.env.LOUPE_REBUILD) return;
+  const { build } = await import('vite');
+  await build({
+    configFile: path.join(ROOT, 'vite.config.ts'),
+    root: path.join(ROOT, 'src-renderer'),
+    logLevel: 'warn',
   });
 }

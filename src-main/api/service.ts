@@ -35,6 +35,7 @@ import type { ClipRequest } from '../qa/clip-features.ts';
 import type { Services } from '../services.ts';
 import { LibraryStore } from '../library/store.ts';
 import { BatchManager } from './batches.ts';
+import { FindApi } from './find.ts';
 import type {
   AskEvent,
   CallOutput,
@@ -48,6 +49,8 @@ import type {
   Turn,
   Video,
   BatchEvent,
+  FindEvent,
+  FolderFindEvent,
 } from './contract.ts';
 
 /** What the service needs of an open clip conversation (qa/ask.ts's ClipConversation has it). */
@@ -101,6 +104,8 @@ export class LoupeService implements LoupeApi {
   readonly proxies: ProxyMaker;
   /** Set once by `create` (the manager needs the service to add finished clips to the library). */
   batches!: BatchManager;
+  /** Moment search (issue 14: api/find.ts); the methods below only hand through. */
+  readonly finds: FindApi;
   /** The pack loaded, when the memory check held (memory given back when switching away from it). */
   private loadedPackBytes = 0;
 
@@ -110,6 +115,7 @@ export class LoupeService implements LoupeApi {
     private readonly options: ServiceOptions,
   ) {
     this.proxies = new ProxyMaker(path.join(services.dataDir, 'cache', 'proxies'));
+    this.finds = new FindApi(services, (videoId) => this.video(videoId).path);
   }
 
   static async create(services: Services, options: ServiceOptions): Promise<LoupeService> {
@@ -252,6 +258,21 @@ export class LoupeService implements LoupeApi {
     if (!file)
       throw new LoupeError('NOT_FOUND', 'The playable copy of this video is not ready yet.', { videoId });
     return file;
+  }
+
+  // ─── Moment search (issue 14): implemented in api/find.ts ─────────────────────────────────────────────
+
+  find(input: ParsedStreamInput<'find'>, signal: AbortSignal): AsyncIterable<FindEvent> {
+    return this.finds.find(input, signal);
+  }
+  findHistory(input: ParsedCallInput<'findHistory'>): Promise<CallOutput<'findHistory'>> {
+    return this.finds.findHistory(input);
+  }
+  findFolder(input: ParsedStreamInput<'findFolder'>, signal: AbortSignal): AsyncIterable<FolderFindEvent> {
+    return this.finds.findFolder(input, signal);
+  }
+  exportFolderFind(input: ParsedCallInput<'exportFolderFind'>): Promise<CallOutput<'exportFolderFind'>> {
+    return this.finds.exportFolderFind(input);
   }
 
   // ─── Conversations ────────────────────────────────────────────────────────────────────────────────
@@ -557,6 +578,7 @@ export class LoupeService implements LoupeApi {
   async clearHistory(): Promise<CallOutput<'clearHistory'>> {
     for (const id of [...this.live.keys()]) this.close(id);
     await this.store.update((d) => void (d.conversations = []));
+    await this.finds.history.clear(); // moment searches are history too
     return { ok: true };
   }
 
