@@ -62,7 +62,11 @@ describe('moment search in the app', () => {
     ]);
     running = await serve({ dataDir: path.join(dir, 'data'), port: 0, log: null });
     browser = await launchChromium();
-    page = await browser.newPage({ viewport: { width: 1024, height: 700 }, colorScheme: 'light' });
+    page = await browser.newPage({
+      viewport: { width: 1024, height: 700 },
+      colorScheme: 'light',
+      acceptDownloads: true,
+    });
     page.setDefaultTimeout(30_000);
     page.on('pageerror', (e) => pageErrors.push(e.message));
   }, 180_000);
@@ -155,4 +159,28 @@ describe('moment search in the app', () => {
       }
     expect(pageErrors).toEqual([]);
   }, 60_000);
+
+  it('finds across a folder in the Batch view, with a CSV export', async () => {
+    await page.setViewportSize({ width: 1280, height: 720 });
+    await page.getByRole('button', { name: 'Batch' }).click();
+    await page.getByRole('group', { name: 'Batch mode' }).getByRole('button', { name: 'Find' }).click();
+    await page.fill('#ff-folder', path.join(dir, 'clips'));
+    await page.fill('#ff-query', 'yellow square');
+    await page.getByLabel('Find in a folder').getByRole('button', { name: 'Find' }).click();
+    const list = page.getByTestId('folder-find');
+    await poll(() => list.getByText(/clips show “yellow square”/).isVisible(), { timeout: 120_000 }).toBe(
+      true,
+    );
+    await poll(() => list.getByRole('listitem').count()).toBe(1);
+    expect(await list.getByRole('listitem').first().textContent()).toContain('shapes-40s.mp4');
+    const download = page.waitForEvent('download');
+    await list.getByRole('button', { name: 'CSV' }).click();
+    const file = await (await download).path();
+    const { readFile } = await import('node:fs/promises');
+    expect((await readFile(file, 'utf8')).split('\n')[0]).toBe(
+      'file,query,found,from,to,score,max_score,error',
+    );
+    await page.screenshot({ path: path.join(SHOTS, 'f3-batch-find.png') });
+    expect(pageErrors).toEqual([]);
+  }, 240_000);
 });

@@ -170,17 +170,25 @@ describe('moment search and the feature cache', () => {
         1, 10, 0, 0, 10,
       ]);
       expect(liveProcessCount()).toBe(spawnedBefore);
-      expect(again.scores).toEqual(first.scores); // a hit scores exactly as a miss
+      expect(again.scores).toEqual(first.scores);
+      expect(again.timings.scoreMs).toBe(0); // the same search again: its scores are remembered
       const other = resultOf(
         await collect(findMoments(model, media, services.cache, { ...request, query: 'yellow square' })),
       );
       expect([decodes, encodes, other.cachedFrames]).toEqual([1, 10, 10]);
+      expect(other.timings.scoreMs).toBeGreaterThan(0); // another question: the model runs, on cached features
+      // A cache hit scores exactly as a miss: the same question on cached features, and with no cache at all.
+      const uncached = resultOf(
+        await collect(findMoments(model, media, null, { ...request, query: 'yellow square' })),
+      );
+      expect(uncached.scores).toEqual(other.scores);
+      expect(decodes).toBe(2);
       // A query for a shape that is on screen the whole time is found for most of the range.
       const covered = other.intervals.reduce((n, i) => n + i.to - i.from, 0);
       expect(covered / (6 - 1)).toBeGreaterThan(0.5);
       // Another step is another set of instants: decoded again.
       await collect(findMoments(model, media, services.cache, { ...request, step: 0.3 }));
-      expect(decodes).toBe(2);
+      expect(decodes).toBe(3);
     } finally {
       await services.dispose();
     }

@@ -4,12 +4,13 @@
  * the same query, step and range are skipped. A CSV output is rewritten from the journal, atomically, after
  * every clip (csv-stringify).
  */
-import { open, readFile, rename, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { open, readFile, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { stringify } from 'csv-stringify/sync';
 import { z } from 'zod';
 import { LoupeError, throwIfAborted } from '../errors.ts';
 import type { BatchInput } from '../jobs/discover.ts';
+import { writeAtomic } from '../library/store.ts';
 import { findMoments, type DenseMediaPort, type FindModel, type FindResult } from './scan.ts';
 import type { FeatureCache } from '../cache/feature-cache.ts';
 
@@ -99,17 +100,6 @@ export function toCsv(records: readonly FindRecord[]): string {
     for (const i of r.intervals) rows.push([...base, i.from, i.to, i.score, ...tail]);
   }
   return stringify(rows, { header: true, columns: [...CSV_COLUMNS], record_delimiter: 'unix' });
-}
-
-async function writeAtomic(file: string, text: string): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
-  try {
-    await writeFile(tmp, text);
-    await rename(tmp, file);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
 }
 
 export interface FolderFindSummary {

@@ -2,11 +2,12 @@
  * Past moment searches, per video: one JSON file per video under `<data>/find-history/`, newest first, at most
  * MAX_SEARCHES kept. Writes are atomic (temp file + rename); a damaged file reads as an empty history.
  */
-import { createHash, randomUUID } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { FindSearchSchema, type FindSearch } from '../api/contract.ts';
+import { writeAtomic } from '../library/store.ts';
 
 export const MAX_SEARCHES = 20;
 const FileSchema = z.object({ version: z.literal(1), searches: z.array(FindSearchSchema) });
@@ -34,16 +35,7 @@ export class FindHistory {
   add(search: FindSearch): Promise<void> {
     const next = this.writing.then(async () => {
       const searches = [search, ...(await this.list(search.videoId))].slice(0, MAX_SEARCHES);
-      await mkdir(this.dir, { recursive: true });
-      const file = this.fileFor(search.videoId);
-      const tmp = `${file}.${randomUUID()}.tmp`;
-      try {
-        await writeFile(tmp, JSON.stringify({ version: 1, searches }));
-        await rename(tmp, file);
-      } catch (e) {
-        await rm(tmp, { force: true });
-        throw e;
-      }
+      await writeAtomic(this.fileFor(search.videoId), JSON.stringify({ version: 1, searches }));
     });
     this.writing = next.catch(() => undefined);
     return next;

@@ -4,7 +4,8 @@
  * Frames come from one dense decode pass; their vision features go through the shared frame-feature cache,
  * so a second query on the same video, range and step decodes nothing and encodes nothing.
  */
-import type { FeatureCache, FileIdentity, FrameKey } from '../cache/feature-cache.ts';
+import { createHash } from 'node:crypto';
+import { frameKey, type FeatureCache, type FileIdentity, type FrameKey } from '../cache/feature-cache.ts';
 import { throwIfAborted } from '../errors.ts';
 import type { DenseFrame, DenseOptions } from '../media/dense.ts';
 import type { MediaInfo } from '../media/probe.ts';
@@ -75,6 +76,29 @@ export const DEFAULT_STEP = 0.5;
 /** Frames encoded per vision run (the engine batches by 8 too). */
 const BATCH = 8;
 
+/**
+ * Scores already computed in this process, per (instant, question, model): the same search again (a past search
+ * re-run, another threshold) reads neither features nor runs the model. Only with a feature cache (--no-cache
+ * means every instant is computed); bounded, oldest first out.
+ */
+const SCORE_MEMO_MAX = 200_000;
+const scoreMemo = new Map<string, number>();
+const modelIds = new WeakMap<object, string>();
+function modelId(model: FindModel): string {
+  let id = modelIds.get(model.manifest);
+  if (!id) {
+    id = createHash('sha256')
+      .update(JSON.stringify([model.pack.visionId, model.manifest.files]))
+      .digest('hex');
+    modelIds.set(model.manifest, id);
+  }
+  return id;
+}
+function remember(key: string, score: number): void {
+  if (scoreMemo.size >= SCORE_MEMO_MAX) scoreMemo.delete(scoreMemo.keys().next().value!);
+  scoreMemo.set(key, score);
+}
+
 /** Cached features of a whole scan: per instant, the frame time and features (null: a miss). */
 async function cachedTicks(
   cache: FeatureCache | null,
@@ -107,11 +131,22 @@ export async function* findMoments(
     visionId: model.pack.visionId,
     preprocessing: preprocessingKey(v, 'dense-v1'),
   }));
-  const hits = await cachedTicks(cache, keys);
+  const memoKeys = cache ? keys.map((key) => `${frameKey(key)}|${question}|${modelId(model)}`) : [];
+  const remembered = cache && memoKeys.every((k) => scoreMemo.has(k));
+  const hits = remembered ? [] : await cachedTicks(cache, keys);
   const probeMs = performance.now() - started;
   yield { type: 'start', question, range, step, total: times.length };
 
   const scores: (number | null)[] = times.map(() => null);
+  if (remembered) {
+    memoKeys.forEach((k, i) => (scores[i] = scoreMemo.get(k)!));
+    yield {
+      type: 'progress',
+      done: times.length,
+      total: times.length,
+      scores: times.map((t, i) => ({ t, score: round(scores[i]!) })),
+    };
+  }
   const timings = { probeMs, decodeMs: 0, encodeMs: 0, scoreMs: 0, totalMs: 0 };
   let decodedFrames = 0;
   let encodedFrames = 0;
@@ -133,12 +168,17 @@ export async function* findMoments(
   /** Score one frame shown at `ticks`, then report those instants. */
   const scoreFrame = async (features: Tokens2D, ticks: number[]): Promise<InstantScore[]> => {
     const s = await score(features);
-    for (const k of ticks) scores[k] = s;
+    for (const k of ticks) {
+      scores[k] = s;
+      if (cache) remember(memoKeys[k]!, s);
+    }
     done += ticks.length;
     return ticks.map((k) => ({ t: times[k]!, score: round(s) }));
   };
 
-  if (hits.every(Boolean)) {
+  if (remembered) {
+    // nothing to do: every instant's score is known
+  } else if (hits.every(Boolean)) {
     // Every instant cached: one score per distinct frame (instants that share a frame share its features).
     const byFrame = new Map<number, number[]>();
     hits.forEach((hit, k) => {
@@ -223,7 +263,7 @@ export async function* findMoments(
       intervals: toIntervals(all, { step, end: range.to, threshold }),
       scores: all,
       frames: times.length,
-      cachedFrames: hits.filter(Boolean).length,
+      cachedFrames: remembered ? times.length : hits.filter(Boolean).length,
       decodedFrames,
       encodedFrames,
       provider: model.provider,
