@@ -12,6 +12,7 @@ import { sampleFrames } from '../src-main/media/index.ts';
 import { resolveBinaries } from '../src-main/media/binaries.ts';
 import { askAboutClip } from '../src-main/qa/ask.ts';
 import { benchBatch } from './batch.ts';
+import { benchFind } from './find.ts';
 import { median } from './stats.ts';
 import { Services } from '../src-main/services.ts';
 import { COLORS, ffmpeg, makeShapesClip } from '../test/fixtures/clips.ts';
@@ -206,6 +207,9 @@ async function main(): Promise<void> {
 
   // 5. Batch throughput: the pipelined batch vs a naive decode-then-infer loop, 20 short clips, cold caches.
   Object.assign(results, await benchBatch());
+
+  // 6. Moment search: a 10-min 640×360 video at 0.5 s steps, cold and with the features cached.
+  Object.assign(results, await benchFind());
   results.peak_rss_mb = process.resourceUsage().maxRSS / 1024;
 
   if (json) {
@@ -266,6 +270,17 @@ async function main(): Promise<void> {
       `${f(results.naive_clips_per_min, 1)} clips/min`,
       '',
     ],
+    [
+      'find: 10-min 640×360 at 0.5 s, cold',
+      `${f(results.find_ms_10min)} ms`,
+      `target ≤ 20000; of which one-pass decode alone ${f(results.find_decode_ms_10min)} ms`,
+    ],
+    [
+      'find: another query, features cached',
+      `${f(results.find_ms_10min_cached)} ms`,
+      `target ≤ 1000; no ffmpeg, no vision; ${f(results.find_score_ms_per_instant, 1)} ms/instant scoring`,
+    ],
+    ['find: the same query again', `${f(results.find_ms_10min_repeat)} ms`, ''],
     ['peak RSS', `${f(results.peak_rss_mb)} MB`, ''],
   ];
   const w0 = Math.max(...rows.map((r) => r[0].length));

@@ -9,6 +9,7 @@ import * as media from './media/index.ts';
 import type { Engine } from './model/engine.ts';
 import type { ProviderRequest } from './model/ort.ts';
 import { builtinPackDir, userDataDir } from './paths.ts';
+import type { DenseMediaPort } from './find/scan.ts';
 import { ClipFeatureExtractor, type MediaPort } from './qa/clip-features.ts';
 
 export interface ServicesOptions {
@@ -20,6 +21,7 @@ export interface ServicesOptions {
   featureCache?: boolean;
   featureCacheBytes?: number;
   mediaPort?: MediaPort;
+  denseMediaPort?: DenseMediaPort;
 }
 
 export const ffmpegMedia: MediaPort = {
@@ -30,11 +32,21 @@ export const ffmpegMedia: MediaPort = {
   sampleFramesAt: media.sampleFramesAt,
 };
 
+/** What moment search needs from media/: the same probe and identity, plus one-pass dense decoding. */
+export const ffmpegDenseMedia: DenseMediaPort = {
+  probe: media.probe,
+  hashSampledBytes: media.hashSampledBytes,
+  clampRange: media.clampRange,
+  denseTicks: media.denseTicks,
+  decodeDense: media.decodeDense,
+};
+
 export class Services {
   readonly dataDir: string;
   private currentPackDir: string;
   readonly cache: FeatureCache | null;
   readonly media: MediaPort;
+  readonly denseMedia: DenseMediaPort;
   /** One model, two lanes: questions asked in the app go before batch work (see docs/batch.md). */
   readonly gate = new ModelGate(1000);
   private enginePromise: Promise<Engine> | null = null;
@@ -48,6 +60,7 @@ export class Services {
         ? null
         : new FeatureCache(path.join(this.dataDir, 'cache', 'features'), options.featureCacheBytes);
     this.media = options.mediaPort ?? ffmpegMedia;
+    this.denseMedia = options.denseMediaPort ?? ffmpegDenseMedia;
   }
 
   /** The model pack folder in use (see setPackDir). */

@@ -3,7 +3,6 @@
  * a video without a video extension), the built-in pack, the real journal, and the CLI killed mid-batch.
  * Answers are only checked to be non-empty: the model is still training.
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -29,7 +28,7 @@ import {
 import { liveProcessCount } from '../src-main/media/index.ts';
 import type { Services } from '../src-main/services.ts';
 import { COLORS, makeCorrupt, makeNotAVideo, makeShapesClip, type Shape } from './fixtures/clips.ts';
-import { FIXTURES, ROOT, tempDir, testServices } from './helpers.ts';
+import { FIXTURES, runCli, tempDir, testServices } from './helpers.ts';
 
 const DIR = path.join(FIXTURES, 'batch');
 const INPUT = path.join(DIR, 'input');
@@ -330,27 +329,7 @@ describe('summarizing a folder of clips', () => {
   });
 });
 
-/** Run the real CLI; resolves with its exit code and stderr. `onStart` gets the child. */
-function cli(args: string[], env: NodeJS.ProcessEnv, onStart?: (child: ReturnType<typeof spawn>) => void) {
-  return new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>(
-    (resolve, reject) => {
-      const child = spawn(
-        process.execPath,
-        ['--import', 'tsx', path.join(ROOT, 'src-main/cli/main.ts'), ...args],
-        {
-          cwd: ROOT,
-          env: { ...process.env, ...env },
-          stdio: ['ignore', 'ignore', 'pipe'],
-        },
-      );
-      let stderr = '';
-      child.stderr!.setEncoding('utf8').on('data', (t: string) => (stderr += t));
-      child.on('error', reject);
-      child.on('close', (code, signal) => resolve({ code, signal, stderr }));
-      onStart?.(child);
-    },
-  );
-}
+const cli = runCli;
 
 describe('the summarize command', () => {
   it('survives SIGKILL mid-batch: --resume finishes with every clip exactly once', async () => {

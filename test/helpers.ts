@@ -1,4 +1,5 @@
 /** Shared test setup: a fixtures folder, a temp data folder, and Services on the built-in pack. */
+import { spawn } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,5 +35,31 @@ export function launchChromium(): Promise<Browser> {
       '--disable-sync',
       '--no-first-run',
     ],
+  });
+}
+
+/** Run the real CLI (TypeScript through tsx); resolves with its exit code, signal and output. `onStart` gets the child. */
+export function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  onStart?: (child: ReturnType<typeof spawn>) => void,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', path.join(ROOT, 'src-main/cli/main.ts'), ...args],
+      {
+        cwd: ROOT,
+        env: { ...process.env, ...env },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.setEncoding('utf8').on('data', (t: string) => (stdout += t));
+    child.stderr!.setEncoding('utf8').on('data', (t: string) => (stderr += t));
+    child.on('error', reject);
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+    onStart?.(child);
   });
 }

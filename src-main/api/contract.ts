@@ -236,6 +236,91 @@ export const BatchResultSchema = z.object({
 });
 export type BatchResult = z.infer<typeof BatchResultSchema>;
 
+// ─── Moment search (issue 14) ───────────────────────────────────────────────────────────────────────
+
+export const FindIntervalSchema = z.object({ from: seconds, to: seconds, score: z.number().min(0).max(1) });
+export type FindInterval = z.infer<typeof FindIntervalSchema>;
+export const InstantScoreSchema = z.object({ t: seconds, score: z.number().min(0).max(1) });
+export type InstantScore = z.infer<typeof InstantScoreSchema>;
+
+/** One finished moment search, as the video's history keeps it. */
+export const FindSearchSchema = z.object({
+  id,
+  videoId: id,
+  query: z.string(),
+  /** The presence question the model was asked at every instant. */
+  question: z.string(),
+  range: z.object({ from: seconds, to: seconds }),
+  step: z.number().positive(),
+  threshold: z.number().min(0).max(1),
+  intervals: z.array(FindIntervalSchema),
+  scores: z.array(InstantScoreSchema),
+  createdAt: z.string(),
+  model: z.string(),
+  /** Instants whose features came from the frame-feature cache. */
+  cachedFrames: z.number().int().min(0),
+  totalMs: z.number().min(0),
+});
+export type FindSearch = z.infer<typeof FindSearchSchema>;
+
+export const FindEventSchema = z.discriminatedUnion('type', [
+  z.object({
+    type: z.literal('start'),
+    question: z.string(),
+    range: z.object({ from: seconds, to: seconds }),
+    step: z.number().positive(),
+    total: z.number().int().min(0),
+  }),
+  /** Scores of the instants finished since the last event. */
+  z.object({
+    type: z.literal('progress'),
+    done: z.number().int().min(0),
+    total: z.number().int().min(0),
+    scores: z.array(InstantScoreSchema),
+  }),
+  /** Saved in the video's history. */
+  z.object({ type: z.literal('done'), search: FindSearchSchema }),
+  /** Stop was pressed: nothing is saved. */
+  z.object({ type: z.literal('cancelled'), done: z.number().int().min(0) }),
+]);
+export type FindEvent = z.infer<typeof FindEventSchema>;
+
+/** One clip of a folder search. */
+export const FolderFindClipSchema = z.object({
+  relPath: z.string(),
+  path: z.string(),
+  found: z.boolean(),
+  intervals: z.array(FindIntervalSchema),
+  maxScore: z.number().nullable(),
+  error: z.object({ code: z.string(), message: z.string() }).nullable(),
+  /** Found in the results of an earlier, interrupted run of the same search (not searched again). */
+  resumed: z.boolean(),
+});
+export type FolderFindClip = z.infer<typeof FolderFindClipSchema>;
+
+export const FolderFindEventSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('start'), total: z.number().int().min(0), resultsFile: z.string() }),
+  z.object({
+    type: z.literal('clip'),
+    clip: FolderFindClipSchema,
+    done: z.number().int().min(0),
+    total: z.number().int().min(0),
+  }),
+  z.object({ type: z.literal('end'), found: z.number().int().min(0), total: z.number().int().min(0) }),
+  /** Stopped: the clips done so far are kept; the same search again resumes after them. */
+  z.object({ type: z.literal('cancelled'), done: z.number().int().min(0) }),
+]);
+export type FolderFindEvent = z.infer<typeof FolderFindEventSchema>;
+
+const findQuery = z.string().trim().min(1).max(200);
+const findStep = z.number().min(0.04).max(3600).default(0.5);
+const folderFindInput = z.strictObject({
+  folder: z.string().trim().min(1).max(4096),
+  recursive: z.boolean().default(true),
+  query: findQuery,
+  step: findStep,
+});
+
 // ─── Streamed events ────────────────────────────────────────────────────────────────────────────────
 
 export const AskEventSchema = z.discriminatedUnion('type', [
@@ -385,6 +470,18 @@ export const calls = {
     input: z.strictObject({ videoId: id }),
     output: z.object({ results: z.array(BatchResultSchema) }),
   },
+
+  // Moment search (issue 14)
+  /** Past moment searches of a video, newest first. */
+  findHistory: {
+    input: z.strictObject({ videoId: id }),
+    output: z.object({ searches: z.array(FindSearchSchema) }),
+  },
+  /** A folder search's results file, as JSONL or CSV (one row per interval). */
+  exportFolderFind: {
+    input: folderFindInput.extend({ format: z.enum(['jsonl', 'csv']) }),
+    output: z.object({ fileName: z.string(), mimeType: z.string(), text: z.string() }),
+  },
 } as const;
 
 /** Methods that answer with a stream of events (SSE over HTTP, event channel over IPC). */
@@ -401,6 +498,19 @@ export const streams = {
   },
   /** A batch's progress: a snapshot, then clip and overall changes until it stops (end). */
   batchEvents: { input: z.strictObject({ batchId: id }), event: BatchEventSchema },
+  /** Moment search in one video: per-instant scores as they come, then the intervals (saved in its history). */
+  find: {
+    input: z.strictObject({
+      videoId: id,
+      query: findQuery,
+      from: seconds.optional(),
+      to: seconds.optional(),
+      step: findStep,
+    }),
+    event: FindEventSchema,
+  },
+  /** Moment search across a folder, resumable: which clips show the query, with their intervals. */
+  findFolder: { input: folderFindInput, event: FolderFindEventSchema },
 } as const;
 
 export type CallName = keyof typeof calls;

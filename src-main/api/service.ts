@@ -16,9 +16,12 @@ import { log, LOG_FILE, logFile, openLog } from '../log.ts';
 import { ProxyMaker } from '../playback/proxy.ts';
 import type { Services } from '../services.ts';
 import { BatchManager } from './batches.ts';
+import { FindApi } from './find.ts';
 import type {
   BatchEvent,
   CallOutput,
+  FindEvent,
+  FolderFindEvent,
   LoupeApi,
   ParsedCallInput,
   ParsedStreamInput,
@@ -42,6 +45,8 @@ export class LoupeService implements LoupeApi {
   readonly library: LibraryApi;
   readonly conversations: ConversationsApi;
   readonly models: ModelsApi;
+  /** Moment search (api/find.ts); the methods below only hand through. */
+  readonly finds: FindApi;
   /** Set once by `create` (the manager needs the service to add finished clips to the library). */
   batches!: BatchManager;
 
@@ -60,6 +65,7 @@ export class LoupeService implements LoupeApi {
       batchBusy: () => this.batches.busy,
       closeConversations: () => this.conversations.closeAll(),
     });
+    this.finds = new FindApi(services, (videoId) => this.library.playableVideo(videoId).path);
   }
 
   static async create(services: Services, options: ServiceOptions): Promise<LoupeService> {
@@ -108,6 +114,21 @@ export class LoupeService implements LoupeApi {
   ask = (input: ParsedStreamInput<'ask'>, signal: AbortSignal) => this.conversations.ask(input, signal);
   stop = (input: ParsedCallInput<'stop'>) => this.conversations.stop(input);
   history = (input: ParsedCallInput<'history'>) => this.conversations.history(input);
+
+  // ─── Moment search (find.ts) ──────────────────────────────────────────────────────────────────────
+
+  find(input: ParsedStreamInput<'find'>, signal: AbortSignal): AsyncIterable<FindEvent> {
+    return this.finds.find(input, signal);
+  }
+  findHistory(input: ParsedCallInput<'findHistory'>): Promise<CallOutput<'findHistory'>> {
+    return this.finds.findHistory(input);
+  }
+  findFolder(input: ParsedStreamInput<'findFolder'>, signal: AbortSignal): AsyncIterable<FolderFindEvent> {
+    return this.finds.findFolder(input, signal);
+  }
+  exportFolderFind(input: ParsedCallInput<'exportFolderFind'>): Promise<CallOutput<'exportFolderFind'>> {
+    return this.finds.exportFolderFind(input);
+  }
 
   // ─── Model and packs (models-api.ts) ──────────────────────────────────────────────────────────────
 
@@ -183,6 +204,7 @@ export class LoupeService implements LoupeApi {
   async clearHistory(): Promise<CallOutput<'clearHistory'>> {
     this.conversations.closeAll();
     await this.store.update((d) => void (d.conversations = []));
+    await this.finds.history.clear(); // moment searches are history too
     return { ok: true };
   }
 

@@ -10,6 +10,7 @@ import { probe } from '../media/probe.ts';
 import type { ProviderRequest } from '../model/ort.ts';
 import { askAboutClip } from '../qa/ask.ts';
 import { Services } from '../services.ts';
+import { registerFindCommand } from './find.ts';
 import { listPacks, verifyPack } from './models.ts';
 import { registerModelImportCommand } from './models-import.ts';
 import { registerBatchCommands } from './summarize.ts';
@@ -176,6 +177,7 @@ export function buildProgram(): Command {
     });
   registerModelImportCommand(models);
   registerBatchCommands(program);
+  registerFindCommand(program);
 
   program
     .command('serve')

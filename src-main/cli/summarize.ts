@@ -20,7 +20,7 @@ import {
 } from '../jobs/index.ts';
 
 /** commander parsers: a LoupeError's message becomes commander's usage error. */
-const parser =
+export const parser =
   <T>(parse: (text: string) => T) =>
   (value: string): T => {
     try {

@@ -11,3 +11,5 @@ export type { FrameFormat, Rgb, SampleOptions, SampledFrame } from './sample.ts'
 export { thumbnails, thumbnailsAt, splitJpegs } from './thumbnails.ts';
 export { makeSampleClip } from './sample-clip.ts';
 export type { Thumbnail, ThumbnailOptions } from './thumbnails.ts';
+export { decodeDense, denseTicks, MAX_TICKS } from './dense.ts';
+export type { DenseFrame, DenseOptions } from './dense.ts';

@@ -16,6 +16,8 @@ export interface RunOptions {
   stderrCapChars?: number;
   /** Called for every complete stderr line, so callers can parse logs longer than the cap. */
   onStderrLine?: (line: string) => void;
+  /** Streams stdout to the caller instead of collecting it (the result's stdout is then empty). */
+  onStdout?: (chunk: Buffer) => void;
 }
 
 export interface RunResult {
@@ -43,7 +45,14 @@ export function runProcess(
   args: readonly string[],
   options: RunOptions = {},
 ): Promise<RunResult> {
-  const { signal, timeoutMs, killGraceMs = 1000, stderrCapChars = 64 * 1024, onStderrLine } = options;
+  const {
+    signal,
+    timeoutMs,
+    killGraceMs = 1000,
+    stderrCapChars = 64 * 1024,
+    onStderrLine,
+    onStdout,
+  } = options;
   if (signal?.aborted) return Promise.reject(cancelled());
   if (!exitHookInstalled) {
     exitHookInstalled = true;
@@ -83,7 +92,7 @@ export function runProcess(
       else resolve({ stdout: Buffer.concat(chunks), stderr });
     };
 
-    child.stdout!.on('data', (chunk: Buffer) => chunks.push(chunk));
+    child.stdout!.on('data', (chunk: Buffer) => (onStdout ? onStdout(chunk) : chunks.push(chunk)));
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (text: string) => {
       stderr = (stderr + text).slice(-stderrCapChars);

@@ -63,24 +63,12 @@ export async function sampleFramesAt(
   segments?: { from: number; to: number }[],
 ): Promise<SampledFrame[]> {
   const { size, mean, std, signal } = format;
-  if (!Number.isInteger(size) || size < 1)
-    throw new LoupeError('USAGE', `The frame size must be a positive integer (got ${size}).`);
-  if (mean.length !== 3 || std.length !== 3 || std.some((s) => !(s > 0))) {
-    throw new LoupeError('USAGE', 'mean and std need three values each, and std must be positive.');
-  }
+  checkFormat(format);
   const info = format.info ?? (await probe(path, signal));
   if (info.kind === 'video') {
     for (const t of times) clampRange(info, t, info.durationSec); // RANGE_OUTSIDE for instants off the video
   }
-  const pad = format.pad ?? mean.map((m) => Math.round(m * 255));
-  const [width, height] = fitInside(info.displayWidth, info.displayHeight, size);
-  const padColor = pad
-    .map((c) =>
-      Math.min(255, Math.max(0, Math.round(c)))
-        .toString(16)
-        .padStart(2, '0'),
-    )
-    .join('');
+  const { width, height, tail } = letterbox(info, size, format.pad ?? mean.map((m) => Math.round(m * 255)));
   const frameBytes = size * size * 3;
   const { frames: raw, timesSec } = await grabFrames({
     info,
@@ -98,7 +86,7 @@ export async function sampleFramesAt(
     },
     width,
     height,
-    tail: `pad=${size}:${size}:${(size - width) >> 1}:${(size - height) >> 1}:color=0x${padColor},setsar=1`,
+    tail,
     output: ['-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'],
     signal,
     timeoutMs: format.timeoutMs,
@@ -110,8 +98,35 @@ export async function sampleFramesAt(
   });
 }
 
+/** The size a picture shrinks to inside the model's square, and the filter that pads it to the square. */
+export function letterbox(
+  info: MediaInfo,
+  size: number,
+  pad: Rgb,
+): { width: number; height: number; tail: string } {
+  const [width, height] = fitInside(info.displayWidth, info.displayHeight, size);
+  const padColor = pad
+    .map((c) =>
+      Math.min(255, Math.max(0, Math.round(c)))
+        .toString(16)
+        .padStart(2, '0'),
+    )
+    .join('');
+  const tail = `pad=${size}:${size}:${(size - width) >> 1}:${(size - height) >> 1}:color=0x${padColor},setsar=1`;
+  return { width, height, tail };
+}
+
+/** Checks the model's input format (size, mean, std) and throws USAGE when it is not one. */
+export function checkFormat({ size, mean, std }: Pick<FrameFormat, 'size' | 'mean' | 'std'>): void {
+  if (!Number.isInteger(size) || size < 1)
+    throw new LoupeError('USAGE', `The frame size must be a positive integer (got ${size}).`);
+  if (mean.length !== 3 || std.length !== 3 || std.some((s) => !(s > 0))) {
+    throw new LoupeError('USAGE', 'mean and std need three values each, and std must be positive.');
+  }
+}
+
 /** HWC bytes → CHW floats, (x/255 - mean) / std. */
-function normalize(rgb: Uint8Array, mean: Rgb, std: Rgb): Float32Array<ArrayBuffer> {
+export function normalize(rgb: Uint8Array, mean: Rgb, std: Rgb): Float32Array<ArrayBuffer> {
   const plane = rgb.length / 3;
   const out = new Float32Array(rgb.length);
   for (let c = 0; c < 3; c++) {

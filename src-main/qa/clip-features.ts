@@ -72,6 +72,21 @@ export interface ClipFeatures {
   timings: { probeMs: number; decodeMs: number; encodeMs: number };
 }
 
+/** Everything in the pack that changes a frame's pixels, as the feature cache keys it. */
+export function preprocessingKey(v: Engine['manifest']['vision'], decoder = 'letterbox-v1'): string {
+  return JSON.stringify([v.imageSize, v.mean, v.std, v.padColor, v.resample, decoder]);
+}
+
+/** What the feature cache keys a file by; a missing file gets an identity that matches nothing (probe reports it). */
+export async function fileIdentity(
+  path: string,
+  hashSampledBytes: (path: string) => Promise<string>,
+): Promise<FileIdentity> {
+  const info = await stat(path).catch(() => null);
+  if (!info) return { path, sizeBytes: -1, mtimeMs: -1, sampleHash: '' };
+  return { path, sizeBytes: info.size, mtimeMs: info.mtimeMs, sampleHash: await hashSampledBytes(path) };
+}
+
 /** Probe results kept in memory (a batch of thousands of clips must not grow this without bound). */
 const PROBE_MEMO_SIZE = 256;
 
@@ -85,8 +100,7 @@ export class ClipFeatureExtractor {
   ) {}
 
   private preprocessingKey(): string {
-    const v = this.engine.manifest.vision;
-    return JSON.stringify([v.imageSize, v.mean, v.std, v.padColor, v.resample, 'letterbox-v1']);
+    return preprocessingKey(this.engine.manifest.vision);
   }
 
   /** Cache entries are per requested instant and mode: fast and exact may use different frames for one instant. */
@@ -94,15 +108,8 @@ export class ClipFeatureExtractor {
     return mode === 'fast' ? `${this.preprocessingKey()}|fast-v1` : this.preprocessingKey();
   }
 
-  async identify(path: string): Promise<FileIdentity> {
-    const info = await stat(path).catch(() => null);
-    if (!info) return { path, sizeBytes: -1, mtimeMs: -1, sampleHash: '' }; // probe reports the missing file
-    return {
-      path,
-      sizeBytes: info.size,
-      mtimeMs: info.mtimeMs,
-      sampleHash: await this.media.hashSampledBytes(path),
-    };
+  identify(path: string): Promise<FileIdentity> {
+    return fileIdentity(path, this.media.hashSampledBytes);
   }
 
   async extract(req: ClipRequest): Promise<ClipFeatures> {

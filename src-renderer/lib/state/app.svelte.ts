@@ -2,6 +2,8 @@
 import type { ApiClient } from '../api/client.ts';
 import { BatchViewState } from './batch.svelte.ts';
 import { ConversationState } from './conversation.svelte.ts';
+import { FindState } from './find.svelte.ts';
+import { FolderFindState } from './folder-find.svelte.ts';
 import { LibraryState } from './library.svelte.ts';
 import { PlayerState } from './player.svelte.ts';
 import { ModelsState } from './models.svelte.ts';
@@ -18,6 +20,10 @@ export class AppState {
   readonly batch: BatchViewState;
   readonly models: ModelsState;
   readonly summary: SummaryState;
+  readonly find: FindState;
+  readonly folderFind: FolderFindState;
+  /** The Batch view's mode: summaries (batches) or moment search across a folder. */
+  batchMode = $state<'summaries' | 'find'>('summaries');
   settingsOpen = $state(false);
   /** Which screen is shown: the player with questions, or batches. */
   view = $state<'ask' | 'batch'>('ask');
@@ -38,6 +44,8 @@ export class AppState {
       void this.open(this.library.selectedId); // the open conversation belonged to the previous model
     });
     this.summary = new SummaryState(api);
+    this.find = new FindState(api);
+    this.folderFind = new FolderFindState(api);
   }
 
   private timelineScope() {
@@ -62,6 +70,7 @@ export class AppState {
       this.timeline.reset(video && !video.error ? video.id : null, video?.durationSec ?? 0),
       this.conversation.load(video && !video.error ? video.id : null),
       this.summary.load(video && !video.error ? video.id : null),
+      this.find.load(video && !video.error ? video.id : null),
     ]);
   }
 

@@ -14,6 +14,9 @@ export class TimelineState {
   readonly zoom = $derived(tm.zoomLevel(this.view, this.duration));
   readonly selectionLength = $derived(this.selection ? this.selection.to - this.selection.from : 0);
 
+  /** Pointer and keyboard gestures that change the selection. */
+  readonly drag: SelectionDrag = new SelectionDrag(this);
+
   constructor(private readonly api: ApiClient) {}
 
   private videoId: string | null = null;
@@ -73,5 +76,70 @@ export class TimelineState {
   follow(t: number): void {
     const next = tm.followTime(this.view, t, this.duration);
     if (next.start !== this.view.start) this.view = next;
+  }
+}
+
+export type DragMode = 'pending' | 'select' | 'in' | 'out' | 'move';
+
+/** Pixels a press may move and still count as a click (which seeks) rather than a drag (which selects). */
+const CLICK_SLOP_PX = 4;
+
+/**
+ * Pointer gestures on the strip and keyboard nudges of the handles, in times: press (pending) then either a
+ * click (seek) or a drag that selects, moves the selection, or moves one of its ends.
+ */
+export class SelectionDrag {
+  private gesture: { mode: DragMode; startX: number; startT: number; from: number; to: number } | null = null;
+
+  constructor(private readonly timeline: TimelineState) {}
+
+  get active(): boolean {
+    return this.gesture !== null;
+  }
+
+  begin(mode: DragMode, t: number, x: number): void {
+    const sel = this.timeline.selection;
+    this.gesture = { mode, startX: x, startT: t, from: sel?.from ?? t, to: sel?.to ?? t };
+  }
+
+  moveTo(t: number, x: number): void {
+    const g = this.gesture;
+    if (!g) return;
+    if (g.mode === 'pending' && Math.abs(x - g.startX) > CLICK_SLOP_PX) g.mode = 'select';
+    const min = tm.MIN_SELECTION_SEC;
+    if (g.mode === 'select') this.timeline.select({ from: g.startT, to: t });
+    else if (g.mode === 'in') this.timeline.select({ from: Math.min(t, g.to - min), to: g.to });
+    else if (g.mode === 'out') this.timeline.select({ from: g.from, to: Math.max(t, g.from + min) });
+    else if (g.mode === 'move') {
+      const len = g.to - g.from;
+      const from = tm.clamp(g.from + (t - g.startT), 0, this.timeline.duration - len);
+      this.timeline.select({ from, to: from + len });
+    }
+  }
+
+  /** Ends the gesture; returns the time to seek to when it was a click, else null. */
+  end(t: number): number | null {
+    const click = this.gesture?.mode === 'pending';
+    this.gesture = null;
+    return click ? t : null;
+  }
+
+  cancel(): void {
+    this.gesture = null;
+  }
+
+  /** Arrow keys on a focused handle move it by a tenth of a second (Shift: one second). True when handled. */
+  nudge(which: 'in' | 'out', key: string, shift: boolean): boolean {
+    const sel = this.timeline.selection;
+    const step = shift ? 1 : 0.1;
+    const d = key === 'ArrowLeft' ? -step : key === 'ArrowRight' ? step : 0;
+    if (!sel || !d) return false;
+    const min = tm.MIN_SELECTION_SEC;
+    const next =
+      which === 'in'
+        ? { from: Math.min(sel.from + d, sel.to - min), to: sel.to }
+        : { from: sel.from, to: Math.max(sel.to + d, sel.from + min) };
+    this.timeline.select(tm.clampSelection(next, this.timeline.duration));
+    return true;
   }
 }

@@ -1,0 +1,193 @@
+/**
+ * Dense scanning: the frames shown at every `step` seconds of a range, decoded in ONE ffmpeg pass at the model's
+ * reduced size (select → shrink → rgb → letterbox), streamed as they decode. Seeking per instant (grab.ts) costs
+ * a GOP per instant; for hundreds of instants one pass through the stream is far cheaper.
+ */
+import { LoupeError, cancelled } from '../errors.ts';
+import { resolveBinaries } from './binaries.ts';
+import { formatTime } from './frame-times.ts';
+import { rgbFilter } from './grab.ts';
+import { corrupt, corruptionLines, fileInput, probe, statMedia, type MediaInfo } from './probe.ts';
+import { runProcess } from './process.ts';
+import { checkFormat, letterbox, normalize, type FrameFormat } from './sample.ts';
+
+export interface DenseOptions extends FrameFormat {
+  /** Range on the player's clock, seconds (already validated by the caller's clampRange). */
+  from: number;
+  to: number;
+  /** Seconds between instants. */
+  step: number;
+}
+
+export interface DenseFrame {
+  /** The frame's presentation time on the player's clock. */
+  timeSec: number;
+  /** Indices (into `denseTicks(from, to, step)`) of the instants this frame is shown at. */
+  ticks: number[];
+  /** CHW, 3 × size × size, normalized. */
+  pixels: Float32Array<ArrayBuffer>;
+}
+
+/** Most instants one scan may hold (a 10-hour video at 0.5 s). */
+export const MAX_TICKS = 72_000;
+
+/** The instants of a dense scan: from, from + step, … before `to` (at least one). Pure. */
+export function denseTicks(from: number, to: number, step: number): number[] {
+  if (!(step > 0) || !Number.isFinite(step))
+    throw new LoupeError('USAGE', `The step must be a positive number of seconds (got ${step}).`);
+  if (!(Number.isFinite(from) && Number.isFinite(to) && to >= from))
+    throw new LoupeError('USAGE', `Invalid time range ${from}–${to}.`);
+  const count = Math.max(1, Math.ceil((to - from) / step - 1e-9));
+  if (count > MAX_TICKS)
+    throw new LoupeError(
+      'USAGE',
+      `${count} instants is too many for one scan (at most ${MAX_TICKS}): use a longer --step or a shorter range.`,
+    );
+  return Array.from({ length: count }, (_, k) => Number((from + k * step).toFixed(6)));
+}
+
+/** Nudge so that an instant exactly between two frames belongs to one of them, in ffmpeg and here alike. */
+const EPS = 1e-6;
+
+/**
+ * Decode the frames shown at `denseTicks(from, to, step)` in one pass. Each instant gets the frame whose
+ * presentation time is nearest; every instant is covered by exactly one yielded frame (gaps in variable frame
+ * rates go to the nearer neighbour). Stopping the iteration (or the signal) stops ffmpeg.
+ */
+export async function* decodeDense(path: string, options: DenseOptions): AsyncGenerator<DenseFrame> {
+  checkFormat(options);
+  const { size, mean, std, from, to, step, signal } = options;
+  const ticks = denseTicks(from, to, step);
+  const info: MediaInfo = options.info ?? (await probe(path, signal));
+  if (info.kind !== 'video')
+    throw new LoupeError('USAGE', `${path} is a still image: there is no timeline to scan.`, { path });
+  await statMedia(path);
+  const { ffmpeg } = await resolveBinaries();
+  const { width, height, tail } = letterbox(info, size, options.pad ?? mean.map((m) => Math.round(m * 255)));
+  const half = info.fps > 0 ? 0.5 / info.fps : 0.02;
+  // On the absolute clock (-copyts): instant k is at base + k·step; a frame at t shows instants in [t-half, t+half).
+  const base = info.startTimeSec + from;
+  const first = (t: number) => Math.ceil((t - base - half + EPS) / step);
+  const end = (t: number) => Math.ceil((t - base + half + EPS) / step);
+  const select = `select='lt(ceil((t-${base}-${half}+${EPS})/${step}),ceil((t-${base}+${half}+${EPS})/${step}))'`;
+  const graph =
+    `[0:${info.streamIndex}]${select},scale=${width}:${height}:flags=bicubic,setsar=1,showinfo@dense,` +
+    `${await rgbFilter(info)},${tail}[out]`;
+  const seekTo = Math.max(0, info.startTimeSec + from - 2 * half);
+  const args = [
+    ...['-nostdin', '-hide_banner', '-nostats', '-loglevel', 'info', '-copyts', '-threads', '2'],
+    ...['-ss', seekTo.toFixed(6), '-t', (to - from + 4 * half).toFixed(6), '-i', fileInput(path)],
+    ...[
+      '-filter_complex',
+      graph,
+      '-filter_complex_threads',
+      '1',
+      '-map',
+      '[out]',
+      '-fps_mode',
+      'passthrough',
+    ],
+    ...['-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'],
+  ];
+
+  const frameBytes = size * size * 3;
+  const pts: number[] = [];
+  const bytes: Buffer[] = [];
+  let pending: Buffer = Buffer.alloc(0);
+  const complaints: string[] = [];
+  let wake: (() => void) | null = null;
+  const notify = () => {
+    wake?.();
+    wake = null;
+  };
+  const stop = new AbortController();
+  const onAbort = () => stop.abort();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const state: { outcome: { error: unknown } | null } = { outcome: null };
+  const running = runProcess(ffmpeg.path, args, {
+    signal: stop.signal,
+    onStdout: (chunk) => {
+      pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+      while (pending.length >= frameBytes) {
+        bytes.push(pending.subarray(0, frameBytes));
+        pending = pending.subarray(frameBytes);
+      }
+      notify();
+    },
+    onStderrLine: (line) => {
+      const match = /^\[showinfo@dense @ [^\]]*\] n:\s*\d+\s+pts:\s*-?\d+\s+pts_time:(\S+)/.exec(line);
+      if (match) pts.push(Number(match[1]));
+      else if (complaints.length < 20 && !line.startsWith('[showinfo@'))
+        complaints.push(...corruptionLines(line, path));
+      notify();
+    },
+  }).then(
+    () => void (state.outcome = { error: null }),
+    (error: unknown) => void (state.outcome = { error }),
+  );
+
+  try {
+    let next = 0; // first instant not yet given to a frame
+    let held: { timeSec: number; ticks: number[]; rgb: Buffer } | null = null;
+    let n = 0;
+    const finish = (frame: NonNullable<typeof held>): DenseFrame => ({
+      timeSec: frame.timeSec,
+      ticks: frame.ticks,
+      pixels: normalize(new Uint8Array(frame.rgb), mean, std),
+    });
+    for (;;) {
+      if (n < bytes.length && n < pts.length) {
+        const t = pts[n]!;
+        const rgb = bytes[n]!;
+        bytes[n] = Buffer.alloc(0); // let the decoded bytes go once used
+        n++;
+        const a = Math.max(first(t), 0);
+        const b = Math.min(end(t), ticks.length);
+        if (b <= next) continue; // a frame for instants already given (or none of them)
+        const frame = { timeSec: t - info.startTimeSec, ticks: [] as number[], rgb };
+        for (let k = next; k < Math.max(a, next); k++) {
+          // an instant between frames (variable frame rate): the nearer one shows it
+          const nearHeld = held && Math.abs(ticks[k]! - held.timeSec) <= Math.abs(ticks[k]! - frame.timeSec);
+          (nearHeld ? held!.ticks : frame.ticks).push(k);
+        }
+        for (let k = Math.max(a, next); k < b; k++) frame.ticks.push(k);
+        next = b;
+        if (held?.ticks.length) yield finish(held);
+        held = frame;
+        continue;
+      }
+      const { outcome } = state;
+      if (outcome) {
+        if (n < bytes.length && n >= pts.length && !outcome.error)
+          throw new LoupeError('FFMPEG_FAILED', `ffmpeg's frame log does not match its output for ${path}.`);
+        if (!(n < bytes.length && n < pts.length)) break;
+        continue;
+      }
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        void running.then(resolve);
+      });
+    }
+    const error = state.outcome?.error;
+    if (error) {
+      if (signal?.aborted) throw cancelled();
+      if (error instanceof LoupeError && error.code === 'FFMPEG_FAILED' && complaints.length)
+        throw corrupt(path, complaints.join('\n'), error);
+      throw error;
+    }
+    if (!held) {
+      if (complaints.length) throw corrupt(path, complaints.join('\n'));
+      throw new LoupeError(
+        'FFMPEG_FAILED',
+        `ffmpeg decoded no frame between ${formatTime(from)} and ${formatTime(to)} in ${path}.`,
+        { path },
+      );
+    }
+    for (let k = next; k < ticks.length; k++) held.ticks.push(k); // instants after the last frame
+    yield finish(held);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    stop.abort();
+    await running;
+  }
+}
