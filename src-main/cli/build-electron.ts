@@ -1,6 +1,8 @@
 /**
  * Bundle the Electron main process (ESM, dependencies left to node_modules) and the sandboxed preload
  * (CommonJS, self-contained: a sandboxed preload cannot load other files) into dist-main/electron/.
+ * A build step, not part of the shell: it lives with the CLI (`npm start` runs it) and names electron/'s entry
+ * points as files, never importing them.
  */
 import path from 'node:path';
 
@@ -29,7 +31,7 @@ export async function buildElectron(root: string): Promise<void> {
   });
 }
 
-if (process.argv[1]?.endsWith('electron/build.ts')) {
+if (process.argv[1]?.endsWith('cli/build-electron.ts')) {
   const { resourcesRoot } = await import('../paths.ts');
   await buildElectron(resourcesRoot());
 }
