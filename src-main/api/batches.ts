@@ -33,6 +33,7 @@ import {
   type BatchMeta,
 } from '../jobs/batch-store.ts';
 import { log } from '../log.ts';
+import { PushQueue } from '../push-queue.ts';
 import type { Services } from '../services.ts';
 import {
   type BatchClip,
@@ -290,25 +291,16 @@ export class BatchManager {
   /** The events of one batch: a snapshot, then changes until it stops (a stopped batch: snapshot and end). */
   async *events(batchId: string, signal: AbortSignal): AsyncGenerator<BatchEvent> {
     const run = this.get(batchId);
-    const queue: BatchEvent[] = [];
-    let wake: (() => void) | null = null;
-    const listener = (event: BatchEvent) => {
-      queue.push(event);
-      wake?.();
-    };
-    const onAbort = () => wake?.();
+    const queue = new PushQueue<BatchEvent>();
+    const listener = (event: BatchEvent) => queue.push(event);
+    const onAbort = () => queue.close();
     run.listeners.add(listener);
     signal.addEventListener('abort', onAbort, { once: true });
     try {
       yield { type: 'snapshot', batch: await this.detail(batchId) };
       if (!run.live) return yield { type: 'end', state: run.meta.state, error: run.meta.error };
-      while (!signal.aborted) {
-        const event = queue.shift();
-        if (!event) {
-          await new Promise<void>((resolve) => (wake = resolve));
-          wake = null;
-          continue;
-        }
+      if (signal.aborted) return;
+      for await (const event of queue) {
         yield event;
         if (event.type === 'end') return;
       }
