@@ -25,7 +25,7 @@ export function openLog(dataDir: string): string {
     // no log yet
   }
   const destination = pino.destination({ dest: file, mkdir: true, sync: false });
-  current.flush?.();
+  flushLog();
   current = pino({ base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, destination);
   currentFile = file;
   return file;
@@ -38,7 +38,11 @@ export function logFile(): string | null {
 
 /** Write what is buffered (before exit). */
 export function flushLog(): void {
-  current.flush?.();
+  try {
+    current.flush?.();
+  } catch {
+    // the file is not open yet: what is buffered is written once it is
+  }
 }
 
 type Fields = Record<string, unknown>;

@@ -8,9 +8,8 @@
  * lane, so questions asked in the app go first.
  */
 import { randomUUID } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { z } from 'zod';
 import { LoupeError } from '../errors.ts';
 import {
   checkSpec,
@@ -25,11 +24,18 @@ import {
   type OutputFormat,
   type ResultRecord,
 } from '../jobs/index.ts';
-import { writeAtomic } from '../atomic.ts';
+import {
+  BATCH_META_VERSION,
+  batchJournalFile,
+  batchMetaFile,
+  readBatchMetas,
+  saveBatchMeta,
+  type BatchMeta,
+} from '../jobs/batch-store.ts';
 import { log } from '../log.ts';
+import { PushQueue } from '../push-queue.ts';
 import type { Services } from '../services.ts';
 import {
-  BatchSummarySchema,
   type BatchClip,
   type BatchClipStatus,
   type BatchDetail,
@@ -51,14 +57,6 @@ export interface BatchHost {
   /** The library id of a file. */
   videoIdFor(file: string): string;
 }
-
-const META_VERSION = 1;
-/** What is stored per batch: the API's summary plus a storage version. */
-const BatchMetaSchema = BatchSummarySchema.extend({
-  v: z.literal(META_VERSION),
-  prompts: z.array(z.string()).min(1),
-});
-type BatchMeta = z.infer<typeof BatchMetaSchema>;
 
 const EMPTY_OVERALL: BatchOverall = {
   done: 0,
@@ -98,10 +96,10 @@ class BatchRun {
     return this.controller !== null;
   }
   get journal(): string {
-    return path.join(this.dir, `${this.meta.id}.jsonl`);
+    return batchJournalFile(this.dir, this.meta.id);
   }
   get metaFile(): string {
-    return path.join(this.dir, `${this.meta.id}.json`);
+    return batchMetaFile(this.dir, this.meta.id);
   }
 
   emit(event: BatchEvent): void {
@@ -128,16 +126,8 @@ export class BatchManager {
   /** Read the batches of earlier runs; those that were running are now interrupted. */
   static async open(host: BatchHost): Promise<BatchManager> {
     const manager = new BatchManager(host, path.join(host.services.dataDir, 'batches'));
-    const names = await readdir(manager.dir).catch(() => [] as string[]);
-    for (const name of names.filter((n) => n.endsWith('.json'))) {
-      const parsed = BatchMetaSchema.safeParse(
-        await readFile(path.join(manager.dir, name), 'utf8').then(
-          (t) => JSON.parse(t) as unknown,
-          () => null,
-        ),
-      );
-      if (!parsed.success) continue; // a damaged or foreign file: its journal is still there for the CLI
-      const run = new BatchRun(parsed.data, manager.dir);
+    for (const meta of await readBatchMetas(manager.dir)) {
+      const run = new BatchRun(meta, manager.dir);
       if (LIVE_STATES.includes(run.meta.state)) {
         run.meta.state = 'interrupted';
         await manager
@@ -178,7 +168,7 @@ export class BatchManager {
     const id = `${now.toISOString().slice(0, 19).replace(/[-:T]/g, '')}-${randomUUID().slice(0, 6)}`;
     const run = new BatchRun(
       {
-        v: META_VERSION,
+        v: BATCH_META_VERSION,
         id,
         folder,
         recursive: input.recursive,
@@ -301,25 +291,16 @@ export class BatchManager {
   /** The events of one batch: a snapshot, then changes until it stops (a stopped batch: snapshot and end). */
   async *events(batchId: string, signal: AbortSignal): AsyncGenerator<BatchEvent> {
     const run = this.get(batchId);
-    const queue: BatchEvent[] = [];
-    let wake: (() => void) | null = null;
-    const listener = (event: BatchEvent) => {
-      queue.push(event);
-      wake?.();
-    };
-    const onAbort = () => wake?.();
+    const queue = new PushQueue<BatchEvent>();
+    const listener = (event: BatchEvent) => queue.push(event);
+    const onAbort = () => queue.close();
     run.listeners.add(listener);
     signal.addEventListener('abort', onAbort, { once: true });
     try {
       yield { type: 'snapshot', batch: await this.detail(batchId) };
       if (!run.live) return yield { type: 'end', state: run.meta.state, error: run.meta.error };
-      while (!signal.aborted) {
-        const event = queue.shift();
-        if (!event) {
-          await new Promise<void>((resolve) => (wake = resolve));
-          wake = null;
-          continue;
-        }
+      if (signal.aborted) return;
+      for await (const event of queue) {
         yield event;
         if (event.type === 'end') return;
       }
@@ -455,7 +436,7 @@ export class BatchManager {
   }
 
   private save(run: BatchRun): Promise<void> {
-    return writeAtomic(run.metaFile, JSON.stringify(run.meta, null, 1));
+    return saveBatchMeta(this.dir, run.meta);
   }
 
   /** Save progress as the batch goes; a failed write (disk full…) is logged and the batch goes on (its journal holds the answers). */

@@ -10,93 +10,29 @@ import { LoupeError, type SerializedError } from '../errors.ts';
 
 // ─── Shared shapes ──────────────────────────────────────────────────────────────────────────────────
 
-const seconds = z.number().finite().min(0);
-const id = z.string().min(1).max(200);
-
-export const ErrorSchema = z.object({
-  code: z.string(),
-  message: z.string(),
-  details: z.record(z.string(), z.unknown()).optional(),
-});
-
-export const VideoSchema = z.object({
+import {
+  ConversationRecordSchema,
+  ErrorSchema,
+  FrameRefSchema,
   id,
-  path: z.string(),
-  name: z.string(),
-  sizeBytes: z.number().int().min(0),
-  durationSec: seconds,
-  width: z.number().int().min(0),
-  height: z.number().int().min(0),
-  kind: z.enum(['video', 'image']),
-  codec: z.string(),
-  addedAt: z.string(),
-  /** Set when the file cannot be read (missing, corrupt, not a video): the library shows it beside the name. */
-  error: ErrorSchema.nullable(),
-});
-export type Video = z.infer<typeof VideoSchema>;
+  seconds,
+  SettingsSchema,
+  TimingsSchema,
+  VideoSchema,
+} from '../library/records.ts';
+import { FindIntervalSchema, FindSearchSchema, InstantScoreSchema } from '../find/records.ts';
 
-export const FrameRefSchema = z.object({
-  timeSec: seconds,
-  /** A small JPEG as a data: URL. */
-  thumb: z.string(),
-});
-export type FrameRef = z.infer<typeof FrameRefSchema>;
-
-export const TimingsSchema = z.object({
-  prefillTokens: z.number(),
-  prefillMs: z.number(),
-  firstTokenMs: z.number(),
-  decodeMs: z.number(),
-  decodeTokensPerSec: z.number(),
-});
-export type Timings = z.infer<typeof TimingsSchema>;
-
-export const TurnSchema = z.object({
-  question: z.string(),
-  answer: z.string(),
-  /** eos: the model finished; length: hit the answer-length limit; cancelled: Stop; error: see `error`. */
-  stopped: z.enum(['eos', 'length', 'cancelled', 'error']),
-  askedAt: z.string(),
-  timings: TimingsSchema.nullable(),
-  error: ErrorSchema.nullable(),
-});
-export type Turn = z.infer<typeof TurnSchema>;
-
-export const ConversationRecordSchema = z.object({
-  id,
-  videoId: id,
-  range: z.object({ from: seconds, to: seconds }),
-  /** The frame times the model saw (thumbnails are re-made on demand; they are not stored). */
-  frameTimes: z.array(seconds),
-  createdAt: z.string(),
-  model: z.string(),
-  turns: z.array(TurnSchema),
-});
-export type ConversationRecord = z.infer<typeof ConversationRecordSchema>;
-
-export const SettingsSchema = z.object({
-  /** Frames sampled per clip; null = the model pack's default. */
-  frames: z.number().int().min(1).max(64).nullable(),
-  /** Longest answer, in tokens. */
-  maxNewTokens: z.number().int().min(8).max(2048),
-  /** 0 = greedy (the same answer every time). */
-  temperature: z.number().min(0).max(2),
-  theme: z.enum(['system', 'light', 'dark']),
-  /** auto: fast keyframe sampling for long clips and batches, exact for short clips; exact: always the frame shown. */
-  sampling: z.enum(['auto', 'exact']).default('auto'),
-  /** The model pack in use (a folder); null = the built-in pack. Changed only through `selectModel`. */
-  modelPack: z.string().nullable(),
-});
-export type Settings = z.infer<typeof SettingsSchema>;
-
-export const DEFAULT_SETTINGS: Settings = {
-  frames: null,
-  maxNewTokens: 256,
-  temperature: 0,
-  theme: 'system',
-  sampling: 'auto',
-  modelPack: null,
-};
+export {
+  ConversationRecordSchema,
+  DEFAULT_SETTINGS,
+  ErrorSchema,
+  FrameRefSchema,
+  SettingsSchema,
+  TimingsSchema,
+  TurnSchema,
+  VideoSchema,
+} from '../library/records.ts';
+export type { ConversationRecord, FrameRef, Settings, Timings, Turn, Video } from '../library/records.ts';
 
 export const ModelInfoSchema = z.object({
   name: z.string(),
@@ -184,35 +120,15 @@ export const BatchClipSchema = z.object({
 });
 export type BatchClip = z.infer<typeof BatchClipSchema>;
 
-export const BatchOverallSchema = z.object({
-  done: z.number().int().min(0),
-  failed: z.number().int().min(0),
-  total: z.number().int().min(0),
-  clipsPerMin: z.number().min(0),
-  etaSec: z.number().min(0).nullable(),
-  /** Waiting for a question asked in the app (which goes first). */
-  yielding: z.boolean(),
-});
-export type BatchOverall = z.infer<typeof BatchOverallSchema>;
-
-/** interrupted: Loupe stopped while it ran (resume continues it from its results file). */
-export const BatchStateSchema = z.enum(['running', 'paused', 'done', 'cancelled', 'failed', 'interrupted']);
-export type BatchState = z.infer<typeof BatchStateSchema>;
-
-export const BatchSummarySchema = z.object({
-  id,
-  folder: z.string(),
-  recursive: z.boolean(),
-  prompts: z.array(z.string()),
-  segmentSec: z.number().positive().nullable(),
-  createdAt: z.string(),
-  state: BatchStateSchema,
-  /** Why the batch stopped (the model could not load, the disk is full…). */
-  error: ErrorSchema.nullable(),
-  overall: BatchOverallSchema,
-  model: z.string().nullable(),
-});
-export type BatchSummary = z.infer<typeof BatchSummarySchema>;
+export {
+  BatchOverallSchema,
+  BatchStateSchema,
+  BatchSummarySchema,
+  type BatchOverall,
+  type BatchState,
+  type BatchSummary,
+} from '../jobs/batch-store.ts';
+import { BatchOverallSchema, BatchStateSchema, BatchSummarySchema } from '../jobs/batch-store.ts';
 
 export const BatchDetailSchema = BatchSummarySchema.extend({ clips: z.array(BatchClipSchema) });
 export type BatchDetail = z.infer<typeof BatchDetailSchema>;
@@ -238,30 +154,14 @@ export type BatchResult = z.infer<typeof BatchResultSchema>;
 
 // ─── Moment search (issue 14) ───────────────────────────────────────────────────────────────────────
 
-export const FindIntervalSchema = z.object({ from: seconds, to: seconds, score: z.number().min(0).max(1) });
-export type FindInterval = z.infer<typeof FindIntervalSchema>;
-export const InstantScoreSchema = z.object({ t: seconds, score: z.number().min(0).max(1) });
-export type InstantScore = z.infer<typeof InstantScoreSchema>;
-
-/** One finished moment search, as the video's history keeps it. */
-export const FindSearchSchema = z.object({
-  id,
-  videoId: id,
-  query: z.string(),
-  /** The presence question the model was asked at every instant. */
-  question: z.string(),
-  range: z.object({ from: seconds, to: seconds }),
-  step: z.number().positive(),
-  threshold: z.number().min(0).max(1),
-  intervals: z.array(FindIntervalSchema),
-  scores: z.array(InstantScoreSchema),
-  createdAt: z.string(),
-  model: z.string(),
-  /** Instants whose features came from the frame-feature cache. */
-  cachedFrames: z.number().int().min(0),
-  totalMs: z.number().min(0),
-});
-export type FindSearch = z.infer<typeof FindSearchSchema>;
+export {
+  FindIntervalSchema,
+  FindSearchSchema,
+  InstantScoreSchema,
+  type FindInterval,
+  type FindSearch,
+  type InstantScore,
+} from '../find/records.ts';
 
 export const FindEventSchema = z.discriminatedUnion('type', [
   z.object({

@@ -212,7 +212,7 @@ describe('web mode under random and malformed requests', () => {
       { numRuns: RUNS * 2 },
     );
     // The generators reach past authentication and validation into the service.
-    expect(statuses.get(200) ?? 0).toBeGreaterThan(10);
+    expect(statuses.get(200) ?? 0).toBeGreaterThanOrEqual(5); // about 17 in 240 on average
     expect(statuses.get(400) ?? 0).toBeGreaterThan(10);
     expect(problems).toEqual([]);
     // Still serving, and the library on disk still loads as it is.

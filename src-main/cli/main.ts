@@ -162,7 +162,7 @@ export function buildProgram(): Command {
       else
         for (const p of packs)
           process.stdout.write(
-            `${p.builtin ? '*' : ' '} ${p.name}@${p.version}  ${p.precision}  ${(p.bytes / 1e6).toFixed(1)} MB  ${p.dir}${p.error ? `  (invalid: ${p.error})` : ''}\n`,
+            `${p.builtin ? '*' : ' '} ${p.name}@${p.version || '?'}  ${p.precision || '?'}  ${(p.bytes / 1e6).toFixed(1)} MB  ${p.dir}${p.error ? `  (invalid: ${p.error.message})` : ''}\n`,
           );
     });
   models

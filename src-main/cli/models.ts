@@ -1,59 +1,18 @@
-/** `loupe models …`: list and verify model packs. */
-import { readdir, stat } from 'node:fs/promises';
+/** `loupe models …`: list (the one pack listing, packs/manage.ts) and verify model packs. */
 import path from 'node:path';
+import type { PackInfo } from '../api/contract.ts';
 import { Engine } from '../model/engine.ts';
 import { loadPack } from '../model/pack.ts';
+import { listPackInfos } from '../packs/manage.ts';
 import { builtinPackDir, userDataDir } from '../paths.ts';
-
-export interface PackSummary {
-  dir: string;
-  name: string;
-  version: string;
-  precision: string;
-  bytes: number;
-  builtin: boolean;
-  contextLength?: number;
-  error?: string;
-}
 
 export function userPacksDir(): string {
   return path.join(userDataDir(), 'models');
 }
 
-export async function listPacks(): Promise<PackSummary[]> {
-  const dirs = [builtinPackDir()];
-  const names = await readdir(userPacksDir()).catch(() => [] as string[]);
-  for (const n of names) dirs.push(path.join(userPacksDir(), n));
-  const out: PackSummary[] = [];
-  for (const dir of dirs) {
-    const builtin = dir === builtinPackDir();
-    try {
-      const pack = await loadPack(dir, { hashLimitBytes: 0 });
-      const m = pack.manifest;
-      out.push({
-        dir,
-        name: m.name,
-        version: m.version,
-        precision: m.precision,
-        bytes: Object.values(m.files).reduce((n, f) => n + f.bytes, 0),
-        builtin,
-        contextLength: m.decoder.contextLength,
-      });
-    } catch (e) {
-      const info = await stat(dir).catch(() => null);
-      if (info?.isDirectory())
-        out.push({
-          dir,
-          name: path.basename(dir),
-          version: '?',
-          precision: '?',
-          bytes: 0,
-          builtin,
-          error: (e as Error).message,
-        });
-    }
-  }
-  return out;
+/** The packs Loupe knows, as the app lists them (packs/manage.ts: the built-in one, then the imported ones). */
+export function listPacks(): Promise<PackInfo[]> {
+  return listPackInfos({ builtinDir: builtinPackDir(), userDir: userPacksDir() }, builtinPackDir());
 }
 
 export async function verifyPack(

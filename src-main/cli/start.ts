@@ -27,7 +27,7 @@ export async function start(options: ServeOptions = {}): Promise<void> {
     return serveUntilInterrupted(options);
   }
   const root = resourcesRoot();
-  const { buildElectron } = await import('../electron/build.ts');
+  const { buildElectron } = await import('./build-electron.ts');
   await buildElectron(root);
   const child = spawn(binary, [path.join(root, 'dist-main', 'electron', 'main.js')], { stdio: 'inherit' });
   await new Promise<void>((resolve) =>

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { FindSearchSchema, type FindSearch } from '../api/contract.ts';
+import { FindSearchSchema, type FindSearch } from './records.ts';
 import { writeAtomic } from '../atomic.ts';
 
 export const MAX_SEARCHES = 20;

@@ -13,6 +13,7 @@
  * processes to exit, and reports the unfinished clips as cancelled (not failed, and not recorded).
  */
 import { LoupeError, throwIfAborted } from '../errors.ts';
+import { PushQueue } from '../push-queue.ts';
 import type { Engine } from '../model/engine.ts';
 import type { ClipFeatureExtractor, ClipFeatures, SamplingMode } from '../qa/clip-features.ts';
 import type { BatchInput } from './discover.ts';
@@ -121,12 +122,9 @@ export async function* runBatch(
   if (options.signal?.aborted) controller.abort();
 
   // Events flow through a queue: the stages push, this generator yields.
-  const queue: BatchEvent[] = [];
-  let wake: (() => void) | null = null;
+  const queue = new PushQueue<BatchEvent>();
   const push = (event: BatchEvent | null) => {
-    if (!event) return;
-    queue.push(event);
-    wake?.();
+    if (event) queue.push(event);
   };
 
   const tracker = new ProgressTracker(items);
@@ -384,7 +382,6 @@ export async function* runBatch(
   // 4. Drive: a window of prepares runs ahead of the answer stage.
   const inFlight = new Map<number, Promise<Prepared>>();
   let fatal: unknown = null;
-  let finished = false;
   const drive = async () => {
     try {
       for (let k = 0; k < jobs.length; k++) {
@@ -402,22 +399,13 @@ export async function* runBatch(
       await Promise.allSettled(inFlight.values()); // every child process has exited
       if (signal.aborted) for (const job of jobs) setStatus(job.index, { state: 'cancelled' });
       push(tracker.overall());
-      finished = true;
-      wake?.();
+      queue.close();
     }
   };
 
   const driving = drive();
   try {
-    while (true) {
-      if (queue.length) {
-        yield queue.shift()!;
-        continue;
-      }
-      if (finished) break;
-      await new Promise<void>((resolve) => (wake = resolve));
-      wake = null;
-    }
+    yield* queue;
     if (fatal) throw fatal; // e.g. the journal's disk is full; a cancelled batch just ends (its clips say so)
   } finally {
     controller.abort(); // a consumer that stopped early cancels the batch

@@ -9,7 +9,7 @@
  * v3: settings gain `modelPack` (the chosen model pack's folder; null = the built-in one).
  */
 import { z } from 'zod';
-import { ConversationRecordSchema, DEFAULT_SETTINGS, SettingsSchema, VideoSchema } from '../api/contract.ts';
+import { ConversationRecordSchema, DEFAULT_SETTINGS, SettingsSchema, VideoSchema } from './records.ts';
 import { LoupeError } from '../errors.ts';
 
 export const CURRENT_VERSION = 3;

@@ -2,6 +2,7 @@
  * The renderer's view of Loupe's API: one interface, built from the contract's types, with two
  * implementations (HTTP for web mode, IPC for Electron). Errors arrive as data and are rebuilt as ApiError.
  */
+import { PushQueue } from '../../../src-main/push-queue.ts';
 import type {
   CallInput,
   CallName,
@@ -71,40 +72,30 @@ export function messagesToIterable<E>(
 ): AsyncIterable<E> {
   return {
     [Symbol.asyncIterator]() {
-      const queue: StreamMessage[] = [];
-      let wake: (() => void) | null = null;
-      let finished = false;
-      const push = (m: StreamMessage) => {
-        queue.push(m);
-        wake?.();
-      };
+      const queue = new PushQueue<StreamMessage>();
+      const push = (m: StreamMessage) => queue.push(m);
       const stop = start(push);
       const onAbort = () => push({ kind: 'error', error: { code: 'CANCELLED', message: 'Cancelled.' } });
       signal?.addEventListener('abort', onAbort, { once: true });
       const finish = () => {
-        finished = true;
+        queue.close();
         signal?.removeEventListener('abort', onAbort);
         stop();
       };
       if (signal?.aborted) onAbort();
       return {
         async next(): Promise<IteratorResult<E>> {
-          while (!finished) {
-            const m = queue.shift();
-            if (!m) {
-              await new Promise<void>((r) => (wake = r));
-              wake = null;
-              continue;
-            }
-            if (m.kind === 'event') return { value: m.event as E, done: false };
-            finish();
-            if (m.kind === 'error') throw ApiError.from(m.error);
-            return { value: undefined, done: true };
-          }
+          if (queue.isClosed) return { value: undefined, done: true }; // finished: nothing more is delivered
+          const next = await queue.shift();
+          if (next.done) return { value: undefined, done: true };
+          const m = next.value;
+          if (m.kind === 'event') return { value: m.event as E, done: false };
+          finish();
+          if (m.kind === 'error') throw ApiError.from(m.error);
           return { value: undefined, done: true };
         },
         async return(): Promise<IteratorResult<E>> {
-          if (!finished) finish();
+          if (!queue.isClosed) finish();
           return { value: undefined, done: true };
         },
       };

@@ -2,6 +2,8 @@
  * Bundle the Electron main process and the model's worker thread (ESM, dependencies left to node_modules;
  * the worker must sit beside main.js, where model/engine.ts looks for it) and the sandboxed preload
  * (CommonJS, self-contained: a sandboxed preload cannot load other files) into dist-main/electron/.
+ * A build step, not part of the shell: it lives with the CLI (`npm start` runs it) and names electron/'s entry
+ * points as files, never importing them.
  */
 import path from 'node:path';
 
@@ -34,7 +36,7 @@ export async function buildElectron(root: string): Promise<void> {
   });
 }
 
-if (process.argv[1]?.endsWith('electron/build.ts')) {
+if (process.argv[1]?.endsWith('cli/build-electron.ts')) {
   const { resourcesRoot } = await import('../paths.ts');
   await buildElectron(resourcesRoot());
 }
