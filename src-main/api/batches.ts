@@ -27,7 +27,7 @@ import {
   type ResultRecord,
 } from '../jobs/index.ts';
 import { writeAtomic } from '../library/store.ts';
-import type { Services } from '../services.ts';
+import type { ModelLease, Services } from '../services.ts';
 import {
   BatchSummarySchema,
   type BatchClip,
@@ -348,6 +348,7 @@ export class BatchManager {
   private async execute(run: BatchRun, signal: AbortSignal): Promise<void> {
     const { meta } = run;
     let complete = false;
+    let lease: ModelLease | null = null;
     try {
       // 1. List the clips first, so the view shows them all queued (finished ones keep their state).
       const known = new Map<string, boolean>();
@@ -378,8 +379,9 @@ export class BatchManager {
 
       // 2. Run it: summarize resumes from the journal (a new batch has none yet).
       const services = this.host.services;
-      const model = await services.engine();
-      const extractor = await services.extractor();
+      // held for the whole run: a model switch waits for the batch, never pulls the model from under it
+      lease = await services.lease();
+      const { engine: model, extractor } = lease;
       const { frames, maxNewTokens } = this.host.settings();
       meta.model = `${model.manifest.name}@${model.manifest.version}`;
       for await (const event of summarize(
@@ -431,6 +433,7 @@ export class BatchManager {
       meta.state = err.code === 'CANCELLED' ? (run.quitting ? 'interrupted' : 'cancelled') : 'failed';
       meta.error = err.code === 'CANCELLED' ? null : { code: err.code, message: err.message };
     } finally {
+      lease?.release();
       run.controller = null;
       meta.overall = { ...meta.overall, etaSec: meta.state === 'done' ? 0 : null, yielding: false };
       this.journalCache.delete(run.journal);

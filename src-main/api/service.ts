@@ -92,8 +92,18 @@ interface Live {
   controller: AbortController | null;
 }
 
-const defaultOpenClip = async (services: Services, request: ClipRequest): Promise<ClipSession> =>
-  ClipConversation.open(await services.engine(), await services.extractor(), request);
+/** Opens under a model lease: a model switch waits for it, and a clip opened on a model switched away from is refused. */
+const defaultOpenClip = async (services: Services, request: ClipRequest): Promise<ClipSession> => {
+  const lease = await services.lease();
+  try {
+    const session = await ClipConversation.open(lease.engine, lease.extractor, request);
+    if (!services.isCurrent(lease.engine))
+      throw new LoupeError('MODEL_RUNTIME', 'The model was switched while this clip opened: open it again.');
+    return session;
+  } finally {
+    lease.release();
+  }
+};
 
 export class LoupeService implements LoupeApi {
   private readonly live = new Map<string, Live>();
@@ -313,6 +323,13 @@ export class LoupeService implements LoupeApi {
       error: null,
     };
     const lease = this.services.gate.interactive();
+    // the model stays loaded until this answer ends (a model switch closes the conversation, then waits)
+    const model = await this.services.lease().catch((error: unknown) => {
+      lease.release();
+      signal.removeEventListener('abort', onAbort);
+      live.controller = null;
+      throw error;
+    });
     try {
       for await (const event of live.session.ask(question, {
         maxNewTokens,
@@ -347,6 +364,7 @@ export class LoupeService implements LoupeApi {
       await this.saveTurn(live, turn).catch(() => undefined);
       throw err;
     } finally {
+      model.release();
       lease.release();
       signal.removeEventListener('abort', onAbort);
       live.controller = null;
