@@ -129,7 +129,7 @@ async function main(): Promise<void> {
   // 2b. The app thread during a long prefill (frames repeated to fill the context, a long question): the largest
   //     gap of a 10 ms timer, and Stop pressed mid-prefill until the stream has ended.
   const longFrames = Array.from({ length: engine.maxFrames(8) }, (_, i) => frames[i % frames.length]!);
-  const longQuestion = `Describe the video: ${'the shapes, their colors and where they move, '.repeat(12)}`;
+  const longQuestion = `Describe the video: ${'the shapes, their colors and where they move, '.repeat(6)}`;
   const stalls: number[] = [];
   const stops: number[] = [];
   let longPrompt = 0;

@@ -207,7 +207,7 @@ describe('the app thread during a long prefill', () => {
   });
   afterAll(() => running?.close());
 
-  it('the web server answers requests within 100 ms (beyond the machine’s idle jitter) while a prefill of about 2,000 tokens runs', async () => {
+  it('the web server answers requests within 100 ms (beyond the machine’s idle jitter) while a prefill of 2,000 tokens runs', async () => {
     const engine = await running.services.engine();
     const count = engine.maxFrames(16);
     const frames = await engine.encodeImages(pixels(count, engine.manifest.vision.imageSize));
@@ -233,10 +233,13 @@ describe('the app thread during a long prefill', () => {
     let prefillTokens = 0;
     let prefillDone = false;
     const answering = (async () => {
-      for await (const e of conversation.ask('Describe the video.', {
-        maxNewTokens: 4,
-        onPrefillProgress: (done, total) => (prefillDone = done === total),
-      }))
+      for await (const e of conversation.ask(
+        `Describe the video: ${'the shapes, their colors and where they move, '.repeat(6)}`,
+        {
+          maxNewTokens: 4,
+          onPrefillProgress: (done, total) => (prefillDone = done === total),
+        },
+      ))
         if (e.type === 'done') prefillTokens = e.timings.prefillTokens;
     })();
     const latencies: number[] = [];
@@ -246,12 +249,13 @@ describe('the app thread during a long prefill', () => {
       await new Promise((r) => setTimeout(r, 10));
     }
     await answering;
-    expect(prefillTokens).toBeGreaterThanOrEqual(1800);
+    expect(prefillTokens).toBeGreaterThanOrEqual(2000);
     expect(latencies.length).toBeGreaterThan(3);
-    // Typical requests answer within 100 ms; the slowest within 100 ms of the slowest idle one (an engine on
-    // this thread would hold every request for the whole prefill: seconds).
-    const sorted = [...latencies].sort((a, b) => a - b);
-    expect(sorted[Math.floor(sorted.length / 2)]).toBeLessThan(100);
-    expect(Math.max(...latencies)).toBeLessThan(100 + Math.max(...idle));
+    // Requests answer within 100 ms: the median, and the 90th percentile beyond this machine's own idle 90th
+    // percentile (it is shared; single requests stall even with the model idle). An engine on this thread would
+    // hold every request for a whole decoder run.
+    const p = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.floor(q * (xs.length - 1))]!;
+    expect(p(latencies, 0.5)).toBeLessThan(100);
+    expect(p(latencies, 0.9)).toBeLessThan(100 + p(idle, 0.9));
   });
 });

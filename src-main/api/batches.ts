@@ -34,7 +34,7 @@ import {
 } from '../jobs/batch-store.ts';
 import { log } from '../log.ts';
 import { PushQueue } from '../push-queue.ts';
-import type { Services } from '../services.ts';
+import type { ModelLease, Services } from '../services.ts';
 import {
   type BatchClip,
   type BatchClipStatus,
@@ -331,6 +331,7 @@ export class BatchManager {
   private async execute(run: BatchRun, signal: AbortSignal): Promise<void> {
     const { meta } = run;
     let complete = false;
+    let lease: ModelLease | null = null;
     try {
       // 1. List the clips first, so the view shows them all queued (finished ones keep their state); the run
       //    below uses this one discovery.
@@ -356,8 +357,9 @@ export class BatchManager {
 
       // 2. Run it: summarize resumes from the journal (a new batch has none yet).
       const services = this.host.services;
-      const model = await services.engine();
-      const extractor = await services.extractor();
+      // held for the whole run: a model switch waits for the batch, never pulls the model from under it
+      lease = await services.lease();
+      const { engine: model, extractor } = lease;
       const { frames, maxNewTokens, sampling } = this.host.settings();
       meta.model = `${model.manifest.name}@${model.manifest.version}`;
       for await (const event of summarize(
@@ -409,6 +411,7 @@ export class BatchManager {
       meta.state = err.code === 'CANCELLED' ? (run.quitting ? 'interrupted' : 'cancelled') : 'failed';
       meta.error = err.code === 'CANCELLED' ? null : { code: err.code, message: err.message };
     } finally {
+      lease?.release();
       run.controller = null;
       meta.overall = { ...meta.overall, etaSec: meta.state === 'done' ? 0 : null, yielding: false };
       this.journalCache.delete(run.journal);

@@ -47,8 +47,18 @@ type Released = Omit<Live, 'session' | 'controller'>;
 /** How many released conversations are remembered (their ids and records only). */
 const RELEASED_KEPT = 1000;
 
-export const defaultOpenClip: OpenClip = async (services, request) =>
-  ClipConversation.open(await services.engine(), await services.extractor(), request);
+/** Opens under a model lease: a model switch waits for it, and a clip opened on a model switched away from is refused. */
+export const defaultOpenClip: OpenClip = async (services, request) => {
+  const lease = await services.lease();
+  try {
+    const session = await ClipConversation.open(lease.engine, lease.extractor, request);
+    if (!services.isCurrent(lease.engine))
+      throw new LoupeError('MODEL_RUNTIME', 'The model was switched while this clip opened: open it again.');
+    return session;
+  } finally {
+    lease.release();
+  }
+};
 
 export class ConversationsApi {
   private readonly live = new Map<string, Live>();
@@ -114,6 +124,13 @@ export class ConversationsApi {
       error: null,
     };
     const lease = this.services.gate.interactive();
+    // the model stays loaded until this answer ends (a model switch closes the conversation, then waits)
+    const model = await this.services.lease().catch((error: unknown) => {
+      lease.release();
+      signal.removeEventListener('abort', onAbort);
+      live.controller = null;
+      throw error;
+    });
     try {
       for await (const event of live.session.ask(question, {
         maxNewTokens,
@@ -148,6 +165,7 @@ export class ConversationsApi {
       await this.saveTurn(live, turn).catch(() => undefined);
       throw err;
     } finally {
+      model.release();
       lease.release();
       signal.removeEventListener('abort', onAbort);
       live.controller = null;

@@ -5,6 +5,7 @@
 import { randomUUID, createHash } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { PushQueue } from '../push-queue.ts';
 import { LoupeError } from '../errors.ts';
 import { findInFolder, readFindJournal, toCsv, type FindRecord } from '../find/folder.ts';
 import { FindHistory } from '../find/history.ts';
@@ -37,11 +38,11 @@ export class FindApi {
     signal: AbortSignal,
   ): AsyncGenerator<FindEvent> {
     const file = this.videoPath(videoId);
-    const engine = await this.services.engine();
+    const model = await this.services.lease(); // the model stays loaded for the whole search
     const lease = this.services.gate.interactive(); // a search asked in the app goes before batch work
     let done = 0;
     try {
-      for await (const event of findMoments(engine, this.services.denseMedia, this.services.cache, {
+      for await (const event of findMoments(model.engine, this.services.denseMedia, this.services.cache, {
         path: file,
         query,
         from,
@@ -66,7 +67,7 @@ export class FindApi {
             intervals: r.intervals,
             scores: r.scores,
             createdAt: new Date().toISOString(),
-            model: `${engine.manifest.name}@${engine.manifest.version}`,
+            model: `${model.engine.manifest.name}@${model.engine.manifest.version}`,
             cachedFrames: r.cachedFrames,
             totalMs: r.timings.totalMs,
           };
@@ -79,6 +80,7 @@ export class FindApi {
       throw error;
     } finally {
       lease.release();
+      model.release();
     }
   }
 
@@ -101,52 +103,41 @@ export class FindApi {
     const out = this.resultsFile(input);
     await mkdir(path.dirname(out), { recursive: true });
     const { items } = await discoverInputs([input.folder], { recursive: input.recursive, signal });
-    const engine = await this.services.engine();
-    yield { type: 'start', total: items.length, resultsFile: out };
-    // findInFolder reports through a callback: queue its clips and hand them out as events.
-    const queue: FolderFindEvent[] = [];
-    let wake: (() => void) | null = null;
-    let finished: { error: unknown } | null = null;
+    // The model stays loaded for the whole search (a model switch waits for it), and the search asked in the app
+    // goes before batch work.
+    const model = await this.services.lease();
     const lease = this.services.gate.interactive();
-    const running = findInFolder(engine, this.services.denseMedia, this.services.cache, items, {
-      query: input.query,
-      step: input.step,
-      out,
-      signal,
-      onClip: ({ record, done, total, skipped }) => {
-        queue.push({ type: 'clip', clip: toClip(record, skipped), done, total });
-        wake?.();
-      },
-    }).then(
-      (summary) => {
-        queue.push({ type: 'end', found: summary.found, total: summary.records.length });
-        finished = { error: null };
-      },
-      (error: unknown) => void (finished = { error }),
-    );
+    // findInFolder reports through a callback: queue its clips and hand them out as events.
+    const queue = new PushQueue<FolderFindEvent>();
+    let done = 0;
+    let failure: unknown = null;
+    let running: Promise<void> = Promise.resolve();
     try {
-      let done = 0;
-      for (;;) {
-        const next = queue.shift();
-        if (next) {
-          if (next.type === 'clip') done = next.done;
-          yield next;
-          continue;
-        }
-        if (finished) {
-          const { error } = finished as { error: unknown };
-          if (!error) return;
-          if (LoupeError.from(error).code === 'CANCELLED') return void (yield { type: 'cancelled', done });
-          throw error;
-        }
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-          void running.then(() => resolve());
-        });
+      yield { type: 'start', total: items.length, resultsFile: out };
+      running = findInFolder(model.engine, this.services.denseMedia, this.services.cache, items, {
+        query: input.query,
+        step: input.step,
+        out,
+        signal,
+        onClip: ({ record, done, total, skipped }) =>
+          queue.push({ type: 'clip', clip: toClip(record, skipped), done, total }),
+      }).then(
+        (summary) => queue.push({ type: 'end', found: summary.found, total: summary.records.length }),
+        (error: unknown) => void (failure = error),
+      );
+      void running.finally(() => queue.close());
+      for await (const next of queue) {
+        if (next.type === 'clip') done = next.done;
+        yield next;
+      }
+      if (failure) {
+        if (LoupeError.from(failure).code === 'CANCELLED') return void (yield { type: 'cancelled', done });
+        throw failure;
       }
     } finally {
-      lease.release();
       await running;
+      lease.release();
+      model.release();
     }
   }
 

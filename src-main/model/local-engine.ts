@@ -458,7 +458,7 @@ export class LocalConversation {
     return this.engine.embed(ids);
   }
 
-  /** Run the decoder on `count` new embeddings; returns the last position's logits. */
+  /** Run the decoder on `count` new embeddings; returns the last position's logits (full-logits or last-only graphs). */
   private async step(embeds: Float32Array, count: number): Promise<{ data: Float32Array; offset: number }> {
     const { hiddenSize, numLayers, usesPositionIds } = this.engine.manifest.decoder;
     const total = this.length + count;
@@ -481,8 +481,9 @@ export class LocalConversation {
       this.past[`past_key_values.${i}.value`] = out[`present.${i}.value`]!;
     }
     this.length = total;
-    const logits = out.logits!.data as Float32Array; // (1, count, vocab)
+    // (1, count, vocab), or (1, 1, vocab) from a graph exported to compute the last position only
+    const logits = out.logits!.data as Float32Array;
     const vocab = this.engine.manifest.decoder.vocabSize;
-    return { data: logits, offset: (count - 1) * vocab };
+    return { data: logits, offset: logits.length - vocab };
   }
 }
