@@ -149,8 +149,10 @@ describe('moment search and the feature cache', () => {
       const engine = await services.engine();
       let decodes = 0;
       let encodes = 0;
+      let probes = 0;
       const media: DenseMediaPort = {
         ...ffmpegDenseMedia,
+        probe: (p, s) => (probes++, ffmpegDenseMedia.probe(p, s)),
         decodeDense: (p, o) => (decodes++, ffmpegDenseMedia.decodeDense(p, o)),
       };
       const model: FindModel = {
@@ -170,6 +172,7 @@ describe('moment search and the feature cache', () => {
         1, 10, 0, 0, 10,
       ]);
       expect(liveProcessCount()).toBe(spawnedBefore);
+      expect(probes).toBe(1); // not even ffprobe: the probe is remembered per file identity
       expect(again.scores).toEqual(first.scores);
       expect(again.timings.scoreMs).toBe(0); // the same search again: its scores are remembered
       const other = resultOf(

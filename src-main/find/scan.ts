@@ -99,6 +99,23 @@ function remember(key: string, score: number): void {
   scoreMemo.set(key, score);
 }
 
+/** Probe results per file identity (bounded): a second query on the same file spawns no process at all. */
+const probes = new Map<string, MediaInfo>();
+async function probeOnce(
+  media: DenseMediaPort,
+  path: string,
+  identity: FileIdentity,
+  signal?: AbortSignal,
+): Promise<MediaInfo> {
+  const key = JSON.stringify(identity);
+  const known = identity.sizeBytes >= 0 ? probes.get(key) : undefined;
+  if (known) return known;
+  const info = await media.probe(path, signal);
+  if (probes.size >= 256) probes.delete(probes.keys().next().value!);
+  probes.set(key, info);
+  return info;
+}
+
 /** Cached features of a whole scan: per instant, the frame time and features (null: a miss). */
 async function cachedTicks(
   cache: FeatureCache | null,
@@ -121,7 +138,7 @@ export async function* findMoments(
   const threshold = req.threshold ?? DEFAULT_THRESHOLD;
   const { signal } = req;
   const identity: FileIdentity = await fileIdentity(req.path, media.hashSampledBytes);
-  const info = await media.probe(req.path, signal);
+  const info = await probeOnce(media, req.path, identity, signal);
   const range = media.clampRange(info, req.from, req.to);
   const times = media.denseTicks(range.from, range.to, step);
   const v = model.manifest.vision;
