@@ -318,7 +318,6 @@ class DenseConnectorMLLM(nn.Module):
 
 def load_checkpoint(checkpoint: Path, vision_tower: Path | None = None) -> tuple[DenseConnectorMLLM, dict]:
     """Read a checkpoint in the official layout (config.json + safetensors + the vision tower it names)."""
-    from safetensors.torch import load_file
     from transformers import AutoConfig, SiglipVisionConfig, SiglipVisionModel
 
     cfg_path = checkpoint / "config.json"
