@@ -321,6 +321,7 @@ export class LoupeService implements LoupeApi {
         signal: controller.signal,
       })) {
         if (event.type === 'token') {
+          if (!event.text) continue; // the API streams text; ids without text show nothing
           turn.answer += event.text;
           yield { type: 'token', text: event.text };
         } else {

@@ -34,6 +34,10 @@ export interface GenerateOptions extends Partial<SamplingOptions> {
 }
 
 export type AnswerEvent =
+  /**
+   * One per generated id except the end-of-turn token, in order. `text` is what the id adds to the answer and
+   * may be '' (a byte of an unfinished UTF-8 character, a special token): consumers that only show text skip those.
+   */
   | { type: 'token'; text: string; tokenId: number }
   | { type: 'done'; text: string; tokens: number; stopped: 'eos' | 'length'; timings: AnswerTimings };
 
@@ -355,8 +359,7 @@ export class Conversation {
           this.pending = [next];
           break;
         }
-        const text = streamer.push(next);
-        if (text) yield { type: 'token', text, tokenId: next };
+        yield { type: 'token', text: streamer.push(next), tokenId: next };
         if (produced === maxNewTokens) this.pending = [next, manifest.prompt.eosTokenIds[0]!];
         else logits = await this.step(await this.embed([next]), 1);
       }
