@@ -21,6 +21,12 @@ export interface GrabRequest {
   height: number;
   /** Filters after the frame has become full-range rgb24, the same for every frame (pad, format...). */
   tail: string;
+  /**
+   * Keep only frames this many seconds before each instant while looking for the one shown (a frame-sized
+   * buffer instead of the whole keyframe interval, for full-size frames); an instant with no frame in that
+   * window (a variable-frame-rate gap) is looked for again without it.
+   */
+  lookbackSec?: number;
   /** Output options, ending with the output itself. */
   output: string[];
   signal?: AbortSignal;
@@ -44,7 +50,15 @@ export async function grabFrames(request: GrabRequest): Promise<GrabResult> {
   const timesSec: number[] = [];
   for (let first = 0; first < times.length; first += BATCH) {
     const batch = times.slice(first, first + BATCH);
-    const { stdout, shown } = await runBatch(ffmpeg.path, request, batch, toRgb);
+    const { stdout, shown } = await runBatch(ffmpeg.path, request, batch, toRgb).catch((error: unknown) => {
+      if (
+        request.lookbackSec === undefined ||
+        !(error instanceof LoupeError) ||
+        error.code !== 'FFMPEG_FAILED'
+      )
+        throw error;
+      return runBatch(ffmpeg.path, { ...request, lookbackSec: undefined }, batch, toRgb);
+    });
     chunks.push(stdout);
     timesSec.push(...shown);
   }
@@ -70,9 +84,14 @@ async function runBatch(ffmpeg: string, request: GrabRequest, times: number[], t
     // -ss counts from the container's start; with -copyts, trim and showinfo see absolute timestamps.
     args.push('-threads', '2', '-noaccurate_seek', '-ss', until.toFixed(6), '-i', fileInput(info.path));
     const untilPts = (info.startTimeSec + until).toFixed(6);
-    // Frames from the keyframe up to `until`, kept small; reverse hands the last of them to trim first.
+    const { lookbackSec } = request;
+    const window =
+      lookbackSec === undefined
+        ? ''
+        : `trim=start=${Math.max(0, info.startTimeSec + until - lookbackSec).toFixed(6)},`;
+    // Frames from the keyframe (or the lookback window) up to `until`; reverse hands the last of them to trim first.
     chains.push(
-      `[${i}:${info.streamIndex}]trim=end=${untilPts},${shrink},reverse,trim=end_frame=1,${finish}`,
+      `[${i}:${info.streamIndex}]trim=end=${untilPts},${window}${shrink},reverse,trim=end_frame=1,${finish}`,
     );
   });
   const inputs = times.map((_, i) => `[v${i}]`).join('');

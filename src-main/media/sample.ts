@@ -1,12 +1,20 @@
-/** Frames for the model: uniformly spread over a range, letterboxed to a square, normalized CHW floats. */
+/**
+ * Frames for the model: uniformly spread over a range, decoded at full resolution (rotation, SAR and colour
+ * applied by ffmpeg), then padded to a square and resized as the reference does (`preprocess.ts`), CHW floats.
+ */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { LoupeError } from '../errors.ts';
 import { clampRange, frameTimes } from './frame-times.ts';
-import { fitInside, grabFrames } from './grab.ts';
+import { grabFrames } from './grab.ts';
+import { decodeJpeg } from './jpeg.ts';
+import { prepareFrame, type ResizeSpec, type Rgb, type RgbImage } from './preprocess.ts';
 import { probe, statMedia, type MediaInfo } from './probe.ts';
 
-export type Rgb = readonly number[];
+export type { Rgb } from './preprocess.ts';
+
+/** The reference processors' resize (CLIP, SigLIP): Pillow's bicubic, antialiased when shrinking. */
+export const PIL_BICUBIC: ResizeSpec = { kernel: 'bicubic', a: -0.5, antialias: true };
 
 export interface FrameFormat {
   /** Side of the model's square input, e.g. 96. */
@@ -14,8 +22,12 @@ export interface FrameFormat {
   /** Per-channel normalization in 0..1 units: pixels = (x/255 - mean) / std. */
   mean: Rgb;
   std: Rgb;
-  /** Letterbox color in 0..255; defaults to round(mean × 255), i.e. zero after normalization. */
+  /** Square padding color in 0..255; defaults to round(mean × 255), i.e. zero after normalization. */
   pad?: Rgb;
+  /** The resize after padding to a square; defaults to PIL_BICUBIC. */
+  resize?: ResizeSpec;
+  /** Rescale factor before normalization; defaults to 1/255. */
+  rescale?: number;
   signal?: AbortSignal;
   /** A probe result for this file, to skip probing again. */
   info?: MediaInfo;
@@ -37,7 +49,7 @@ export interface SampledFrame {
   requestedSec: number;
   /** CHW, 3 × size × size, (x/255 - mean) / std. */
   pixels: Float32Array<ArrayBuffer>;
-  /** HWC, size × size × 3, letterboxed: for debugging and thumbnails. */
+  /** HWC, size × size × 3, padded to a square and resized: for debugging and thumbnails. */
   rgb: Uint8Array<ArrayBuffer>;
 }
 
@@ -69,47 +81,50 @@ export async function sampleFramesAt(
     for (const t of times) clampRange(info, t, info.durationSec); // RANGE_OUTSIDE for instants off the video
   }
   const pad = format.pad ?? mean.map((m) => Math.round(m * 255));
-  const [width, height] = fitInside(info.displayWidth, info.displayHeight, size);
-  const padColor = pad
-    .map((c) =>
-      Math.min(255, Math.max(0, Math.round(c)))
-        .toString(16)
-        .padStart(2, '0'),
-    )
-    .join('');
+  const spec = { size, mean, std, pad, resize: format.resize ?? PIL_BICUBIC, rescale: format.rescale };
+  const decoded = await decodeFramesAt(path, times, { ...format, info });
+  const frames = decoded.map(({ timeSec, image }) => ({ timeSec, ...prepareFrame(image, spec) }));
+  return times.map((requestedSec, i) => ({ ...frames[info.kind === 'image' ? 0 : i]!, requestedSec }));
+}
+
+/**
+ * The frames shown at `times` as full-resolution RGB at the display size (after rotation and the sample
+ * aspect ratio), before any padding or resizing. A still image yields its one picture.
+ */
+export async function decodeFramesAt(
+  path: string,
+  times: readonly number[],
+  options: { info?: MediaInfo; signal?: AbortSignal; timeoutMs?: number },
+): Promise<{ timeSec: number; image: RgbImage }[]> {
+  const { signal } = options;
+  const info = options.info ?? (await probe(path, signal));
+  const { displayWidth: width, displayHeight: height } = info;
+  if (info.kind === 'image' && info.codec === 'mjpeg' && width === info.width && height === info.height) {
+    await statMedia(path);
+    const image = await decodeJpeg(path);
+    if (image && image.width === width && image.height === height) return [{ timeSec: 0, image }];
+  }
   const { stdout, timesSec } = await grabFrames({
     info,
     times: [...times],
     width,
     height,
-    tail: `pad=${size}:${size}:${(size - width) >> 1}:${(size - height) >> 1}:color=0x${padColor},setsar=1`,
+    tail: 'setsar=1',
+    // Full-size frames: buffer two frame intervals, not the keyframe interval, while finding the frame shown.
+    lookbackSec: info.fps > 0 ? 2.5 / info.fps : undefined,
     output: ['-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'],
     signal,
-    timeoutMs: format.timeoutMs,
+    timeoutMs: options.timeoutMs,
   });
-
-  const frameBytes = size * size * 3;
+  const frameBytes = width * height * 3;
   if (stdout.length !== frameBytes * timesSec.length) {
-    const message = `ffmpeg returned ${stdout.length} bytes for ${timesSec.length} frames of ${size}×${size}.`;
+    const message = `ffmpeg returned ${stdout.length} bytes for ${timesSec.length} frames of ${width}×${height}.`;
     throw new LoupeError('FFMPEG_FAILED', message, { path });
   }
-  const frames = timesSec.map((timeSec, i) => {
-    const rgb = new Uint8Array(stdout.buffer, stdout.byteOffset + i * frameBytes, frameBytes).slice();
-    return { timeSec, rgb, pixels: normalize(rgb, mean, std) };
-  });
-  return times.map((requestedSec, i) => ({ ...frames[info.kind === 'image' ? 0 : i]!, requestedSec }));
-}
-
-/** HWC bytes → CHW floats, (x/255 - mean) / std. */
-function normalize(rgb: Uint8Array, mean: Rgb, std: Rgb): Float32Array<ArrayBuffer> {
-  const plane = rgb.length / 3;
-  const out = new Float32Array(rgb.length);
-  for (let c = 0; c < 3; c++) {
-    const scale = 1 / (255 * std[c]!);
-    const offset = mean[c]! / std[c]!;
-    for (let p = 0; p < plane; p++) out[c * plane + p] = rgb[p * 3 + c]! * scale - offset;
-  }
-  return out;
+  return timesSec.map((timeSec, i) => ({
+    timeSec,
+    image: { width, height, data: stdout.subarray(i * frameBytes, (i + 1) * frameBytes) },
+  }));
 }
 
 const CHUNK = 64 * 1024;

@@ -8,6 +8,7 @@ import type { FeatureCache, FileIdentity, FrameKey } from '../cache/feature-cach
 import { throwIfAborted } from '../errors.ts';
 import type { MediaInfo } from '../media/probe.ts';
 import type { Engine, VisualInput } from '../model/engine.ts';
+import { frameFormat, type Preprocess } from '../model/pack.ts';
 import type { Tokens2D } from '../model/tensor.ts';
 
 /** The media operations this stage needs; media/ implements them with ffmpeg. */
@@ -24,6 +25,8 @@ export interface MediaPort {
       mean: readonly number[];
       std: readonly number[];
       pad: readonly number[];
+      resize: Preprocess['resize'];
+      rescale: number;
       signal?: AbortSignal;
     },
   ): Promise<{ timeSec: number; requestedSec: number; pixels: Float32Array }[]>;
@@ -66,7 +69,7 @@ export class ClipFeatureExtractor {
 
   private preprocessingKey(): string {
     const v = this.engine.manifest.vision;
-    return JSON.stringify([v.imageSize, v.mean, v.std, v.padColor, v.resample, 'letterbox-v1']);
+    return JSON.stringify([v.imageSize, v.mean, v.std, v.padColor, v.preprocess, 'square-then-resize-v2']);
   }
 
   async identify(path: string): Promise<FileIdentity> {
@@ -117,12 +120,11 @@ export class ClipFeatureExtractor {
     let encodeMs = 0;
     if (missing.length) {
       throwIfAborted(req.signal);
-      const v = this.engine.manifest.vision;
       const t1 = performance.now();
       const sampled = await this.media.sampleFramesAt(
         req.path,
         missing.map((m) => m.t),
-        { size: v.imageSize, mean: v.mean, std: v.std, pad: v.padColor, signal: req.signal },
+        { ...frameFormat(this.engine.manifest.vision), signal: req.signal },
       );
       const t2 = performance.now();
       const encoded = await this.engine.encodeImages(
