@@ -180,7 +180,7 @@ describe('released-checkpoint converter on tiny official-layout models', () => {
     expect(await convert(bad)).toMatch(/lacks mm_dense_connector_type/);
     await writeFile(path.join(bad, 'config.json'), JSON.stringify(cfg));
     expect(await convert(bad)).toMatch(/no \*\.safetensors/);
-  });
+  }, 180_000); // four converter runs, each importing torch and transformers
 
   it('says a converter error raised while exporting in one `error:` line, not a traceback', async () => {
     const f = fixtures[0]!;
