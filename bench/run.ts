@@ -9,6 +9,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { sampleFrames } from '../src-main/media/index.ts';
+import { frameFormat } from '../src-main/model/pack.ts';
 import { resolveBinaries } from '../src-main/media/binaries.ts';
 import { askAboutClip } from '../src-main/qa/ask.ts';
 import { benchBatch } from './batch.ts';
@@ -72,7 +73,7 @@ async function main(): Promise<void> {
   const engine = await services.engine();
   const extractor = await services.extractor();
   const v = engine.manifest.vision;
-  const format = { size: v.imageSize, mean: v.mean, std: v.std, pad: v.padColor };
+  const format = frameFormat(v);
   const results: Record<string, number> = {};
 
   // 1. Sampling cost must not grow with the video's length (input seeking).

@@ -10,7 +10,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,35 +18,23 @@ import { Engine } from '../src-main/model/engine.ts';
 import { PYTHON, tempDir } from './helpers.ts';
 import {
   MODELS,
-  cachedModelFixture,
   cosine,
   engineOutcome,
+  fixtureRoot,
   greedyTokensInCommon,
   maxAbsDiff,
   pixels,
-  python,
   pytorchReference,
+  readFixtures,
   referenceJob,
   std,
+  type Fixture,
   type Outcome,
   type Reference,
   type ReferenceJob,
 } from './official-harness.ts';
 
 const run = promisify(execFile);
-const SOURCES = ['tiny.py', 'official.py', 'convert.py', 'modeling.py', 'templates.py'];
-
-interface Fixture {
-  name: string;
-  tower: 'clip' | 'siglip';
-  connector: string;
-  convMode: 'vicuna_v1' | 'llama_3';
-  precisions: ('fp32' | 'fp16' | 'int4')[];
-}
-const fixtureRoot = () =>
-  cachedModelFixture('official', SOURCES, 'fixtures.json', async (dir) => {
-    await python(['-m', 'loupe_dc.tiny', 'fixtures', '--out', dir]);
-  });
 
 describe('released-checkpoint converter on tiny official-layout models', () => {
   let root: string;
@@ -59,7 +47,7 @@ describe('released-checkpoint converter on tiny official-layout models', () => {
   beforeAll(async () => {
     if (!existsSync(PYTHON)) throw new Error(`${PYTHON} is missing: run scripts/setup-dev.sh`);
     root = await fixtureRoot();
-    fixtures = JSON.parse(await readFile(path.join(root, 'fixtures.json'), 'utf8')) as Fixture[];
+    fixtures = await readFixtures(root);
     work = await tempDir('loupe-official-');
     const jobs: ReferenceJob[] = [];
     const keys: string[] = [];
@@ -112,8 +100,10 @@ describe('released-checkpoint converter on tiny official-layout models', () => {
           `${where} fp32: max |Δlogit| ${diff.toExponential(2)}, answer ${ref.answer_ids.length} tokens`,
         );
         expect(diff, where).toBeLessThanOrEqual(1e-3);
-        // greedy ids: same count, and the same text under one decoder (byte-fallback junk from a random
-        // model decodes differently in transformers and @huggingface/tokenizers, so not ref.answer)
+        // greedy ids: the very same ids (every one is a token event, text or not), and the same text under
+        // one decoder (byte-fallback junk from a random model decodes differently in transformers and
+        // @huggingface/tokenizers, so not ref.answer)
+        expect(got.answerIds, where).toEqual(ref.answer_ids);
         expect(got.answerTokens, where).toBe(ref.answer_ids.length);
         expect(got.answer, where).toBe(got.decode(ref.answer_ids));
       }
@@ -154,24 +144,26 @@ describe('released-checkpoint converter on tiny official-layout models', () => {
         }
   });
 
+  /** The converter's stderr for a checkpoint it must refuse ('' if it converts). */
+  const convert = async (checkpoint: string, extra: string[] = []) => {
+    try {
+      await run(
+        PYTHON,
+        ['-m', 'loupe_dc.convert', '--checkpoint', checkpoint, '--out', path.join(work, 'never'), ...extra],
+        {
+          cwd: MODELS,
+          env: { ...process.env, PYTHONWARNINGS: 'ignore' },
+        },
+      );
+      return '';
+    } catch (e) {
+      return (e as { stderr: string }).stderr;
+    }
+  };
+
   it('refuses what it cannot convert, naming what is wrong', async () => {
     const f = fixtures[0]!;
     const ckpt = path.join(root, f.name, 'checkpoint');
-    const convert = async (checkpoint: string, extra: string[] = []) => {
-      try {
-        await run(
-          PYTHON,
-          ['-m', 'loupe_dc.convert', '--checkpoint', checkpoint, '--out', path.join(work, 'never'), ...extra],
-          {
-            cwd: MODELS,
-            env: { ...process.env, PYTHONWARNINGS: 'ignore' },
-          },
-        );
-        return '';
-      } catch (e) {
-        return (e as { stderr: string }).stderr;
-      }
-    };
     expect(await convert(ckpt)).toMatch(/google\/siglip-so400m-patch14-384.*--vision-tower/);
     const bad = path.join(work, 'mgm');
     await mkdir(bad, { recursive: true });
@@ -188,5 +180,21 @@ describe('released-checkpoint converter on tiny official-layout models', () => {
     expect(await convert(bad)).toMatch(/lacks mm_dense_connector_type/);
     await writeFile(path.join(bad, 'config.json'), JSON.stringify(cfg));
     expect(await convert(bad)).toMatch(/no \*\.safetensors/);
-  });
+  }, 180_000); // four converter runs, each importing torch and transformers
+
+  it('says a converter error raised while exporting in one `error:` line, not a traceback', async () => {
+    const f = fixtures[0]!;
+    const ckpt = path.join(root, f.name, 'checkpoint');
+    // A release that ships only tokenizer.model (as Vicuna's do), here a damaged one: the error is raised inside
+    // export_pack, and is still one `error:` line naming the file, not a traceback.
+    const noFast = path.join(work, 'tokenizer-model-only');
+    await cp(ckpt, noFast, { recursive: true });
+    await rm(path.join(noFast, 'tokenizer.json'));
+    await writeFile(path.join(noFast, 'tokenizer.model'), 'not a sentencepiece model');
+    const tower = ['--vision-tower', path.join(root, f.name, 'tower')];
+    const lines = (await convert(noFast, tower)).trim().split('\n');
+    expect(lines.filter((l) => l.startsWith('error:'))).toHaveLength(1);
+    expect(lines.at(-1)).toMatch(/^error: cannot convert .*tokenizer\.model/);
+    expect(lines.join('\n')).not.toContain('Traceback');
+  }, 180_000);
 });

@@ -309,12 +309,14 @@ describe('sampleFrames', () => {
     });
   });
 
-  it('letterboxes with the mean color and normalizes to CHW floats', async () => {
+  it('pads to a square with the mean color and normalizes to CHW floats', async () => {
     const [frame] = await sampleFrames(files.moving!, { ...fmt, count: 1 });
+    // 320×180 on a 320² square at row 70, resized to 96: content spans rows 21–75, and the antialiased
+    // bicubic kernel (±6.7 source rows) reaches two output rows past each edge.
     for (const [x, y] of [
       [0, 0],
-      [95, 20],
-      [50, 75],
+      [95, 18],
+      [50, 77],
       [95, 95],
     ])
       expect(px(frame!, x!, y!)).toEqual(PAD);

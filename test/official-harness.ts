@@ -40,20 +40,64 @@ export async function cachedModelFixture(
   const hash = createHash('sha256');
   for (const f of sources) hash.update(await readFile(path.join(MODELS, 'loupe_dc', f)));
   const root = path.join(FIXTURES, kind, hash.digest('hex').slice(0, 16));
-  if (existsSync(path.join(root, marker))) return root;
-  const building = `${root}.tmp-${process.pid}`;
-  await rm(building, { recursive: true, force: true });
-  await build(building);
+  const done = () => existsSync(path.join(root, marker));
   await mkdir(path.dirname(root), { recursive: true });
+  // Test files run in parallel workers: one builds, the others wait for it (a lock left by a dead process is
+  // taken over).
+  const lock = `${root}.lock`;
+  let locked = false;
+  while (!done() && !locked) {
+    try {
+      await mkdir(lock);
+      locked = true;
+    } catch {
+      const owner = Number(await readFile(path.join(lock, 'pid'), 'utf8').catch(() => '0'));
+      if (owner && !isAlive(owner)) await rm(lock, { recursive: true, force: true });
+      else await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+  if (!locked) return root;
   try {
-    await rename(building, root);
-  } catch (error) {
-    // Another test file built the same fixture meanwhile (a rename onto a full folder fails): keep theirs.
+    await writeFile(path.join(lock, 'pid'), String(process.pid));
+    if (done()) return root; // finished by another worker just before the lock was free
+    const building = `${root}.tmp-${process.pid}`;
     await rm(building, { recursive: true, force: true });
-    if (!existsSync(path.join(root, marker))) throw error;
+    await build(building);
+    await rename(building, root);
+  } finally {
+    await rm(lock, { recursive: true, force: true });
   }
   return root;
 }
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+/** The tools whose sources key the tiny official-layout fixtures (models/loupe_dc/tiny.py builds them). */
+const OFFICIAL_SOURCES = ['tiny.py', 'official.py', 'convert.py', 'modeling.py', 'templates.py'];
+
+export interface Fixture {
+  name: string;
+  tower: 'clip' | 'siglip';
+  connector: string;
+  convMode: 'vicuna_v1' | 'llama_3';
+  precisions: ('fp32' | 'fp16' | 'int4')[];
+}
+
+/** The tiny official-layout checkpoints (both towers × DCI/SCI/STI), each with its converted packs. */
+export const fixtureRoot = () =>
+  cachedModelFixture('official', OFFICIAL_SOURCES, 'fixtures.json', async (dir) => {
+    await python(['-m', 'loupe_dc.tiny', 'fixtures', '--out', dir]);
+  });
+
+export const readFixtures = async (root: string) =>
+  JSON.parse(await readFile(path.join(root, 'fixtures.json'), 'utf8')) as Fixture[];
+
 export const QUESTION = { image: 'What is in the image?', frames: 'Describe the video.' };
 export const MAX_NEW = 16;
 
@@ -72,6 +116,8 @@ export interface Outcome {
   logits: Float32Array<ArrayBufferLike>;
   answer: string;
   answerTokens: number;
+  /** Every generated id but the end-of-turn token, from the token events. */
+  answerIds: number[];
   /** The reference's greedy token ids decoded by the pack's tokenizer (the engine's own decode). */
   decode: (ids: number[]) => string;
 }
@@ -102,16 +148,27 @@ export async function engineOutcome(
   let logits: Float32Array<ArrayBufferLike> = new Float32Array(0);
   let answer = '';
   let answerTokens = 0;
+  const answerIds: number[] = [];
   for await (const e of conversation.ask(question, {
     onPromptLogits: (l) => (logits = l),
     maxNewTokens: MAX_NEW,
   })) {
+    if (e.type === 'token') answerIds.push(e.tokenId);
     if (e.type === 'done') {
       answer = e.text;
       answerTokens = e.stopped === 'eos' ? e.tokens - 1 : e.tokens;
     }
   }
-  return { prompt, followUp, ids, logits, answer, answerTokens, decode: (ids) => p.decode(ids).trim() };
+  return {
+    prompt,
+    followUp,
+    ids,
+    logits,
+    answer,
+    answerTokens,
+    answerIds,
+    decode: (ids) => p.decode(ids).trim(),
+  };
 }
 
 export const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {

@@ -4,7 +4,7 @@ import { cp, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine } from '../src-main/model/engine.ts';
-import { loadPack } from '../src-main/model/pack.ts';
+import { DEFAULT_PREPROCESS, loadPack } from '../src-main/model/pack.ts';
 import { builtinPackDir } from '../src-main/paths.ts';
 import { makeShapesClip, COLORS } from './fixtures/clips.ts';
 import { FIXTURES, tempDir } from './helpers.ts';
@@ -58,6 +58,35 @@ describe('model pack validation', () => {
     await writeFile(path.join(dir, 'manifest.json'), JSON.stringify(manifest));
     await expect(loadPack(dir)).rejects.toMatchObject({
       message: expect.stringContaining('vision.imageSize'),
+    });
+  });
+
+  it('reads a manifest without vision.preprocess as expand2square + Pillow bicubic, and a stated one as stated', async () => {
+    const builtin = await loadPack(builtinPackDir());
+    expect(builtin.manifest.vision.preprocess).toEqual(DEFAULT_PREPROCESS);
+    const dir = await copyPack('preprocess');
+    const file = path.join(dir, 'manifest.json');
+    const manifest = JSON.parse(await readFile(file, 'utf8'));
+    const lanczos = {
+      pad: 'expand2square',
+      resize: { kernel: 'lanczos', antialias: true },
+      rescale: 1 / 255,
+    };
+    await writeFile(
+      file,
+      JSON.stringify({ ...manifest, vision: { ...manifest.vision, preprocess: lanczos } }),
+    );
+    await expect(loadPack(dir)).rejects.toMatchObject({
+      code: 'MODEL_INVALID',
+      message: expect.stringContaining('vision.resample: resample names another kernel'),
+    });
+    const stated = { ...manifest.vision, resample: 'lanczos', preprocess: lanczos };
+    await writeFile(file, JSON.stringify({ ...manifest, vision: stated }));
+    expect((await loadPack(dir)).manifest.vision.preprocess).toEqual(lanczos);
+    const nearest = { ...lanczos, resize: { kernel: 'nearest', antialias: false } };
+    await writeFile(file, JSON.stringify({ ...manifest, vision: { ...stated, preprocess: nearest } }));
+    await expect(loadPack(dir)).rejects.toMatchObject({
+      message: expect.stringContaining('vision.preprocess.resize.kernel'),
     });
   });
 

@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sampleFrames } from '../src-main/media/index.ts';
 import { Engine } from '../src-main/model/engine.ts';
+import { frameFormat } from '../src-main/model/pack.ts';
 import type { Services } from '../src-main/services.ts';
 import { COLORS, makeShapesClip } from './fixtures/clips.ts';
 import { CHECKPOINT, FIXTURES, PYTHON, ROOT, tempDir, testServices } from './helpers.ts';
@@ -77,14 +78,7 @@ describe('parity: ONNX pack in onnxruntime-node vs the PyTorch checkpoint', () =
   afterAll(() => services?.dispose());
 
   const compare = async (count: number, question: string) => {
-    const v = engine.manifest.vision;
-    const sampled = await sampleFrames(clip, {
-      count,
-      size: v.imageSize,
-      mean: v.mean,
-      std: v.std,
-      pad: v.padColor,
-    });
+    const sampled = await sampleFrames(clip, { count, ...frameFormat(engine.manifest.vision) });
     const pixels = sampled.map((f) => f.pixels);
     const kind = count === 1 ? 'image' : 'frames';
     const ref = await reference(pixels, question, kind === 'frames');
@@ -123,14 +117,7 @@ describe('parity: ONNX pack in onnxruntime-node vs the PyTorch checkpoint', () =
     // ask follow-ups so the buffers swap and grow across turns.
     const bound = await Engine.load(engine.pack.dir, { provider: 'cpu', bindCacheFromBytes: 0 });
     try {
-      const v = engine.manifest.vision;
-      const sampled = await sampleFrames(clip, {
-        count: 8,
-        size: v.imageSize,
-        mean: v.mean,
-        std: v.std,
-        pad: v.padColor,
-      });
+      const sampled = await sampleFrames(clip, { count: 8, ...frameFormat(engine.manifest.vision) });
       const questions = ['How many shapes are there?', 'What color is the triangle?', 'Describe the video.'];
       const run = async (e: Engine) => {
         const conversation = e.startConversation({

@@ -208,15 +208,30 @@ def export_pack(model: DenseConnectorMLLM, ckpt_cfg: dict, checkpoint: Path, out
         mean = pre.get("image_mean", [0.48145466, 0.4578275, 0.40821073])
         std = pre.get("image_std", [0.26862954, 0.26130258, 0.27577711])
         resample = "bicubic"
-    pad_color = [round(m * 255) for m in mean]
+    pad_color = [round(m * 255) for m in mean]  # the built-in model's letterbox (shapes.py) rounds
+    rescale = 1 / 255
     if official is not None:
         mean, std, resample, pad_color = (official["pre"][k] for k in ("mean", "std", "resample", "padColor"))
+        rescale = official["pre"].get("rescale", rescale)
+    from .official import pack_preprocess
+
+    preprocess = pack_preprocess({"resample": resample, "rescale": rescale})
     kv_heads = llm_cfg.num_key_value_heads
     head_dim = llm_cfg.hidden_size // llm_cfg.num_attention_heads
     L = llm_cfg.num_hidden_layers
 
     tmp = Path(tempfile.mkdtemp(prefix=".pack-", dir=out.parent))
     try:
+        # The tokenizer first: a checkpoint whose tokenizer cannot be converted fails before minutes of export.
+        if official is not None:
+            from .official import prompt_config, tokenizer_files
+
+            tokenizer_files(checkpoint, tmp)
+            prompt = prompt_config(checkpoint, tmp, ckpt_cfg, official.get("conv_mode"))
+        else:
+            prompt = None
+            for f in ("tokenizer.json", "tokenizer_config.json"):
+                shutil.copy(checkpoint / f, tmp / f)
         with torch.no_grad():
             px = torch.randn(2, 3, image_size, image_size)
             tokens = VisionEncoder(model)(px).shape[1]
@@ -248,16 +263,7 @@ def export_pack(model: DenseConnectorMLLM, ckpt_cfg: dict, checkpoint: Path, out
             print(f"[4/{steps}] {precision}: " + ("fp16 weights and compute, fp32 inputs/outputs" if precision == "fp16" else
                   "decoder MatMuls 4-bit (MatMulNBits, block 32, symmetric), vision and embedding fp16"), file=sys.stderr)
             apply_precision(tmp, precision, keep_decoder=decoder_from is not None)
-        print(f"[{steps}/{steps}] tokenizer and manifest", file=sys.stderr)
-        if official is not None:
-            from .official import prompt_config, tokenizer_files
-
-            tokenizer_files(checkpoint, tmp)
-            prompt = prompt_config(checkpoint, tmp, ckpt_cfg, official.get("conv_mode"))
-        else:
-            prompt = None
-            for f in ("tokenizer.json", "tokenizer_config.json"):
-                shutil.copy(checkpoint / f, tmp / f)
+        print(f"[{steps}/{steps}] manifest", file=sys.stderr)
         tok_cfg = json.loads((tmp / "tokenizer_config.json").read_text())
         tok = json.loads((tmp / "tokenizer.json").read_text())
         vocab = {t["content"]: t["id"] for t in tok.get("added_tokens", [])}
@@ -281,6 +287,7 @@ def export_pack(model: DenseConnectorMLLM, ckpt_cfg: dict, checkpoint: Path, out
                 "std": std,
                 "padColor": pad_color,
                 "resample": resample,
+                "preprocess": preprocess,
                 "connector": model.kind,
                 "connectorLayers": ckpt_cfg.get("mm_dense_connector_layers") if official is None else asdict(model.layers),
                 "tokensPerImage": tokens,
@@ -352,9 +359,12 @@ def main() -> None:
         sys.exit(f"error: {e}")
     name, license_, description, domain = (v if v is not None else d for v, d in
                                            zip((args.name, args.license, args.description, args.domain), defaults))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    m = export_pack(model, cfg, args.checkpoint, args.out, name, args.version, license_, description, domain,
-                    precision=args.precision, official=extra, release_weights=official, decoder_from=args.decoder_from)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        m = export_pack(model, cfg, args.checkpoint, args.out, name, args.version, license_, description, domain,
+                        precision=args.precision, official=extra, release_weights=official, decoder_from=args.decoder_from)
+    except (CheckpointError, FileNotFoundError, ValueError, OSError) as e:
+        sys.exit(f"error: {e}")
     print(f"pack written to {args.out} ({sum(f['bytes'] for f in m['files'].values()) / 1e6:.1f} MB)")
 
 

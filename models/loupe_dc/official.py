@@ -106,6 +106,19 @@ def resolve_tower(checkpoint: Path, cfg: dict, vision_tower: Path | None) -> Pat
                           f"(huggingface-cli download {name} --local-dir DIR) and pass --vision-tower DIR")
 
 
+# Pillow's filter codes (Image.Resampling) as transformers' preprocessor_config.json names them; NEAREST (0) is
+# not reproduced by Loupe's resampler.
+PIL_KERNELS = {3: "bicubic", 2: "bilinear", 1: "lanczos", 4: "box", 5: "hamming"}
+
+
+def pack_preprocess(pre: dict) -> dict:
+    """The manifest's vision.preprocess for a processor (docs/model-pack.md#preprocessing)."""
+    resize = {"kernel": pre["resample"], "antialias": True}
+    if pre["resample"] == "bicubic":
+        resize["a"] = -0.5
+    return {"pad": "expand2square", "resize": resize, "rescale": pre.get("rescale", 1 / 255)}
+
+
 def is_siglip_tower(cfg: dict) -> bool:
     return "siglip" in str(cfg["mm_vision_tower"]).lower()  # the reference decides by the tower's name
 
@@ -130,7 +143,7 @@ def load_tower(tower_dir: Path, siglip: bool) -> tuple[torch.nn.Module, Connecto
         vision.vision_model.head = torch.nn.Identity()
         vision.vision_model.embeddings.patch_embedding.padding = (0, 0)  # "valid", spelled so torch 1.13 exports it
         layers = ConnectorLayers(-1, False, [[0, 13], [13, 26]], [7, 15])
-        pre = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "resample": "bicubic"}
+        pre = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "resample": "bicubic", "rescale": 1 / 255}
         if vision.config.image_size != 384:
             log(f"note: SigLIP tower image size {vision.config.image_size} (the reference's processor is fixed at 384)")
     else:
@@ -141,8 +154,19 @@ def load_tower(tower_dir: Path, siglip: bool) -> tuple[torch.nn.Module, Connecto
         layers = ConnectorLayers(-2, True, [[0, 12], [12, 24]], [7, 15])
         p = tower_dir / "preprocessor_config.json"
         cfgp = json.loads(p.read_text()) if p.exists() else {}
+        resample = cfgp.get("resample", 3)
+        if resample not in PIL_KERNELS:
+            raise CheckpointError(f"{p}: resample {resample!r} is not a Pillow filter Loupe reproduces "
+                                  f"({', '.join(f'{k} ({v})' for k, v in PIL_KERNELS.items())})")
+        side = vision.config.image_size
+        sizes = {"size": cfgp.get("size"), "crop_size": cfgp.get("crop_size") if cfgp.get("do_center_crop") else None}
+        for key, v in sizes.items():
+            if v not in (None, side, {"shortest_edge": side}, {"height": side, "width": side}):
+                raise CheckpointError(f"{p}: {key} {v!r} differs from the tower's image size {side} (Loupe resizes the "
+                                      "padded square straight to the image size, which is what the processor does then)")
         pre = {"mean": cfgp.get("image_mean", [0.48145466, 0.4578275, 0.40821073]),
-               "std": cfgp.get("image_std", [0.26862954, 0.26130258, 0.27577711]), "resample": "bicubic"}
+               "std": cfgp.get("image_std", [0.26862954, 0.26130258, 0.27577711]), "resample": PIL_KERNELS[resample],
+               "rescale": cfgp.get("rescale_factor", 1 / 255) if cfgp.get("do_rescale", True) else 1.0}
     # expand2square pads with tuple(int(x * 255) for x in image_mean): truncated, not rounded
     pre["padColor"] = [int(m * 255) for m in pre["mean"]]
     return vision.eval(), layers, pre

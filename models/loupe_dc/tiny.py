@@ -42,6 +42,8 @@ FIXTURES = [
     ("siglip-sci-llama3", "siglip", "sci", "llama3", ("fp32",)),
     ("siglip-sti-vicuna", "siglip", "sti", "vicuna", ("fp32",)),
     ("clip-dci-llama3", "clip", "dci", "llama3", ("fp32",)),
+    ("clip-sci-vicuna", "clip", "sci", "vicuna", ("fp32",)),
+    ("clip-sti-llama3", "clip", "sti", "llama3", ("fp32",)),
 ]
 
 

@@ -139,6 +139,7 @@ export class ConversationsApi {
         signal: controller.signal,
       })) {
         if (event.type === 'token') {
+          if (!event.text) continue; // the API streams text; ids without text show nothing
           turn.answer += event.text;
           yield { type: 'token', text: event.text };
         } else {

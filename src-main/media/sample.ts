@@ -1,13 +1,22 @@
-/** Frames for the model: uniformly spread over a range, letterboxed to a square, normalized CHW floats. */
+/**
+ * Frames for the model: uniformly spread over a range, decoded at full resolution (rotation, SAR and colour
+ * applied by ffmpeg), then padded to a square and resized as the reference does (`preprocess.ts`), CHW floats.
+ * (`letterbox` is the cheaper ffmpeg-only preparation that moment search's dense scan uses.)
+ */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { LoupeError } from '../errors.ts';
 import { clampRange, frameTimes } from './frame-times.ts';
 import { fitInside, grabFrames } from './grab.ts';
 import { segmentsAround, type SampleMode } from './grab-plan.ts';
+import { decodeJpeg } from './jpeg.ts';
+import { prepareFrame, type ResizeSpec, type Rgb, type RgbImage } from './preprocess.ts';
 import { probe, statMedia, type MediaInfo } from './probe.ts';
 
-export type Rgb = readonly number[];
+export type { Rgb } from './preprocess.ts';
+
+/** The reference processors' resize (CLIP, SigLIP): Pillow's bicubic, antialiased when shrinking. */
+export const PIL_BICUBIC: ResizeSpec = { kernel: 'bicubic', a: -0.5, antialias: true };
 
 export interface FrameFormat {
   /** Side of the model's square input, e.g. 96. */
@@ -17,6 +26,10 @@ export interface FrameFormat {
   std: Rgb;
   /** Letterbox color in 0..255; defaults to round(mean × 255), i.e. zero after normalization. */
   pad?: Rgb;
+  /** The resize after padding to a square; defaults to PIL_BICUBIC. */
+  resize?: ResizeSpec;
+  /** Rescale factor before normalization; defaults to 1/255. */
+  rescale?: number;
   signal?: AbortSignal;
   /** A probe result for this file, to skip probing again. */
   info?: MediaInfo;
@@ -68,16 +81,41 @@ export async function sampleFramesAt(
   if (info.kind === 'video') {
     for (const t of times) clampRange(info, t, info.durationSec); // RANGE_OUTSIDE for instants off the video
   }
-  const { width, height, tail } = letterbox(info, size, format.pad ?? mean.map((m) => Math.round(m * 255)));
-  const frameBytes = size * size * 3;
+  const pad = format.pad ?? mean.map((m) => Math.round(m * 255));
+  const spec = { size, mean, std, pad, resize: format.resize ?? PIL_BICUBIC, rescale: format.rescale };
+  const decoded = await decodeFramesAt(path, times, { ...format, info }, segments);
+  const frames = decoded.map(({ timeSec, image }) => ({ timeSec, ...prepareFrame(image, spec) }));
+  return times.map((requestedSec, i) => ({ ...frames[info.kind === 'image' ? 0 : i]!, requestedSec }));
+}
+
+/**
+ * The frames shown at `times` as full-resolution RGB at the display size (after rotation and the sample
+ * aspect ratio), before any padding or resizing. A still image yields its one picture.
+ */
+export async function decodeFramesAt(
+  path: string,
+  times: readonly number[],
+  options: { info?: MediaInfo; signal?: AbortSignal; timeoutMs?: number; mode?: SampleMode },
+  segments?: { from: number; to: number }[],
+): Promise<{ timeSec: number; image: RgbImage }[]> {
+  const { signal } = options;
+  const info = options.info ?? (await probe(path, signal));
+  const { displayWidth: width, displayHeight: height } = info;
+  if (info.kind === 'image' && info.codec === 'mjpeg' && width === info.width && height === info.height) {
+    // JPEG stills decode as Pillow decodes them (the reference opens stills with Pillow).
+    await statMedia(path);
+    const image = await decodeJpeg(path);
+    if (image && image.width === width && image.height === height) return [{ timeSec: 0, image }];
+  }
+  const frameBytes = width * height * 3;
   const { frames: raw, timesSec } = await grabFrames({
     info,
     times: [...times],
-    mode: format.mode,
+    mode: options.mode,
     ...(segments ? { segments } : {}),
     split: (stdout) => {
       if (stdout.length % frameBytes) {
-        const message = `ffmpeg returned ${stdout.length} bytes, not whole frames of ${size}×${size}.`;
+        const message = `ffmpeg returned ${stdout.length} bytes, not whole frames of ${width}×${height}.`;
         throw new LoupeError('FFMPEG_FAILED', message, { path });
       }
       return Array.from({ length: stdout.length / frameBytes }, (_, i) =>
@@ -86,16 +124,12 @@ export async function sampleFramesAt(
     },
     width,
     height,
-    tail,
+    tail: 'setsar=1',
     output: ['-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'],
     signal,
-    timeoutMs: format.timeoutMs,
+    timeoutMs: options.timeoutMs,
   });
-
-  return times.map((requestedSec, i) => {
-    const rgb = new Uint8Array(raw[i]!).slice();
-    return { timeSec: timesSec[i]!, rgb, pixels: normalize(rgb, mean, std), requestedSec };
-  });
+  return timesSec.map((timeSec, i) => ({ timeSec, image: { width, height, data: raw[i]! } }));
 }
 
 /** The size a picture shrinks to inside the model's square, and the filter that pads it to the square. */

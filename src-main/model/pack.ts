@@ -20,6 +20,35 @@ export const PACK_FILES = {
 
 const rgb = z.tuple([z.number(), z.number(), z.number()]);
 
+/**
+ * How a decoded frame becomes the tower's input (docs/model-pack.md#preprocessing): pad to a square at the
+ * frame's own resolution (`expand2square`, filled with padColor), resize that square to imageSize with the named
+ * Pillow kernel, then x × rescale, minus mean, over std.
+ */
+export const PreprocessSchema = z.object({
+  pad: z.literal('expand2square'),
+  resize: z.object({
+    kernel: z.enum(['bicubic', 'bilinear', 'lanczos', 'box', 'hamming']),
+    /** Keys' cubic coefficient (bicubic only); Pillow's is -0.5. */
+    a: z.number().optional(),
+    /** Widen the kernel by the scale factor when shrinking, as Pillow does. */
+    antialias: z.boolean(),
+  }),
+  rescale: z.number().positive(),
+});
+export type Preprocess = z.infer<typeof PreprocessSchema>;
+
+/**
+ * What a manifest without `vision.preprocess` means: what the built-in model was trained and evaluated with
+ * (models/loupe_dc/shapes.py `letterbox`) and what the CLIP/SigLIP processors do: expand2square, Pillow's
+ * bicubic (a = -0.5, antialiased), 1/255.
+ */
+export const DEFAULT_PREPROCESS: Preprocess = {
+  pad: 'expand2square',
+  resize: { kernel: 'bicubic', a: -0.5, antialias: true },
+  rescale: 1 / 255,
+};
+
 export const ManifestSchema = z.object({
   format: z.literal('loupe-model-pack'),
   formatVersion: z.literal(1),
@@ -30,19 +59,27 @@ export const ManifestSchema = z.object({
   /** What the model can see, said plainly in the UI (null for general-purpose models). */
   domain: z.string().nullable().default(null),
   precision: z.enum(['fp32', 'fp16', 'int4']),
-  vision: z.object({
-    tower: z.enum(['clip', 'siglip']),
-    imageSize: z.number().int().positive(),
-    mean: rgb,
-    std: rgb,
-    padColor: rgb,
-    resample: z.string(),
-    connector: z.enum(['none', 'sti', 'sci', 'dci']),
-    connectorLayers: z.unknown().optional(),
-    tokensPerImage: z.number().int().positive(),
-    tokensPerFrame: z.number().int().positive(),
-    temporalPooling: z.literal('max2'),
-  }),
+  vision: z
+    .object({
+      tower: z.enum(['clip', 'siglip']),
+      imageSize: z.number().int().positive(),
+      mean: rgb,
+      std: rgb,
+      padColor: rgb,
+      /** The resize kernel's name (format 1's original field); vision.preprocess says it in full. */
+      resample: z.string(),
+      preprocess: PreprocessSchema.default(DEFAULT_PREPROCESS),
+      connector: z.enum(['none', 'sti', 'sci', 'dci']),
+      connectorLayers: z.unknown().optional(),
+      tokensPerImage: z.number().int().positive(),
+      tokensPerFrame: z.number().int().positive(),
+      temporalPooling: z.literal('max2'),
+    })
+    .refine((v) => v.resample === v.preprocess.resize.kernel, {
+      message:
+        'resample names another kernel than preprocess.resize.kernel (state vision.preprocess in full)',
+      path: ['resample'],
+    }),
   decoder: z.object({
     hiddenSize: z.number().int().positive(),
     numLayers: z.number().int().positive(),
@@ -69,6 +106,19 @@ export const ManifestSchema = z.object({
 });
 
 export type Manifest = z.infer<typeof ManifestSchema>;
+
+/** What media/ needs to prepare frames for this pack (its FrameFormat, without the call's own options). */
+export function frameFormat(vision: Manifest['vision']) {
+  const { resize, rescale } = vision.preprocess;
+  return {
+    size: vision.imageSize,
+    mean: vision.mean,
+    std: vision.std,
+    pad: vision.padColor,
+    resize,
+    rescale,
+  };
+}
 
 export interface Pack {
   dir: string;

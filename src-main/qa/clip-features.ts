@@ -8,6 +8,7 @@ import type { FeatureCache, FileIdentity, FrameKey } from '../cache/feature-cach
 import { LoupeError, throwIfAborted } from '../errors.ts';
 import type { MediaInfo } from '../media/probe.ts';
 import type { Engine, VisualInput } from '../model/engine.ts';
+import { frameFormat, type Preprocess } from '../model/pack.ts';
 import type { Tokens2D } from '../model/tensor.ts';
 
 /** The media operations this stage needs; media/ implements them with ffmpeg. */
@@ -24,6 +25,8 @@ export interface MediaPort {
       mean: readonly number[];
       std: readonly number[];
       pad: readonly number[];
+      resize: Preprocess['resize'];
+      rescale: number;
       signal?: AbortSignal;
       mode?: 'exact' | 'fast';
     },
@@ -73,8 +76,8 @@ export interface ClipFeatures {
 }
 
 /** Everything in the pack that changes a frame's pixels, as the feature cache keys it. */
-export function preprocessingKey(v: Engine['manifest']['vision'], decoder = 'letterbox-v1'): string {
-  return JSON.stringify([v.imageSize, v.mean, v.std, v.padColor, v.resample, decoder]);
+export function preprocessingKey(v: Engine['manifest']['vision'], decoder = 'square-then-resize-v2'): string {
+  return JSON.stringify([v.imageSize, v.mean, v.std, v.padColor, v.preprocess, decoder]);
 }
 
 /** What the feature cache keys a file by; a missing file gets an identity that matches nothing (probe reports it). */
@@ -151,13 +154,12 @@ export class ClipFeatureExtractor {
     let encodeMs = 0;
     if (missing.length) {
       throwIfAborted(req.signal);
-      const v = this.engine.manifest.vision;
       const t1 = performance.now();
       const sampled = await this.media
         .sampleFramesAt(
           req.path,
           missing.map((m) => m.t),
-          { size: v.imageSize, mean: v.mean, std: v.std, pad: v.padColor, signal: req.signal, mode },
+          { ...frameFormat(this.engine.manifest.vision), signal: req.signal, mode },
           // Uniform sampling: instant i is the middle of segment i of the range.
           missing.map(({ i }) => ({ from: range.from + i * step, to: range.from + (i + 1) * step })),
         )
