@@ -10,3 +10,5 @@ export { sampleFrames, sampleFramesAt, hashSampledBytes } from './sample.ts';
 export type { FrameFormat, Rgb, SampleOptions, SampledFrame } from './sample.ts';
 export { thumbnails, thumbnailsAt, splitJpegs } from './thumbnails.ts';
 export type { Thumbnail, ThumbnailOptions } from './thumbnails.ts';
+export { setHardwareDecoding, hardwareDecoding } from './grab.ts';
+export type { SampleMode } from './grab-plan.ts';
