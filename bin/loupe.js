@@ -1,17 +1,40 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI through tsx (the app ships its sources; Electron builds bundle them instead).
-import { spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
+// Runs the bundled CLI (dist-main/cli/main.js, from `npm run build:cli`) in this process. Where the bundle is
+// missing or older than the TypeScript sources (a development checkout), the sources run through tsx instead.
+import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const tsx = createRequire(import.meta.url).resolve('tsx');
-const result = spawnSync(
-  process.execPath,
-  ['--import', tsx, path.join(root, 'src-main', 'cli', 'main.ts'), ...process.argv.slice(2)],
-  {
-    stdio: 'inherit',
-  },
-);
-process.exitCode = result.status ?? 1;
+const bundle = path.join(root, 'dist-main', 'cli', 'main.js');
+
+function mtime(file) {
+  try {
+    return statSync(file).mtimeMs;
+  } catch {
+    return -1;
+  }
+}
+
+/** Whether the bundle is at least as new as every source file (an installed package ships no sources). */
+function bundleIsFresh() {
+  const built = mtime(bundle);
+  if (built < 0) return false;
+  const sources = path.join(root, 'src-main');
+  let files;
+  try {
+    files = readdirSync(sources, { recursive: true });
+  } catch {
+    return true;
+  }
+  return files.every((f) => !String(f).endsWith('.ts') || mtime(path.join(sources, String(f))) <= built);
+}
+
+let entry = bundle;
+if (!bundleIsFresh()) {
+  const { register } = await import('tsx/esm/api');
+  register();
+  entry = path.join(root, 'src-main', 'cli', 'main.ts');
+}
+const { main } = await import(pathToFileURL(entry).href);
+process.exitCode = await main(process.argv);

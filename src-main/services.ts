@@ -25,7 +25,8 @@ export interface ServicesOptions {
 }
 
 export const ffmpegMedia: MediaPort = {
-  probe: media.probe,
+  // Sampling decodes right after probing and reports a damaged file itself: no separate first-frame decode.
+  probe: (path, signal) => media.probe(path, signal, { decodeCheck: false }),
   hashSampledBytes: media.hashSampledBytes,
   clampRange: media.clampRange,
   frameTimes: media.frameTimes,

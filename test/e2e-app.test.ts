@@ -161,6 +161,22 @@ describe('the Loupe app in web mode', () => {
     await poll(() => broken.getByTestId('video-error').textContent()).toMatch(/\w+/);
     await page.getByRole('button', { name: /^red-circle\.mp4/ }).click();
     await poll(() => page.locator('.strip img').count()).toBeGreaterThan(10);
+    // Each tile shows the whole frame (letterboxed), not a centre crop: the fraction of the frame's width and
+    // height that the tile's rendering keeps.
+    const shown = await page
+      .locator('.strip img')
+      .first()
+      .evaluate(async (img: HTMLImageElement) => {
+        await img.decode().catch(() => undefined);
+        const fit = getComputedStyle(img).objectFit;
+        const box = img.getBoundingClientRect();
+        const scale =
+          fit === 'cover'
+            ? Math.max(box.width / img.naturalWidth, box.height / img.naturalHeight)
+            : Math.min(box.width / img.naturalWidth, box.height / img.naturalHeight);
+        return Math.min(1, box.width / (img.naturalWidth * scale), box.height / (img.naturalHeight * scale));
+      });
+    expect(shown).toBeGreaterThan(0.999);
     await poll(() => page.locator('.item .thumb img').count()).toBe(2);
     await poll(() => page.locator('video').evaluate((v: HTMLVideoElement) => v.readyState)).toBeGreaterThan(
       0,

@@ -8,6 +8,7 @@
  */
 import { rename, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { buildCli } from '../src-main/cli/build.ts';
 import { ROOT } from './helpers.ts';
 
 export const RENDERER = path.join(ROOT, 'dist-renderer');
@@ -30,6 +31,7 @@ export async function buildRendererOnce(): Promise<void> {
   await rm(old, { recursive: true, force: true });
 }
 
+/** What the tests run that is built: the renderer, and the bundled command line (`bin/loupe.js` runs it). */
 export default async function setup(): Promise<void> {
-  await buildRendererOnce();
+  await Promise.all([buildRendererOnce(), buildCli(ROOT)]);
 }

@@ -210,9 +210,7 @@ describe('loupe ask without a network', () => {
       [
         '-n',
         process.execPath,
-        '--import',
-        'tsx',
-        'src-main/cli/main.ts',
+        'bin/loupe.js', // the shipped CLI: the bundle test/global-setup.ts built
         'ask',
         clip,
         'What color is the circle?',

@@ -3,15 +3,14 @@
  * `loupe`: the command line. Thin wrappers over the same services the app uses.
  * Exit codes: 0 ok, 2 usage, 3 bad input (media), 4 model error, 1 anything else.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { LoupeError } from '../errors.ts';
 import { formatTime, parseTime } from '../media/frame-times.ts';
-import { probe } from '../media/probe.ts';
 import type { ProviderRequest } from '../model/ort.ts';
-import { askAboutClip } from '../qa/ask.ts';
-import { Services } from '../services.ts';
+import { resourcesRoot } from '../paths.ts';
 import { registerFindCommand } from './find.ts';
-import { listPacks, verifyPack } from './models.ts';
 import { registerModelImportCommand } from './models-import.ts';
 import { registerBatchCommands } from './summarize.ts';
 
@@ -52,9 +51,22 @@ interface AskOptions {
   cache: boolean;
 }
 
+/** Loupe's version, from its package.json. */
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(path.join(resourcesRoot(), 'package.json'), 'utf8')) as {
+      version?: string;
+    };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
 export function buildProgram(): Command {
   const program = new Command()
     .name('loupe')
+    .version(packageVersion(), '-V, --version', 'print the version')
     .description('Ask questions about your videos, entirely on your own machine.')
     .showHelpAfterError()
     .exitOverride();
@@ -79,6 +91,11 @@ export function buildProgram(): Command {
     .option('--top-p <p>', 'nucleus sampling mass', number, 0.9)
     .option('--no-cache', 'do not use the frame-feature cache')
     .action(async (video: string, question: string, opts: AskOptions) => {
+      // Loaded on use, so that `loupe --help` or a usage error never loads the model runtime.
+      const [{ Services }, { askAboutClip }] = await Promise.all([
+        import('../services.ts'),
+        import('../qa/ask.ts'),
+      ]);
       const services = new Services({
         packDir: opts.model,
         provider: opts.provider,
@@ -144,6 +161,7 @@ export function buildProgram(): Command {
     .argument('<video>')
     .option('--json', 'print JSON')
     .action(async (video: string, opts: { json?: boolean }) => {
+      const { probe } = await import('../media/probe.ts');
       const info = await probe(video);
       if (opts.json) process.stdout.write(JSON.stringify(info, null, 2) + '\n');
       else
@@ -157,6 +175,7 @@ export function buildProgram(): Command {
     .description('list the model packs Loupe knows')
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }) => {
+      const { listPacks } = await import('./models.ts');
       const packs = await listPacks();
       if (opts.json) process.stdout.write(JSON.stringify(packs, null, 2) + '\n');
       else
@@ -170,6 +189,7 @@ export function buildProgram(): Command {
     .description('check a pack: manifest, file sizes and hashes, graph inputs and outputs')
     .argument('[dir]', 'pack folder (default: the built-in pack)')
     .action(async (dir?: string) => {
+      const { verifyPack } = await import('./models.ts');
       const report = await verifyPack(dir);
       process.stdout.write(
         `ok: ${report.name}@${report.version} (${report.files} files verified, provider ${report.provider})\n`,

@@ -1,7 +1,5 @@
 /** `loupe models import DIR [--link]`: validate a pack (every hash) and copy or link it into the user's packs. */
 import type { Command } from 'commander';
-import { importPack } from '../packs/manage.ts';
-import { userPacksDir } from './models.ts';
 
 /** Add `import` to the `loupe models` command. */
 export function registerModelImportCommand(models: Command): void {
@@ -11,6 +9,10 @@ export function registerModelImportCommand(models: Command): void {
     .argument('<dir>', 'the pack folder (the one with manifest.json)')
     .option('--link', 'link to the folder instead of copying it (it must then stay where it is)')
     .action(async (dir: string, opts: { link?: boolean }) => {
+      const [{ importPack }, { userPacksDir }] = await Promise.all([
+        import('../packs/manage.ts'),
+        import('./models.ts'),
+      ]);
       const { dir: dest, manifest } = await importPack(dir, userPacksDir(), { link: opts.link });
       process.stdout.write(
         `imported ${manifest.name}@${manifest.version} (${opts.link ? 'linked' : 'copied'}) → ${dest}\n` +

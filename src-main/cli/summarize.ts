@@ -7,17 +7,9 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { LoupeError, cancelled } from '../errors.ts';
 import { formatTime, parseTime } from '../media/frame-times.ts';
 import type { ProviderRequest } from '../model/ort.ts';
-import { Services } from '../services.ts';
-import {
-  mergeFiles,
-  parseFormat,
-  parseShard,
-  summarize,
-  type OutputFormat,
-  type OverallProgress,
-  type Shard,
-  type SummarizeEvent,
-} from '../jobs/index.ts';
+import { parseFormat, type OutputFormat } from '../jobs/formats.ts';
+import type { OverallProgress, Shard, SummarizeEvent } from '../jobs/index.ts';
+import { parseShard } from '../jobs/shard.ts';
 
 /** commander parsers: a LoupeError's message becomes commander's usage error. */
 export const parser =
@@ -108,6 +100,11 @@ export function registerBatchCommands(program: Command): void {
     .action(async (inputs: string[], opts: SummarizeCliOptions) => {
       if (!PROVIDERS.includes(opts.provider))
         throw new LoupeError('USAGE', `--provider must be one of ${PROVIDERS.join(', ')}.`);
+      // Loaded on use, so that parsing the command line stays quick.
+      const [{ Services }, { summarize }] = await Promise.all([
+        import('../services.ts'),
+        import('../jobs/index.ts'),
+      ]);
       const services = new Services({
         packDir: opts.model,
         provider: opts.provider,
@@ -183,6 +180,7 @@ export function registerBatchCommands(program: Command): void {
     )
     .option('--format <format>', 'jsonl | md | csv (default: from <out>’s extension)', parser(parseFormat))
     .action(async (out: string, inputs: string[], opts: { format?: OutputFormat }) => {
+      const { mergeFiles } = await import('../jobs/index.ts');
       const result = await mergeFiles(out, inputs, opts.format);
       for (const input of result.inputs)
         if (input.invalidLines || input.tornTail)

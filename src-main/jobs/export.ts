@@ -8,24 +8,10 @@
  */
 import { stringify } from 'csv-stringify/sync';
 import { formatTime } from '../media/frame-times.ts';
-import { LoupeError } from '../errors.ts';
+import type { OutputFormat } from './formats.ts';
 import { recordFailed, type ResultRecord } from './record.ts';
 
-export type OutputFormat = 'jsonl' | 'csv' | 'md';
-export const OUTPUT_FORMATS: readonly OutputFormat[] = ['jsonl', 'csv', 'md'];
-
-/** The format a file name implies (jsonl when it implies none). */
-export function formatFromPath(file: string): OutputFormat {
-  const ext = /\.([^./\\]+)$/.exec(file)?.[1]?.toLowerCase();
-  if (ext === 'csv') return 'csv';
-  if (ext === 'md' || ext === 'markdown') return 'md';
-  return 'jsonl';
-}
-
-export function parseFormat(text: string): OutputFormat {
-  if ((OUTPUT_FORMATS as readonly string[]).includes(text)) return text as OutputFormat;
-  throw new LoupeError('USAGE', `"${text}" is not an output format: use ${OUTPUT_FORMATS.join(', ')}.`);
-}
+export { OUTPUT_FORMATS, formatFromPath, parseFormat, type OutputFormat } from './formats.ts';
 
 export interface Exporter {
   /** Written once when the file is created. */

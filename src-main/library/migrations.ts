@@ -61,7 +61,6 @@ export const migrations: Record<number, (doc: Json) => Json> = {
         maxNewTokens: num(settings.maxTokens, DEFAULT_SETTINGS.maxNewTokens),
         temperature: DEFAULT_SETTINGS.temperature,
         theme: DEFAULT_SETTINGS.theme,
-        sampling: DEFAULT_SETTINGS.sampling,
       },
       conversations: [],
     };

@@ -2,12 +2,16 @@
  * Finds ffmpeg and ffprobe: env FFMPEG_PATH/FFPROBE_PATH → the optional `ffmpeg-static` package (ffmpeg only)
  * → an ffprobe beside the chosen ffmpeg → PATH. (No npm package ships a current ffprobe: `ffprobe-static` 3.1 has
  * ffprobe 4.0.2 from 2018, below our ffmpeg 5.1 floor, in 336 MB for every platform; so ffprobe comes from the
- * system, as the .deb's `depends: ffmpeg` guarantees, or from FFPROBE_PATH.) Each candidate must run `-version`; the result is cached.
+ * system, as the .deb's `depends: ffmpeg` guarantees, or from FFPROBE_PATH.) Each candidate must run `-version`;
+ * the result is cached in memory and on disk (`<data>/cache/media-binaries.json`, with the filters the build
+ * has), keyed by the size and mtime of every candidate file, so a new process knows its binaries without running
+ * them: each ffmpeg start costs 0.1–0.5 s here (Debian's build links some 200 libraries).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { LoupeError } from '../errors.ts';
+import { userDataDir } from '../paths.ts';
 import { runProcess } from './process.ts';
 
 export type BinarySource = 'env' | 'ffmpeg-static' | 'beside-ffmpeg' | 'path';
@@ -33,8 +37,74 @@ const exe = process.platform === 'win32' ? '.exe' : '';
 let cached: Promise<MediaBinaries> | undefined;
 const filterCache = new Map<string, Promise<Set<string>>>();
 
+interface DiskCache {
+  v: 1;
+  key: string;
+  binaries: MediaBinaries;
+  /** Filter names of that ffmpeg, once asked for. */
+  filters?: string[];
+}
+
+const DISK_CACHE_VERSION = 1;
+
+function diskCachePath(): string {
+  return join(userDataDir(), 'cache', 'media-binaries.json');
+}
+
+/** Where a command name resolves on PATH (what spawn would run), or the path itself. */
+function onPath(file: string): string | undefined {
+  if (file.includes('/') || file.includes('\\')) return existsSync(file) ? file : undefined;
+  for (const dir of (process.env.PATH ?? '').split(delimiter))
+    if (dir && existsSync(join(dir, file))) return join(dir, file);
+  return undefined;
+}
+
+/** Every candidate's file, size and mtime: any change (an install, an upgrade, a new env var) misses the cache. */
+function candidatesKey(ffmpegPath: string | undefined): string {
+  const print = (c: Candidate) => {
+    const file = onPath(c.path);
+    if (!file) return `${c.source}:${c.path}:-`;
+    try {
+      const st = statSync(file);
+      return `${c.source}:${file}:${st.size}:${st.mtimeMs}`;
+    } catch {
+      return `${c.source}:${file}:-`;
+    }
+  };
+  return JSON.stringify([ffmpegCandidates().map(print), ffprobeCandidates(ffmpegPath).map(print)]);
+}
+
+function readDiskCache(): DiskCache | undefined {
+  try {
+    const data = JSON.parse(readFileSync(diskCachePath(), 'utf8')) as DiskCache;
+    if (data.v !== DISK_CACHE_VERSION || data.key !== candidatesKey(data.binaries.ffmpeg.path))
+      return undefined;
+    return data;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Atomic (write + rename); a cache that cannot be written only costs the next process its spawns. */
+function writeDiskCache(data: DiskCache): void {
+  try {
+    const file = diskCachePath();
+    mkdirSync(dirname(file), { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, JSON.stringify(data));
+    renameSync(tmp, file);
+  } catch {
+    // read-only or full disk: fine
+  }
+}
+
 /** Resolve (once) the ffmpeg and ffprobe binaries the media layer runs. */
 export function resolveBinaries(): Promise<MediaBinaries> {
+  const known = cached ? undefined : readDiskCache();
+  if (known) {
+    cached = Promise.resolve(known.binaries);
+    if (known.filters) filterCache.set(known.binaries.ffmpeg.path, Promise.resolve(new Set(known.filters)));
+  }
   cached ??= findBinaries().catch((error: unknown) => {
     cached = undefined; // let a later call succeed once ffmpeg is installed
     throw error;
@@ -61,6 +131,8 @@ export async function ffmpegHasFilter(name: string): Promise<boolean> {
           .split('\n')
           .map((line) => /^\s*[A-Z.|]{2,4}\s+(\w+)\s+\S+->\S+/.exec(line)?.[1])
           .filter((n): n is string => Boolean(n));
+        const disk = readDiskCache();
+        if (disk?.binaries.ffmpeg.path === ffmpeg.path) writeDiskCache({ ...disk, filters: names });
         return new Set(names);
       },
     );
@@ -84,7 +156,9 @@ async function findBinaries(): Promise<MediaBinaries> {
       { tried },
     );
   }
-  return { ffmpeg, ffprobe };
+  const binaries = { ffmpeg, ffprobe };
+  writeDiskCache({ v: DISK_CACHE_VERSION, key: candidatesKey(ffmpeg.path), binaries });
+  return binaries;
 }
 
 function ffmpegCandidates(): Candidate[] {

@@ -15,3 +15,5 @@ export { makeSampleClip } from './sample-clip.ts';
 export type { Thumbnail, ThumbnailOptions } from './thumbnails.ts';
 export { decodeDense, denseTicks, MAX_TICKS } from './dense.ts';
 export type { DenseFrame, DenseOptions } from './dense.ts';
+export { setHardwareDecoding, hardwareDecoding } from './grab.ts';
+export type { SampleMode } from './grab-plan.ts';
