@@ -10,7 +10,7 @@ import { throwIfAborted } from '../errors.ts';
 import type { DenseFrame, DenseOptions } from '../media/dense.ts';
 import type { MediaInfo } from '../media/probe.ts';
 import type { Conversation, VisualInput } from '../model/engine.ts';
-import type { Manifest } from '../model/pack.ts';
+import { frameFormat, type Manifest } from '../model/pack.ts';
 import type { ProviderReport } from '../model/ort.ts';
 import type { PromptBuilder } from '../model/prompt.ts';
 import type { Tokens2D } from '../model/tensor.ts';
@@ -146,7 +146,7 @@ export async function* findMoments(
     file: identity,
     requestedSec,
     visionId: model.pack.visionId,
-    preprocessing: preprocessingKey(v, 'dense-v1'),
+    preprocessing: preprocessingKey(v, 'dense-v2'),
   }));
   const memoKeys = cache ? keys.map((key) => `${frameKey(key)}|${question}|${modelId(model)}`) : [];
   const remembered = cache && memoKeys.every((k) => scoreMemo.has(k));
@@ -215,10 +215,7 @@ export async function* findMoments(
     if (batch.length) yield { type: 'progress', done, total: times.length, scores: batch };
   } else {
     const frames = media.decodeDense(req.path, {
-      size: v.imageSize,
-      mean: v.mean,
-      std: v.std,
-      pad: v.padColor,
+      ...frameFormat(v),
       from: range.from,
       to: range.to,
       step,

@@ -1,6 +1,7 @@
 /**
- * Dense scanning: the frames shown at every `step` seconds of a range, decoded in ONE ffmpeg pass at the model's
- * reduced size (select → shrink → rgb → letterbox), streamed as they decode. Seeking per instant (grab.ts) costs
+ * Dense scanning: the frames shown at every `step` seconds of a range, decoded in ONE ffmpeg pass (select → display
+ * size → rgb) and prepared as the sampler prepares them (pad to square, the pack's resize, normalize:
+ * preprocess.ts), streamed as they decode. Seeking per instant (grab.ts) costs
  * a GOP per instant; for hundreds of instants one pass through the stream is far cheaper.
  */
 import { LoupeError, cancelled } from '../errors.ts';
@@ -9,7 +10,8 @@ import { formatTime } from './frame-times.ts';
 import { rgbFilter } from './grab.ts';
 import { corrupt, corruptionLines, fileInput, probe, statMedia, type MediaInfo } from './probe.ts';
 import { runProcess } from './process.ts';
-import { checkFormat, letterbox, normalize, type FrameFormat } from './sample.ts';
+import { prepareFrame } from './preprocess.ts';
+import { checkFormat, PIL_BICUBIC, type FrameFormat } from './sample.ts';
 
 export interface DenseOptions extends FrameFormat {
   /** Range on the player's clock, seconds (already validated by the caller's clampRange). */
@@ -63,7 +65,15 @@ export async function* decodeDense(path: string, options: DenseOptions): AsyncGe
     throw new LoupeError('USAGE', `${path} is a still image: there is no timeline to scan.`, { path });
   await statMedia(path);
   const { ffmpeg } = await resolveBinaries();
-  const { width, height, tail } = letterbox(info, size, options.pad ?? mean.map((m) => Math.round(m * 255)));
+  const { displayWidth: width, displayHeight: height } = info;
+  const spec = {
+    size,
+    mean,
+    std,
+    pad: options.pad ?? mean.map((m) => Math.round(m * 255)),
+    resize: options.resize ?? PIL_BICUBIC,
+    rescale: options.rescale,
+  };
   const half = info.fps > 0 ? 0.5 / info.fps : 0.02;
   // On the absolute clock (-copyts): instant k is at base + k·step; a frame at t shows instants in [t-half, t+half).
   const base = info.startTimeSec + from;
@@ -72,7 +82,7 @@ export async function* decodeDense(path: string, options: DenseOptions): AsyncGe
   const select = `select='lt(ceil((t-${base}-${half}+${EPS})/${step}),ceil((t-${base}+${half}+${EPS})/${step}))'`;
   const graph =
     `[0:${info.streamIndex}]${select},scale=${width}:${height}:flags=bicubic,setsar=1,showinfo@dense,` +
-    `${await rgbFilter(info)},${tail}[out]`;
+    `${await rgbFilter(info)}[out]`;
   const seekTo = Math.max(0, info.startTimeSec + from - 2 * half);
   const args = [
     ...['-nostdin', '-hide_banner', '-nostats', '-loglevel', 'info', '-copyts', '-threads', '2'],
@@ -90,7 +100,7 @@ export async function* decodeDense(path: string, options: DenseOptions): AsyncGe
     ...['-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'],
   ];
 
-  const frameBytes = size * size * 3;
+  const frameBytes = width * height * 3;
   const pts: number[] = [];
   const bytes: Buffer[] = [];
   let pending: Buffer = Buffer.alloc(0);
@@ -133,7 +143,7 @@ export async function* decodeDense(path: string, options: DenseOptions): AsyncGe
     const finish = (frame: NonNullable<typeof held>): DenseFrame => ({
       timeSec: frame.timeSec,
       ticks: frame.ticks,
-      pixels: normalize(new Uint8Array(frame.rgb), mean, std),
+      pixels: prepareFrame({ width, height, data: new Uint8Array(frame.rgb) }, spec).pixels,
     });
     for (;;) {
       if (n < bytes.length && n < pts.length) {
