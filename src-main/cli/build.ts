@@ -13,10 +13,10 @@ export async function buildCli(root: string): Promise<string> {
   await build({
     // The model's worker process is an entry of its own: model/engine.ts forks `./engine-worker.js` beside the
     // code that holds it, so chunks sit in the same folder as the entries.
-    entryPoints: [
-      path.join(root, 'src-main', 'cli', 'main.ts'),
-      path.join(root, 'src-main', 'model', 'engine-worker.ts'),
-    ],
+    entryPoints: {
+      main: path.join(root, 'src-main', 'cli', 'main.ts'),
+      'engine-worker': path.join(root, 'src-main', 'model', 'engine-worker.ts'),
+    },
     outdir,
     bundle: true,
     // Code behind dynamic imports (the model runtime, the web server) becomes chunks loaded on first use, so
