@@ -7,12 +7,9 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { LoupeError } from '../errors.ts';
-import { findInFolder, journalFor } from '../find/folder.ts';
-import { findMoments, type FindResult } from '../find/scan.ts';
-import { discoverInputs } from '../jobs/discover.ts';
+import type { FindResult } from '../find/scan.ts';
 import { formatTime, parseTime } from '../media/frame-times.ts';
 import type { ProviderRequest } from '../model/ort.ts';
-import { Services } from '../services.ts';
 import { parser as arg } from './summarize.ts';
 
 interface FindCliOptions {
@@ -78,6 +75,14 @@ export function registerFindCommand(program: Command): void {
     .option('--no-cache', 'do not use the frame-feature cache')
     .action(async (input: string, query: string, opts: FindCliOptions) => {
       const isFolder = (await stat(input).catch(() => null))?.isDirectory() ?? false;
+      // Loaded on use, as `loupe ask` does, so that `loupe --help` or a usage error never loads the model stack.
+      const [{ Services }, { findInFolder, journalFor }, { findMoments }, { discoverInputs }] =
+        await Promise.all([
+          import('../services.ts'),
+          import('../find/folder.ts'),
+          import('../find/scan.ts'),
+          import('../jobs/discover.ts'),
+        ]);
       const services = new Services({
         packDir: opts.model,
         provider: opts.provider,
