@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { readdir, stat } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { COLORS, makeShapesClip, type ShapesClipSpec } from './fixtures/clips.ts';
+import { COLORS, makeShapesClip, smallClip } from './fixtures/clips.ts';
 import { tempDir } from './helpers.ts';
 
 const run = promisify(execFile);
@@ -20,16 +20,9 @@ async function frameCount(file: string): Promise<number> {
 }
 
 describe('fixture makers', () => {
-  const spec: ShapesClipSpec = {
-    name: 'same.mp4',
-    width: 160,
-    height: 90,
-    duration: 1,
-    fps: 10,
-    codec: 'h264',
-    background: COLORS.black,
+  const spec = smallClip('same.mp4', {
     shapes: [{ kind: 'circle', color: COLORS.red, radius: 0.2, x0: 0.5, y0: 0.5 }],
-  };
+  });
 
   it('makes one complete file when many callers make the same fixture at once', async () => {
     const dir = await tempDir('loupe-fixtures-');
