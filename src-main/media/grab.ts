@@ -460,12 +460,3 @@ function swscaleMatrix(info: MediaInfo): string {
       return info.kind === 'video' && (info.height >= 720 || info.width >= 1280) ? 'bt709' : 'bt601';
   }
 }
-
-/** The largest size of aspect w:h that fits a box×box square. */
-export function fitInside(w: number, h: number, box: number): [number, number] {
-  const scale = Math.min(box / w, box / h);
-  return [
-    Math.min(box, Math.max(1, Math.round(w * scale))),
-    Math.min(box, Math.max(1, Math.round(h * scale))),
-  ];
-}

@@ -1,13 +1,12 @@
 /**
  * Frames for the model: uniformly spread over a range, decoded at full resolution (rotation, SAR and colour
  * applied by ffmpeg), then padded to a square and resized as the reference does (`preprocess.ts`), CHW floats.
- * (`letterbox` is the cheaper ffmpeg-only preparation that moment search's dense scan uses.)
  */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { LoupeError } from '../errors.ts';
 import { clampRange, frameTimes } from './frame-times.ts';
-import { fitInside, grabFrames } from './grab.ts';
+import { grabFrames } from './grab.ts';
 import { segmentsAround, type SampleMode } from './grab-plan.ts';
 import { decodeJpeg } from './jpeg.ts';
 import { prepareFrame, type ResizeSpec, type Rgb, type RgbImage } from './preprocess.ts';
@@ -53,7 +52,7 @@ export interface SampledFrame {
   requestedSec: number;
   /** CHW, 3 × size × size, (x/255 - mean) / std. */
   pixels: Float32Array<ArrayBuffer>;
-  /** HWC, size × size × 3, letterboxed: for debugging and thumbnails. */
+  /** HWC, size × size × 3, padded to a square and resized: for debugging and thumbnails. */
   rgb: Uint8Array<ArrayBuffer>;
 }
 
@@ -132,24 +131,6 @@ export async function decodeFramesAt(
   return timesSec.map((timeSec, i) => ({ timeSec, image: { width, height, data: raw[i]! } }));
 }
 
-/** The size a picture shrinks to inside the model's square, and the filter that pads it to the square. */
-export function letterbox(
-  info: MediaInfo,
-  size: number,
-  pad: Rgb,
-): { width: number; height: number; tail: string } {
-  const [width, height] = fitInside(info.displayWidth, info.displayHeight, size);
-  const padColor = pad
-    .map((c) =>
-      Math.min(255, Math.max(0, Math.round(c)))
-        .toString(16)
-        .padStart(2, '0'),
-    )
-    .join('');
-  const tail = `pad=${size}:${size}:${(size - width) >> 1}:${(size - height) >> 1}:color=0x${padColor},setsar=1`;
-  return { width, height, tail };
-}
-
 /** Checks the model's input format (size, mean, std) and throws USAGE when it is not one. */
 export function checkFormat({ size, mean, std }: Pick<FrameFormat, 'size' | 'mean' | 'std'>): void {
   if (!Number.isInteger(size) || size < 1)
@@ -157,18 +138,6 @@ export function checkFormat({ size, mean, std }: Pick<FrameFormat, 'size' | 'mea
   if (mean.length !== 3 || std.length !== 3 || std.some((s) => !(s > 0))) {
     throw new LoupeError('USAGE', 'mean and std need three values each, and std must be positive.');
   }
-}
-
-/** HWC bytes → CHW floats, (x/255 - mean) / std. */
-export function normalize(rgb: Uint8Array, mean: Rgb, std: Rgb): Float32Array<ArrayBuffer> {
-  const plane = rgb.length / 3;
-  const out = new Float32Array(rgb.length);
-  for (let c = 0; c < 3; c++) {
-    const scale = 1 / (255 * std[c]!);
-    const offset = mean[c]! / std[c]!;
-    for (let p = 0; p < plane; p++) out[c * plane + p] = rgb[p * 3 + c]! * scale - offset;
-  }
-  return out;
 }
 
 const CHUNK = 64 * 1024;
