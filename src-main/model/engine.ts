@@ -14,6 +14,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { LoupeError, cancelled } from '../errors.ts';
+import { PushQueue } from '../push-queue.ts';
 import type { ProviderReport } from './ort.ts';
 import { loadPack, type Manifest, type Pack } from './pack.ts';
 import { PromptBuilder, type ChatMessage } from './prompt.ts';
@@ -367,9 +368,8 @@ export class Conversation {
     try {
       if (options.signal?.aborted) throw cancelled();
       const link = await this.open();
-      const queue: FromWorker[] = [];
-      let wake: (() => void) | null = null;
-      let finished: { error: LoupeError | null } | null = null;
+      const queue = new PushQueue<FromWorker>();
+      let failure: LoupeError | null = null;
       const { id, done } = link.request(
         (id) => ({
           type: 'ask',
@@ -386,36 +386,23 @@ export class Conversation {
             prefillProgress: Boolean(options.onPrefillProgress),
           },
         }),
-        (message) => {
-          queue.push(message);
-          wake?.();
-        },
+        (message) => queue.push(message),
       );
       unsubscribe = link.stopOn(id, options.signal);
-      done
-        .then(
-          () => (finished = { error: null }),
-          (error: LoupeError) => (finished = { error }),
-        )
-        .finally(() => wake?.());
+      done.catch((error: LoupeError) => void (failure = error)).finally(() => queue.close());
       let taken = 0;
       for (;;) {
+        const next = await queue.shift();
         if (options.signal?.aborted) {
           // tokens decoded ahead are dropped; wait for the worker to end the turn, so the next ask finds it free
           await done.catch(() => undefined);
           throw cancelled();
         }
-        const message = queue.shift();
-        if (!message) {
-          if (finished) {
-            const { error } = finished as { error: LoupeError | null };
-            if (error) throw error;
-            return;
-          }
-          await new Promise<void>((resolve) => (wake = resolve));
-          wake = null;
-          continue;
+        if (next.done) {
+          if (failure) throw failure as LoupeError;
+          return;
         }
+        const message = next.value;
         if (message.type === 'promptLogits') options.onPromptLogits?.(message.logits);
         else if (message.type === 'progress') options.onPrefillProgress?.(message.done, message.total);
         else if (message.type === 'event') {
