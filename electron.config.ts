@@ -1,6 +1,6 @@
 /**
  * electron-builder configuration (`npm run dist`). The built-in model pack ships as an extra resource, and
- * onnxruntime-node's native binaries and ffmpeg-static's binary are unpacked from the asar archive, since
+ * onnxruntime-node's and koffi's native binaries and ffmpeg-static's binary are unpacked from the asar archive, since
  * native code cannot be loaded from inside it. `LOUPE_ELECTRON_DIST` points at an unpacked Electron (used
  * where no Electron binary can be downloaded: `--linux dir` then packs against that folder).
  */
@@ -20,7 +20,12 @@ const config: Configuration = {
     '!node_modules/{tsx,esbuild,@esbuild}/**',
   ],
   extraResources: [{ from: 'build/models', to: 'build/models', filter: ['**/*'] }],
-  asarUnpack: ['node_modules/onnxruntime-node/**', 'node_modules/ffmpeg-static/**'],
+  asarUnpack: [
+    'node_modules/onnxruntime-node/**',
+    'node_modules/koffi/**',
+    'node_modules/@koromix/**',
+    'node_modules/ffmpeg-static/**',
+  ],
   extraMetadata: { main: 'dist-main/electron/main.js' },
   // Fuses flipped in the Electron binary itself: it cannot be turned into a plain Node.js (ELECTRON_RUN_AS_NODE,
   // NODE_OPTIONS, --inspect), and it runs only the app code in app.asar, checked against the archive's hash.

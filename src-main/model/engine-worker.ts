@@ -48,7 +48,7 @@ async function handle(message: ToWorker): Promise<WorkerResult | undefined> {
       // the app has checked the pack's hashes already
       const pack = await loadPack(message.dir, { hashLimitBytes: 0 });
       engine = await LocalEngine.load(message.dir, message.options, pack);
-      return { kind: 'loaded', provider: engine.provider };
+      return { kind: 'loaded', provider: engine.provider, kvCache: engine.kvCache };
     }
     case 'encode': {
       const frames = await loaded().encodeImages(message.pixels, control(message.id));
@@ -58,6 +58,7 @@ async function handle(message: ToWorker): Promise<WorkerResult | undefined> {
       conversations.set(message.conversation, loaded().startConversation(message.visual, message.history));
       return undefined;
     case 'close':
+      conversations.get(message.conversation)?.release();
       conversations.delete(message.conversation);
       return undefined;
     case 'stop':
@@ -76,6 +77,7 @@ async function handle(message: ToWorker): Promise<WorkerResult | undefined> {
       await ask(message);
       return { kind: 'answered' };
     case 'dispose':
+      conversations.forEach((c) => c.release());
       conversations.clear();
       await engine?.dispose();
       engine = null;

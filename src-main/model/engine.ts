@@ -19,7 +19,7 @@ import type { ProviderReport } from './ort.ts';
 import { loadPack, type Manifest, type Pack } from './pack.ts';
 import { PromptBuilder, type ChatMessage } from './prompt.ts';
 import { tensor, type Tokens2D } from './tensor.ts';
-import type { AnswerEvent, EngineOptions, GenerateOptions, VisualInput } from './types.ts';
+import type { AnswerEvent, EngineOptions, GenerateOptions, KvCacheReport, VisualInput } from './types.ts';
 import type { FromWorker, ToWorker, WorkerChannel, WorkerResult } from './worker-protocol.ts';
 
 export type { AnswerEvent, AnswerTimings, EngineOptions, GenerateOptions, VisualInput } from './types.ts';
@@ -186,6 +186,8 @@ export class Engine {
     readonly prompt: PromptBuilder,
     private readonly options: EngineOptions,
     public provider: ProviderReport,
+    /** Where conversations keep their KV cache in the worker (native memory, or JavaScript as a fallback). */
+    public kvCache: KvCacheReport,
     first: WorkerLink,
   ) {
     this.link = first;
@@ -204,19 +206,20 @@ export class Engine {
       throw prompt.reason;
     }
     if (started.status === 'rejected') throw started.reason;
-    return new Engine(pack, prompt.value, options, started.value.provider, started.value.link);
+    const { provider, kvCache, link } = started.value;
+    return new Engine(pack, prompt.value, options, provider, kvCache, link);
   }
 
   private static async startWorker(
     dir: string,
     options: EngineOptions,
-  ): Promise<{ link: WorkerLink; provider: ProviderReport }> {
+  ): Promise<{ link: WorkerLink; provider: ProviderReport; kvCache: KvCacheReport }> {
     const link = new WorkerLink();
     try {
       const result = await link.request((id) => ({ type: 'load', id, dir, options })).done;
       if (result.kind !== 'loaded')
         throw new LoupeError('INTERNAL', `worker answered ${result.kind} to load`);
-      return { link, provider: result.provider };
+      return { link, provider: result.provider, kvCache: result.kvCache };
     } catch (error) {
       await link.kill();
       throw error;
@@ -233,9 +236,10 @@ export class Engine {
       throw new LoupeError('MODEL_RUNTIME', 'This model was closed (another model was selected).');
     if (this.link && !this.link.dead) return this.link;
     this.starting ??= Engine.startWorker(this.pack.dir, this.options).then(
-      ({ link, provider }) => {
+      ({ link, provider, kvCache }) => {
         this.link = link;
         this.provider = provider;
+        this.kvCache = kvCache;
         this.workersStarted++;
         this.starting = null;
         return link;

@@ -12,10 +12,13 @@ import {
   type ProviderReport,
   type Session,
 } from './ort.ts';
+import { JsKvCache, decoderNames, type DecoderShape, type KvCache } from './kv-cache.ts';
+import { NativeDecoder } from './kv-native.ts';
+import { OrtNative } from './ort-native.ts';
 import { loadPack, type Manifest, type Pack } from './pack.ts';
 import { PromptBuilder, TextStreamer, type ChatMessage, type PromptSegment } from './prompt.ts';
 import { sampleToken, seededRandom, type SamplingOptions } from './sampler.ts';
-import type { AnswerEvent, EngineOptions, GenerateOptions, VisualInput } from './types.ts';
+import type { AnswerEvent, EngineOptions, GenerateOptions, KvCacheReport, VisualInput } from './types.ts';
 import { flattenFrames, poolAndConcatFrames, stackFrames, tensor, type Tokens2D } from './tensor.ts';
 
 /** What the worker's loop checks between prefill chunks and tokens, and reports back. */
@@ -42,8 +45,12 @@ export class LocalEngine {
   private constructor(
     readonly pack: Pack,
     readonly prompt: PromptBuilder,
-    private readonly sessions: Record<'vision' | 'embed' | 'decoder', Session>,
+    private readonly sessions: Record<'vision' | 'embed', Session>,
+    /** The decoder: native (its KV cache never leaves native memory) or onnxruntime-node's (the fallback). */
+    private readonly decoder: { kind: 'native'; native: NativeDecoder } | { kind: 'js'; session: Session },
     readonly provider: ProviderReport,
+    /** Which KV cache conversations get, and why not the native one when it is not. */
+    readonly kvCache: KvCacheReport,
     readonly bindCacheFromBytes: number,
     readonly prefillChunk: number | undefined,
   ) {}
@@ -54,22 +61,39 @@ export class LocalEngine {
     const [prompt, { sessions, provider }] = await Promise.all([
       PromptBuilder.load(pack),
       createSessions(
-        { vision: pack.file('vision'), embed: pack.file('embed'), decoder: pack.file('decoder') },
+        { vision: pack.file('vision'), embed: pack.file('embed') },
         options.provider ?? 'auto',
         threads,
-        // the embedding is a lookup (one thread); only the decoder runs back to back, token after token
-        { embed: { threads: 1, spinning: false }, decoder: { threads, spinning: true } },
+        // the embedding is a lookup (one thread)
+        { embed: { threads: 1, spinning: false } },
       ),
     ]);
-    checkGraphs(pack.manifest, sessions);
-    return new LocalEngine(
-      pack,
-      prompt,
-      sessions,
-      provider,
-      options.bindCacheFromBytes ?? BIND_CACHE_MIN_BYTES,
-      options.prefillChunk,
-    );
+    const opened: { release(): Promise<void> | void }[] = Object.values(sessions);
+    try {
+      const { decoder, report } = await openDecoder(pack, provider, threads, options);
+      opened.push(decoder.kind === 'native' ? decoder.native : decoder.session);
+      checkGraphs(pack.manifest, sessions, decoder.kind === 'native' ? decoder.native : decoder.session);
+      return new LocalEngine(
+        pack,
+        prompt,
+        sessions,
+        decoder,
+        provider,
+        report,
+        options.bindCacheFromBytes ?? BIND_CACHE_MIN_BYTES,
+        options.prefillChunk,
+      );
+    } catch (error) {
+      // a failed load releases what it opened
+      await Promise.all(opened.map((s) => s.release()));
+      throw error;
+    }
+  }
+
+  /** A fresh, empty KV cache for one conversation. */
+  newCache(): KvCache {
+    if (this.decoder.kind === 'native') return this.decoder.native.newCache();
+    return new JsKvCache(this.decoder.session, decoderShape(this.manifest), this.bindCacheFromBytes);
   }
 
   get manifest(): Manifest {
@@ -114,7 +138,7 @@ export class LocalEngine {
   }
 
   startConversation(visual: VisualInput, history: readonly ChatMessage[] = []): LocalConversation {
-    return new LocalConversation(this, this.sessions, visual, history);
+    return new LocalConversation(this, visual, history);
   }
 
   private embeddingTable: Float32Array | null | undefined;
@@ -151,36 +175,85 @@ export class LocalEngine {
 
   async dispose(): Promise<void> {
     await Promise.all(Object.values(this.sessions).map((s) => s.release()));
+    if (this.decoder.kind === 'native') this.decoder.native.release();
+    else await this.decoder.session.release();
   }
 }
 
-function checkGraphs(manifest: Manifest, sessions: Record<'vision' | 'embed' | 'decoder', Session>): void {
-  const expect = (session: Session, inputs: string[], outputs: string[]) => {
+/** Graph names, checked for any session kind (onnxruntime-node's or the native one). */
+interface Named {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+}
+
+function checkGraphs(manifest: Manifest, sessions: Record<'vision' | 'embed', Named>, decoder: Named): void {
+  const expect = (graph: string, session: Named, inputs: string[], outputs: string[]) => {
     for (const name of inputs)
       if (!session.inputNames.includes(name))
         throw new LoupeError(
           'MODEL_INVALID',
-          `${session.name} graph lacks input "${name}" (has ${session.inputNames.join(', ')}).`,
+          `${graph} graph lacks input "${name}" (has ${session.inputNames.join(', ')}).`,
         );
     for (const name of outputs)
       if (!session.outputNames.includes(name))
         throw new LoupeError(
           'MODEL_INVALID',
-          `${session.name} graph lacks output "${name}" (has ${session.outputNames.join(', ')}).`,
+          `${graph} graph lacks output "${name}" (has ${session.outputNames.join(', ')}).`,
         );
   };
-  const layers = Array.from({ length: manifest.decoder.numLayers }, (_, i) => i);
-  expect(sessions.vision, ['pixel_values'], ['image_features']);
-  expect(sessions.embed, ['input_ids'], ['inputs_embeds']);
-  expect(
-    sessions.decoder,
-    [
-      'inputs_embeds',
-      'attention_mask',
-      ...layers.flatMap((i) => [`past_key_values.${i}.key`, `past_key_values.${i}.value`]),
-    ],
-    ['logits', ...layers.flatMap((i) => [`present.${i}.key`, `present.${i}.value`])],
+  const { past, present } = decoderNames(decoderShape(manifest));
+  expect('vision', sessions.vision, ['pixel_values'], ['image_features']);
+  expect('embed', sessions.embed, ['input_ids'], ['inputs_embeds']);
+  expect('decoder', decoder, ['inputs_embeds', 'attention_mask', ...past], ['logits', ...present]);
+}
+
+function decoderShape(manifest: Manifest): DecoderShape {
+  const { hiddenSize, numLayers, numKeyValueHeads, headDim, vocabSize, usesPositionIds } = manifest.decoder;
+  return { hiddenSize, numLayers, numKeyValueHeads, headDim, vocabSize, usesPositionIds };
+}
+
+/**
+ * The decoder session. The native one (KV cache in native memory) where it can run: the CPU provider, and
+ * koffi and onnxruntime-node's library loadable. Elsewhere onnxruntime-node's session, whose cache crosses
+ * into JavaScript every token; `kvCache: 'native'` makes that an error instead of a fallback.
+ */
+async function openDecoder(
+  pack: Pack,
+  provider: ProviderReport,
+  threads: number,
+  options: EngineOptions,
+): Promise<{
+  decoder: { kind: 'native'; native: NativeDecoder } | { kind: 'js'; session: Session };
+  report: KvCacheReport;
+}> {
+  const wanted = options.kvCache ?? 'auto';
+  let why = 'kvCache: js was asked for';
+  if (wanted !== 'js') {
+    const availability = OrtNative.availability();
+    if (provider.used !== 'cpu')
+      why = `the native KV cache runs on the CPU provider only for now (this model runs on ${provider.used})`;
+    else if (!availability.ok) why = availability.why;
+    else {
+      const { contextLength } = pack.manifest.decoder;
+      const native = await NativeDecoder.load(
+        pack.file('decoder'),
+        decoderShape(pack.manifest),
+        contextLength,
+        threads,
+      );
+      return { decoder: { kind: 'native', native }, report: { used: `native-${native.layout}` } };
+    }
+    if (wanted === 'native')
+      throw new LoupeError('MODEL_RUNTIME', `The native KV cache cannot run here: ${why}.`);
+  }
+  const { sessions } = await createSessions(
+    { decoder: pack.file('decoder') },
+    provider.used,
+    threads,
+    // only the decoder runs back to back, token after token
+    { decoder: { threads, spinning: true } },
   );
+  return { decoder: { kind: 'js', session: sessions.decoder }, report: { used: 'js', why } };
 }
 
 /**
@@ -190,78 +263,31 @@ function checkGraphs(manifest: Manifest, sessions: Record<'vision' | 'embed' | '
  */
 export class LocalConversation {
   readonly messages: ChatMessage[];
-  private past: Record<string, ReturnType<typeof floatTensor>> = {};
-  private length = 0; // tokens in the KV cache
+  private readonly cache: KvCache;
   /** Sampled tokens not yet run through the decoder (the turn's last token, an end-of-turn), fed with the next turn. */
   private pending: number[] = [];
   private busy = false;
 
   constructor(
     private readonly engine: LocalEngine,
-    private readonly sessions: Record<'vision' | 'embed' | 'decoder', Session>,
     private readonly visual: VisualInput,
     history: readonly ChatMessage[] = [],
   ) {
     this.messages = history.map((m) => ({ ...m }));
-    this.past = this.emptyCache();
+    this.cache = engine.newCache();
   }
 
-  private emptyCache(): Record<string, ReturnType<typeof floatTensor>> {
-    const { numLayers, numKeyValueHeads, headDim } = this.engine.manifest.decoder;
-    const past: Record<string, ReturnType<typeof floatTensor>> = {};
-    for (let i = 0; i < numLayers; i++)
-      for (const kv of ['key', 'value'])
-        past[`past_key_values.${i}.${kv}`] = floatTensor(new Float32Array(0), [
-          1,
-          numKeyValueHeads,
-          0,
-          headDim,
-        ]);
-    return past;
-  }
-
-  /**
-   * Whether the presents are written into preallocated buffers: binding outputs costs a fixed overhead per
-   * tensor and saves a copy proportional to the cache, so it pays only once the cache is large (measured: a
-   * small built-in model decodes 10–30% slower with it, SmolLM2 at 512 cached tokens faster).
-   */
-  private bindsCache(total: number): boolean {
-    const { numLayers, numKeyValueHeads, headDim } = this.engine.manifest.decoder;
-    return 2 * numLayers * numKeyValueHeads * total * headDim * 4 >= this.engine.bindCacheFromBytes;
-  }
-
-  /** Two buffers per cache tensor: one holds the past, the decoder writes the present into the other. */
-  private readonly kvBuffers = new Map<string, [Float32Array, Float32Array]>();
-
-  /**
-   * Preallocated present tensors for `total` cached tokens, as views into the buffer that does not hold the
-   * past: onnxruntime-node then writes the new cache in place instead of allocating a fresh native tensor and
-   * copying it into JavaScript on every token (measured: 18 → 14 ms per token at 512 cached tokens on
-   * SmolLM2-135M). Buffers grow by doubling.
-   */
-  private presentViews(total: number): Record<string, ReturnType<typeof floatTensor>> {
-    const { numLayers, numKeyValueHeads, headDim } = this.engine.manifest.decoder;
-    const size = numKeyValueHeads * total * headDim;
-    const views: Record<string, ReturnType<typeof floatTensor>> = {};
-    for (let i = 0; i < numLayers; i++)
-      for (const kv of ['key', 'value']) {
-        const past = this.past[`past_key_values.${i}.${kv}`]!.data as Float32Array;
-        let pair = this.kvBuffers.get(`${i}.${kv}`);
-        if (!pair) this.kvBuffers.set(`${i}.${kv}`, (pair = [new Float32Array(0), new Float32Array(0)]));
-        const free = pair[0].buffer === past.buffer ? 1 : 0;
-        if (pair[free].length < size) pair[free] = new Float32Array(Math.max(size, 2 * pair[free].length));
-        views[`present.${i}.${kv}`] = floatTensor(pair[free].subarray(0, size), [
-          1,
-          numKeyValueHeads,
-          total,
-          headDim,
-        ]);
-      }
-    return views;
+  /** Frees the conversation's KV cache (native memory for the native cache); it cannot answer afterwards. */
+  release(): void {
+    this.cache.release();
   }
 
   get cachedTokens(): number {
-    return this.length;
+    return this.cache.length;
+  }
+
+  private get length(): number {
+    return this.cache.length;
   }
 
   /** Ask a question; yields answer tokens as they decode, then a `done` event. */
@@ -337,19 +363,20 @@ export class LocalConversation {
 
     // 3. Prefill in chunks (Stop lands between them). A failed or stopped prefill leaves the conversation as
     //    it was: no user turn the cache never saw, the cache cut back to its earlier length.
-    const before = { length: this.length, pending: this.pending };
-    let logits: { data: Float32Array; offset: number };
+    const pendingBefore = this.pending;
+    this.cache.checkpoint();
+    let logits: Float32Array;
     try {
       logits = await this.prefill(inputs, newTokens, options, control);
     } catch (error) {
-      this.rollback(before.length);
-      this.pending = before.pending;
+      this.cache.rollback();
+      this.pending = pendingBefore;
       throw error;
     }
     this.messages.push(userMessage);
     this.pending = [];
     const vocab = manifest.decoder.vocabSize;
-    options.onPromptLogits?.(logits.data.slice(logits.offset, logits.offset + vocab));
+    options.onPromptLogits?.(logits.slice());
     const prefillMs = performance.now() - started;
 
     // 4. Decode one token at a time, feeding the KV cache back.
@@ -362,7 +389,7 @@ export class LocalConversation {
     try {
       while (produced < maxNewTokens) {
         if (control.stopped()) throw cancelled();
-        const next = sampleToken(logits.data, logits.offset, vocab, sampling, random);
+        const next = sampleToken(logits, 0, vocab, sampling, random);
         produced++;
         if (produced === 1) firstTokenMs = performance.now() - started;
         if (eosIds.has(next) && !options.ignoreEos) {
@@ -374,7 +401,7 @@ export class LocalConversation {
         if (produced === maxNewTokens) this.pending = [next, manifest.prompt.eosTokenIds[0]!];
         else {
           await control.between?.();
-          logits = await this.step(await this.embed([next]), 1);
+          logits = await this.cache.step(await this.embed([next]), 1);
         }
       }
     } finally {
@@ -409,18 +436,18 @@ export class LocalConversation {
     count: number,
     options: GenerateOptions,
     control: RunControl,
-  ): Promise<{ data: Float32Array; offset: number }> {
+  ): Promise<Float32Array> {
     const hidden = this.engine.manifest.decoder.hiddenSize;
     const pinned = this.engine.prefillChunk;
     let chunk = pinned ?? PREFILL_FIRST_CHUNK;
     let done = 0;
-    let logits: { data: Float32Array; offset: number } | undefined;
+    let logits: Float32Array | undefined;
     while (done < count) {
       if (control.stopped()) throw cancelled();
       if (done > 0) await control.between?.();
       const n = Math.min(chunk, count - done);
       const t0 = performance.now();
-      logits = await this.step(inputs.subarray(done * hidden, (done + n) * hidden), n);
+      logits = await this.cache.step(inputs.subarray(done * hidden, (done + n) * hidden), n);
       const ms = performance.now() - t0;
       done += n;
       options.onPrefillProgress?.(done, count);
@@ -434,56 +461,7 @@ export class LocalConversation {
     return logits!;
   }
 
-  /** Cut the KV cache back to its first `length` tokens (after a failed or stopped prefill). */
-  private rollback(length: number): void {
-    if (length === this.length) return;
-    if (length === 0) {
-      this.past = this.emptyCache();
-      this.length = 0;
-      return;
-    }
-    const { numKeyValueHeads: heads, headDim } = this.engine.manifest.decoder;
-    const total = this.length;
-    for (const [name, t] of Object.entries(this.past)) {
-      const src = t.data as Float32Array;
-      const out = new Float32Array(heads * length * headDim);
-      for (let h = 0; h < heads; h++)
-        out.set(src.subarray(h * total * headDim, (h * total + length) * headDim), h * length * headDim);
-      this.past[name] = floatTensor(out, [1, heads, length, headDim]);
-    }
-    this.length = length;
-  }
-
   private embed(ids: readonly number[]): Promise<Float32Array> {
     return this.engine.embed(ids);
-  }
-
-  /** Run the decoder on `count` new embeddings; returns the last position's logits (full-logits or last-only graphs). */
-  private async step(embeds: Float32Array, count: number): Promise<{ data: Float32Array; offset: number }> {
-    const { hiddenSize, numLayers, usesPositionIds } = this.engine.manifest.decoder;
-    const total = this.length + count;
-    const feeds: Record<string, ReturnType<typeof floatTensor>> = {
-      inputs_embeds: floatTensor(embeds, [1, count, hiddenSize]),
-      attention_mask: int64Tensor(new BigInt64Array(total).fill(1n), [1, total]),
-      ...this.past,
-    };
-    if (usesPositionIds)
-      feeds.position_ids = int64Tensor(
-        BigInt64Array.from({ length: count }, (_, i) => BigInt(this.length + i)),
-        [1, count],
-      );
-    const out = await this.sessions.decoder.run(
-      feeds,
-      this.bindsCache(total) ? this.presentViews(total) : {},
-    );
-    for (let i = 0; i < numLayers; i++) {
-      this.past[`past_key_values.${i}.key`] = out[`present.${i}.key`]!;
-      this.past[`past_key_values.${i}.value`] = out[`present.${i}.value`]!;
-    }
-    this.length = total;
-    // (1, count, vocab), or (1, 1, vocab) from a graph exported to compute the last position only
-    const logits = out.logits!.data as Float32Array;
-    const vocab = this.engine.manifest.decoder.vocabSize;
-    return { data: logits, offset: logits.length - vocab };
   }
 }

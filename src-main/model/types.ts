@@ -10,6 +10,18 @@ export interface EngineOptions {
   bindCacheFromBytes?: number;
   /** Prefill tokens per decoder run (default: sized so that one run takes about 100 ms; tests pin it). */
   prefillChunk?: number;
+  /**
+   * Where conversations keep the decoder's KV cache. `auto` (default): in native memory where that can run
+   * (CPU provider, koffi loadable), else in JavaScript through onnxruntime-node; `native` makes the fallback an
+   * error; `js` is the old path (parity tests, comparisons).
+   */
+  kvCache?: 'auto' | 'native' | 'js';
+}
+
+/** The KV cache a loaded engine gives its conversations, and why it is not the native one when it is not. */
+export interface KvCacheReport {
+  used: 'native-shared' | 'native-chained' | 'js';
+  why?: string;
 }
 
 export interface GenerateOptions extends Partial<SamplingOptions> {

@@ -6,7 +6,7 @@
 import type { SerializedError } from '../errors.ts';
 import type { ProviderReport } from './ort.ts';
 import type { ChatMessage } from './prompt.ts';
-import type { AnswerEvent, EngineOptions, VisualInput } from './types.ts';
+import type { AnswerEvent, EngineOptions, KvCacheReport, VisualInput } from './types.ts';
 
 /** Generation options that cross the thread boundary (callbacks become flags and messages). */
 export interface WireGenerateOptions {
@@ -57,7 +57,7 @@ export type FromWorker =
   | { type: 'history'; conversation: number; messages: ChatMessage[]; cachedTokens: number };
 
 export type WorkerResult =
-  | { kind: 'loaded'; provider: ProviderReport }
+  | { kind: 'loaded'; provider: ProviderReport; kvCache: KvCacheReport }
   | { kind: 'encoded'; frames: { data: Float32Array; dims: [number, number] }[] }
   | { kind: 'answered' }
   | { kind: 'disposed' };

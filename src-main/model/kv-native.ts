@@ -1,0 +1,216 @@
+/**
+ * The decoder with its KV cache in native memory (ORT's C API through ort-native.ts): per step only the new
+ * embeddings go in and the last logits row comes out; the cache never crosses into JavaScript.
+ *
+ * Two layouts, chosen from the graph:
+ * - **shared** (GroupQueryAttention graphs, e.g. onnxruntime-genai's model builder): one buffer per layer and
+ *   kind, preallocated for `capacity` tokens, bound as both the past input and the present output, so GQA
+ *   appends the new keys and values in place (it shares the buffer when the two pointers are the same) and a
+ *   step costs no copy of the cache at all. The attention mask's length tells GQA how much of it is valid.
+ *   The buffer grows by doubling (one copy) when a conversation outgrows it.
+ * - **chained** (other graphs, e.g. Loupe's own exporter, whose attention concatenates past and new): the
+ *   presents ORT allocates become the next step's pasts, handle for handle, without leaving native memory.
+ */
+import { open } from 'node:fs/promises';
+import { LoupeError } from '../errors.ts';
+import { decoderNames, type DecoderShape, type KvCache } from './kv-cache.ts';
+import { OrtNative, type NativeSession, type NativeTensor } from './ort-native.ts';
+
+export type KvLayout = 'shared' | 'chained';
+
+/** First capacity of a shared cache, in tokens (it doubles as needed, up to the context length). */
+const SHARED_MIN_CAPACITY = 256;
+
+export class NativeDecoder {
+  private constructor(
+    readonly session: NativeSession,
+    readonly layout: KvLayout,
+    private readonly shape: DecoderShape,
+    private readonly contextLength: number,
+  ) {}
+
+  /** Loads the decoder graph through the C API; `layout` defaults to what the graph's attention allows. */
+  static async load(
+    file: string,
+    shape: DecoderShape,
+    contextLength: number,
+    threads: number,
+    layout?: KvLayout,
+  ): Promise<NativeDecoder> {
+    const ort = OrtNative.get();
+    const chosen = layout ?? ((await usesGroupQueryAttention(file)) ? 'shared' : 'chained');
+    const session = ort.createSession(file, { threads, spinning: true });
+    return new NativeDecoder(session, chosen, shape, contextLength);
+  }
+
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+  get outputNames(): readonly string[] {
+    return this.session.outputNames;
+  }
+
+  newCache(): NativeKvCache {
+    return new NativeKvCache(this.session, this.shape, this.layout, this.contextLength);
+  }
+
+  release(): void {
+    this.session.release();
+  }
+}
+
+export class NativeKvCache implements KvCache {
+  private readonly ort: OrtNative;
+  private readonly names: { past: string[]; present: string[] };
+  private readonly inputNames: string[];
+  private readonly outputNames: string[];
+  /** The cache tensors, in `names.past` order. */
+  private kv: NativeTensor[] = [];
+  private count = 0;
+  private capacity = 0;
+  /** Chained layout: the tensors and length a rollback returns to (kept alive until the next checkpoint). */
+  private saved: { kv: NativeTensor[]; length: number } = { kv: [], length: 0 };
+  private released = false;
+
+  constructor(
+    private readonly session: NativeSession,
+    private readonly shape: DecoderShape,
+    readonly layout: KvLayout,
+    private readonly contextLength: number,
+  ) {
+    this.ort = session.ort;
+    this.names = decoderNames(shape);
+    const extra = shape.usesPositionIds ? ['position_ids'] : [];
+    this.inputNames = ['inputs_embeds', 'attention_mask', ...extra, ...this.names.past];
+    this.outputNames = ['logits', ...this.names.present];
+    if (layout === 'chained') this.kv = this.emptyChained();
+    this.saved = { kv: this.kv, length: 0 };
+  }
+
+  get length(): number {
+    return this.count;
+  }
+
+  private emptyChained(): NativeTensor[] {
+    const { numKeyValueHeads, headDim } = this.shape;
+    return this.names.past.map(() => this.ort.tensor('float32', [1, numKeyValueHeads, 0, headDim]));
+  }
+
+  /** Shared layout: make room for `total` tokens, doubling (and copying what is cached) when needed. */
+  private reserve(total: number): void {
+    if (total <= this.capacity) return;
+    const { numKeyValueHeads: heads, headDim } = this.shape;
+    let capacity = Math.max(SHARED_MIN_CAPACITY, this.capacity);
+    while (capacity < total) capacity *= 2;
+    capacity = Math.min(Math.max(capacity, total), Math.max(this.contextLength, total));
+    const grown = this.names.past.map(() => this.ort.tensor('float32', [1, heads, capacity, headDim]));
+    if (this.count > 0)
+      this.kv.forEach((old, i) => {
+        for (let h = 0; h < heads; h++) {
+          const rows = this.ort.readFloats(old.handle, h * this.capacity * headDim, this.count * headDim);
+          this.ort.write(grown[i]!, 'float32', rows, h * capacity * headDim);
+        }
+      });
+    this.kv.forEach((t) => this.ort.release(t.handle));
+    this.kv = grown;
+    this.saved = { kv: grown, length: this.saved.length };
+    this.capacity = capacity;
+  }
+
+  async step(embeds: Float32Array, count: number): Promise<Float32Array> {
+    if (this.released) throw new LoupeError('MODEL_RUNTIME', 'This conversation was closed.');
+    const { hiddenSize, vocabSize } = this.shape;
+    const total = this.count + count;
+    if (this.layout === 'shared') this.reserve(total);
+    const ort = this.ort;
+    const fresh: NativeTensor[] = [
+      ort.tensor('float32', [1, count, hiddenSize], embeds),
+      ort.tensor('int64', [1, total], new BigInt64Array(total).fill(1n)),
+    ];
+    if (this.shape.usesPositionIds)
+      fresh.push(
+        ort.tensor(
+          'int64',
+          [1, count],
+          BigInt64Array.from({ length: count }, (_, i) => BigInt(this.count + i)),
+        ),
+      );
+    let outputs: unknown[];
+    try {
+      const inputs = [...fresh.map((t) => t.handle), ...this.kv.map((t) => t.handle)];
+      // shared: the present is the past's own buffer; chained: ORT allocates the presents
+      const preset = [null, ...this.kv.map((t) => (this.layout === 'shared' ? t.handle : null))];
+      outputs = ort.run(this.session.handle, this.inputNames, inputs, this.outputNames, preset);
+    } finally {
+      fresh.forEach((t) => ort.release(t.handle));
+    }
+    const logitsHandle = outputs[0];
+    try {
+      if (this.layout === 'chained') {
+        const { numKeyValueHeads, headDim } = this.shape;
+        const next = outputs.slice(1).map((handle) => ({
+          handle,
+          dims: [1, numKeyValueHeads, total, headDim],
+        }));
+        // the checkpoint's tensors stay alive for a rollback; others are done with
+        if (this.kv !== this.saved.kv) this.kv.forEach((t) => ort.release(t.handle));
+        this.kv = next;
+      }
+      this.count = total;
+      // (1, count, vocab), or (1, 1, vocab) from a graph that computes the last position only
+      const dims = ort.dims(logitsHandle);
+      const rows = dims[1] ?? 1;
+      return ort.readFloats(logitsHandle, (rows - 1) * vocabSize, vocabSize);
+    } finally {
+      ort.release(logitsHandle);
+    }
+  }
+
+  checkpoint(): void {
+    if (this.layout === 'chained' && this.saved.kv !== this.kv)
+      this.saved.kv.forEach((t) => this.ort.release(t.handle));
+    this.saved = { kv: this.kv, length: this.count };
+  }
+
+  rollback(): void {
+    if (this.layout === 'chained' && this.kv !== this.saved.kv) {
+      this.kv.forEach((t) => this.ort.release(t.handle));
+      this.kv = this.saved.kv;
+    }
+    // shared: the tokens past the checkpoint stay in the buffer, unread (the mask says how many are valid)
+    this.count = this.saved.length;
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    const all = new Set([...this.kv, ...this.saved.kv]);
+    all.forEach((t) => this.ort.release(t.handle));
+    this.kv = [];
+    this.saved = { kv: [], length: 0 };
+  }
+}
+
+/**
+ * Whether a decoder graph's attention is GroupQueryAttention (its op type is stored as plain text in the
+ * ONNX protobuf; weights kept in external data are not read). Read in chunks so a big single-file graph is
+ * never held twice.
+ */
+export async function usesGroupQueryAttention(file: string): Promise<boolean> {
+  const needle = Buffer.from('GroupQueryAttention');
+  const handle = await open(file, 'r');
+  try {
+    const chunk = Buffer.alloc(16 << 20);
+    let carry = Buffer.alloc(0);
+    for (let position = 0; ;) {
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, position);
+      if (bytesRead === 0) return false;
+      const window = Buffer.concat([carry, chunk.subarray(0, bytesRead)]);
+      if (window.includes(needle)) return true;
+      carry = window.subarray(window.length - needle.length + 1);
+      position += bytesRead;
+    }
+  } finally {
+    await handle.close();
+  }
+}

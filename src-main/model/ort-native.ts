@@ -1,0 +1,318 @@
+/**
+ * ONNX Runtime's C API, called through koffi (FFI) on the very library onnxruntime-node loads: one library, one
+ * environment (ORT's environment is a process singleton, so `CreateEnv` here returns the binding's). It exists
+ * for what onnxruntime-node cannot do: keep tensors in native memory between runs. The decoder's KV cache lives
+ * here for a whole conversation (kv-native.ts); JavaScript only sees each step's last logits row.
+ *
+ * Only the handful of OrtApi entries Loupe needs are bound, by their index in the OrtApi struct (the struct is
+ * append-only across ORT versions, so an index is stable). Everything is synchronous, like onnxruntime-node's
+ * `run()`: it runs in the engine worker, never on the app's main thread.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { LoupeError } from '../errors.ts';
+
+/** koffi's loaded module (typed loosely: the FFI surface is declared by the prototypes below). */
+type Koffi = typeof import('koffi');
+type Ptr = unknown;
+
+/** ONNX element types used here (ONNXTensorElementDataType). */
+export const DTYPE = { float32: 1, int64: 7 } as const;
+type DType = keyof typeof DTYPE;
+
+/** OrtApi indices (onnxruntime_c_api.h, counting from CreateStatus = 0). */
+const FN = {
+  GetErrorMessage: [2, 'const char *GetErrorMessage(void *status)'],
+  CreateEnv: [3, 'void *CreateEnv(int level, const char *id, _Out_ void **out)'],
+  CreateSession: [7, 'void *CreateSession(void *env, PATH path, void *options, _Out_ void **out)'],
+  Run: [
+    9,
+    'void *Run(void *session, void *runOptions, const char **inputNames, void **inputs, size_t inputCount, const char **outputNames, size_t outputCount, _Inout_ void **outputs)',
+  ],
+  CreateSessionOptions: [10, 'void *CreateSessionOptions(_Out_ void **out)'],
+  SetSessionGraphOptimizationLevel: [23, 'void *SetSessionGraphOptimizationLevel(void *options, int level)'],
+  SetIntraOpNumThreads: [24, 'void *SetIntraOpNumThreads(void *options, int threads)'],
+  SetInterOpNumThreads: [25, 'void *SetInterOpNumThreads(void *options, int threads)'],
+  SessionGetInputCount: [30, 'void *SessionGetInputCount(void *session, _Out_ size_t *out)'],
+  SessionGetOutputCount: [31, 'void *SessionGetOutputCount(void *session, _Out_ size_t *out)'],
+  SessionGetInputName: [
+    36,
+    'void *SessionGetInputName(void *session, size_t index, void *allocator, _Out_ void **out)',
+  ],
+  SessionGetOutputName: [
+    37,
+    'void *SessionGetOutputName(void *session, size_t index, void *allocator, _Out_ void **out)',
+  ],
+  CreateTensorAsOrtValue: [
+    48,
+    'void *CreateTensorAsOrtValue(void *allocator, const int64_t *shape, size_t rank, int type, _Out_ void **out)',
+  ],
+  GetTensorMutableData: [51, 'void *GetTensorMutableData(void *value, _Out_ void **out)'],
+  GetDimensionsCount: [61, 'void *GetDimensionsCount(void *info, _Out_ size_t *out)'],
+  GetDimensions: [62, 'void *GetDimensions(void *info, _Out_ int64_t *dims, size_t count)'],
+  GetTensorTypeAndShape: [65, 'void *GetTensorTypeAndShape(void *value, _Out_ void **out)'],
+  AllocatorFree: [76, 'void *AllocatorFree(void *allocator, void *p)'],
+  GetAllocatorWithDefaultOptions: [78, 'void *GetAllocatorWithDefaultOptions(_Out_ void **out)'],
+  ReleaseStatus: [93, 'void ReleaseStatus(void *status)'],
+  ReleaseSession: [95, 'void ReleaseSession(void *session)'],
+  ReleaseValue: [96, 'void ReleaseValue(void *value)'],
+  ReleaseTensorTypeAndShapeInfo: [99, 'void ReleaseTensorTypeAndShapeInfo(void *info)'],
+  ReleaseSessionOptions: [100, 'void ReleaseSessionOptions(void *options)'],
+  AddSessionConfigEntry: [
+    130,
+    'void *AddSessionConfigEntry(void *options, const char *key, const char *value)',
+  ],
+} as const;
+type FnName = keyof typeof FN;
+type Fns = Record<FnName, (...args: unknown[]) => unknown>;
+
+/** A tensor in ORT's native memory. `release()` frees it; using it afterwards is a bug. */
+export interface NativeTensor {
+  readonly handle: Ptr;
+  readonly dims: readonly number[];
+}
+
+export class OrtNative {
+  private constructor(
+    private readonly koffi: Koffi,
+    private readonly fn: Fns,
+    private readonly env: Ptr,
+    private readonly allocator: Ptr,
+    readonly version: string,
+  ) {}
+
+  private static loaded: OrtNative | Error | undefined;
+
+  /**
+   * The C API of onnxruntime-node's own library, or why it cannot be had (koffi missing for this platform, no
+   * library found, an API version this code does not know). Loaded once per process.
+   */
+  static get(): OrtNative {
+    if (OrtNative.loaded === undefined) {
+      try {
+        OrtNative.loaded = OrtNative.load();
+      } catch (error) {
+        OrtNative.loaded = error instanceof Error ? error : new Error(String(error));
+      }
+    }
+    if (OrtNative.loaded instanceof Error) throw OrtNative.loaded;
+    return OrtNative.loaded;
+  }
+
+  /** Whether the native path can be used here, and if not, why (for logs and the fallback message). */
+  static availability(): { ok: true } | { ok: false; why: string } {
+    try {
+      OrtNative.get();
+      return { ok: true };
+    } catch (error) {
+      return { ok: false, why: (error as Error).message };
+    }
+  }
+
+  private static load(): OrtNative {
+    const require = createRequire(import.meta.url);
+    let koffi: Koffi;
+    try {
+      koffi = require('koffi') as Koffi;
+    } catch (error) {
+      throw new Error(`koffi (FFI) is not installed for this platform: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    const file = ortLibrary(require);
+    const lib = koffi.load(file);
+    const base = lib.func('void *OrtGetApiBase()')() as Ptr;
+    const slot = (table: Ptr, index: number) => koffi.decode(table, index * 8, 'void *') as Ptr;
+    const getVersion = koffi.decode(
+      slot(base, 1),
+      koffi.proto('const char *GetVersionString()'),
+    ) as () => string;
+    const version = getVersion();
+    const minor = Number(version.split('.')[1]);
+    const getApi = koffi.decode(slot(base, 0), koffi.proto('void *GetApi(uint32_t version)')) as (
+      v: number,
+    ) => Ptr;
+    // The OrtApi version equals the minor version (1.30 -> 30); the indices above exist since API 14.
+    const api = Number.isInteger(minor) && minor >= 14 ? getApi(minor) : null;
+    if (!api) throw new Error(`onnxruntime ${version} gives no C API this build of Loupe knows`);
+    const pathType = process.platform === 'win32' ? 'const char16_t *' : 'const char *';
+    const fn = {} as Fns;
+    for (const [name, [index, signature]] of Object.entries(FN) as [FnName, (typeof FN)[FnName]][])
+      fn[name] = koffi.decode(slot(api, index), koffi.proto(signature.replace('PATH', pathType))) as (
+        ...args: unknown[]
+      ) => unknown;
+    const check = statusChecker(fn);
+    const env = [null];
+    check(fn.CreateEnv(3 /* ORT_LOGGING_LEVEL_ERROR */, 'loupe', env));
+    const allocator = [null];
+    check(fn.GetAllocatorWithDefaultOptions(allocator));
+    return new OrtNative(koffi, fn, env[0], allocator[0], version);
+  }
+
+  private check(status: unknown): void {
+    statusChecker(this.fn)(status);
+  }
+
+  /** A session on `file`, CPU provider, `threads` intra-op threads (spinning: the hot decode loop). */
+  createSession(file: string, { threads, spinning }: { threads: number; spinning: boolean }): NativeSession {
+    const options = [null];
+    this.check(this.fn.CreateSessionOptions(options));
+    try {
+      this.check(this.fn.SetIntraOpNumThreads(options[0], threads));
+      this.check(this.fn.SetInterOpNumThreads(options[0], 1));
+      this.check(this.fn.SetSessionGraphOptimizationLevel(options[0], 99 /* ORT_ENABLE_ALL */));
+      this.check(
+        this.fn.AddSessionConfigEntry(options[0], 'session.intra_op.allow_spinning', spinning ? '1' : '0'),
+      );
+      const session = [null];
+      this.check(this.fn.CreateSession(this.env, file, options[0], session));
+      return new NativeSession(
+        this,
+        session[0],
+        this.names(session[0], 'input'),
+        this.names(session[0], 'output'),
+      );
+    } finally {
+      this.fn.ReleaseSessionOptions(options[0]);
+    }
+  }
+
+  private names(session: Ptr, kind: 'input' | 'output'): string[] {
+    const count = [0];
+    this.check(
+      kind === 'input'
+        ? this.fn.SessionGetInputCount(session, count)
+        : this.fn.SessionGetOutputCount(session, count),
+    );
+    const out: string[] = [];
+    for (let i = 0; i < Number(count[0]); i++) {
+      const name = [null];
+      this.check(
+        kind === 'input'
+          ? this.fn.SessionGetInputName(session, i, this.allocator, name)
+          : this.fn.SessionGetOutputName(session, i, this.allocator, name),
+      );
+      out.push(this.koffi.decode(name[0], 'char', -1) as string);
+      this.check(this.fn.AllocatorFree(this.allocator, name[0]));
+    }
+    return out;
+  }
+
+  /** A new native tensor of `dims`, filled from `data` when given (else left uninitialized). */
+  tensor(type: DType, dims: readonly number[], data?: Float32Array | BigInt64Array): NativeTensor {
+    const out = [null];
+    const shape = BigInt64Array.from(dims, (d) => BigInt(d));
+    this.check(this.fn.CreateTensorAsOrtValue(this.allocator, shape, dims.length, DTYPE[type], out));
+    const tensor = { handle: out[0], dims: [...dims] };
+    if (data?.length) this.write(tensor, type, data);
+    return tensor;
+  }
+
+  /** Copy `data` into the start of a tensor's native buffer (plus `offset` elements). */
+  write(tensor: NativeTensor, type: DType, data: Float32Array | BigInt64Array, offset = 0): void {
+    const ptr = this.dataPointer(tensor.handle);
+    const size = type === 'float32' ? 4 : 8;
+    this.koffi.encode(ptr, offset * size, type === 'float32' ? 'float' : 'int64_t', data, data.length);
+  }
+
+  /** A copy of `count` floats of a tensor's native buffer, from element `offset`. */
+  readFloats(handle: Ptr, offset: number, count: number): Float32Array {
+    const ptr = this.dataPointer(handle);
+    return this.koffi.decode(ptr, offset * 4, 'float', count) as Float32Array;
+  }
+
+  /** The dimensions of a tensor ORT allocated (an output). */
+  dims(handle: Ptr): number[] {
+    const info = [null];
+    this.check(this.fn.GetTensorTypeAndShape(handle, info));
+    try {
+      const count = [0];
+      this.check(this.fn.GetDimensionsCount(info[0], count));
+      const dims = new BigInt64Array(Number(count[0]));
+      this.check(this.fn.GetDimensions(info[0], dims, dims.length));
+      return Array.from(dims, Number);
+    } finally {
+      this.fn.ReleaseTensorTypeAndShapeInfo(info[0]);
+    }
+  }
+
+  private dataPointer(handle: Ptr): Ptr {
+    const out = [null];
+    this.check(this.fn.GetTensorMutableData(handle, out));
+    return out[0];
+  }
+
+  /**
+   * Run a session. `outputs[i]` is a preallocated tensor ORT writes into (the same handle as an input shares
+   * that buffer between past and present), or null for ORT to allocate one; returns the output handles.
+   */
+  run(
+    session: Ptr,
+    inputNames: readonly string[],
+    inputs: readonly Ptr[],
+    outputNames: readonly string[],
+    outputs: Ptr[],
+  ): Ptr[] {
+    const out = [...outputs];
+    this.check(
+      this.fn.Run(session, null, inputNames, inputs, inputs.length, outputNames, outputNames.length, out),
+    );
+    return out;
+  }
+
+  release(handle: Ptr): void {
+    if (handle) this.fn.ReleaseValue(handle);
+  }
+
+  releaseSession(handle: Ptr): void {
+    this.fn.ReleaseSession(handle);
+  }
+}
+
+/** A session created through the C API; its inputs and outputs are native tensors. */
+export class NativeSession {
+  private released = false;
+  constructor(
+    readonly ort: OrtNative,
+    readonly handle: Ptr,
+    readonly inputNames: readonly string[],
+    readonly outputNames: readonly string[],
+  ) {}
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.ort.releaseSession(this.handle);
+  }
+}
+
+function statusChecker(fn: Fns): (status: unknown) => void {
+  return (status) => {
+    if (!status) return;
+    const message = fn.GetErrorMessage(status) as string;
+    fn.ReleaseStatus(status);
+    throw new LoupeError('MODEL_RUNTIME', `onnxruntime: ${message}`);
+  };
+}
+
+/** onnxruntime-node's shared library (the one its binding links), beside the binding for this platform. */
+function ortLibrary(require: NodeJS.Require): string {
+  const dir = path.join(
+    path.dirname(require.resolve('onnxruntime-node')),
+    '..',
+    'bin',
+    'napi-v6',
+    process.platform,
+    process.arch,
+  );
+  const pattern =
+    process.platform === 'win32'
+      ? /^onnxruntime\.dll$/
+      : process.platform === 'darwin'
+        ? /^libonnxruntime\.\d+(\.\d+)*\.dylib$/
+        : /^libonnxruntime\.so\.\d+$/;
+  const file = existsSync(dir) ? readdirSync(dir).find((name) => pattern.test(name)) : undefined;
+  if (!file) throw new Error(`onnxruntime-node's library is not in ${dir}`);
+  return path.join(dir, file);
+}
