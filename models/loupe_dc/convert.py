@@ -114,7 +114,12 @@ class EmbedTokens(nn.Module):
 
 
 class Decoder(nn.Module):
-    """LlamaForCausalLM on inputs_embeds with a flat KV cache, as Optimum's merged decoder exposes it."""
+    """LlamaForCausalLM on inputs_embeds with a flat KV cache, as Optimum's merged decoder exposes it.
+
+    The logits are the last position's only, (batch, 1, vocab): generation needs nothing else, and a prefill
+    of 2,048 tokens would otherwise compute (and hand over) 2,048 × vocab of them (400 MB for a 49k vocabulary).
+    Per-position logits (perplexity) come from running the tokens one step at a time (smollm2.PackLM).
+    """
 
     def __init__(self, model: DenseConnectorMLLM):
         super().__init__()
@@ -125,10 +130,11 @@ class Decoder(nn.Module):
         from transformers.cache_utils import DynamicCache
 
         cache = DynamicCache.from_legacy_cache(tuple((past[2 * i], past[2 * i + 1]) for i in range(self.num_layers)))
-        out = self.llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                       past_key_values=cache, use_cache=True, return_dict=True)
+        out = self.llm.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                             past_key_values=cache, use_cache=True, return_dict=True)
+        logits = self.llm.lm_head(out.last_hidden_state[:, -1:, :])
         present = out.past_key_values.to_legacy_cache()
-        return (out.logits, *[t for layer in present for t in layer])
+        return (logits, *[t for layer in present for t in layer])
 
 
 def sha256(path: Path) -> str:
@@ -154,7 +160,7 @@ def export_decoder(model: DenseConnectorMLLM, tmp: Path) -> None:
     dyn = {"inputs_embeds": {0: "batch_size", 1: "sequence_length"},
            "attention_mask": {0: "batch_size", 1: "total_sequence_length"},
            "position_ids": {0: "batch_size", 1: "sequence_length"},
-           "logits": {0: "batch_size", 1: "sequence_length"}}
+           "logits": {0: "batch_size"}}
     dyn.update({n: {0: "batch_size", 2: "past_sequence_length"} for n in past_names})
     dyn.update({n: {0: "batch_size", 2: "total_sequence_length"} for n in present_names})
     torch.onnx.export(Decoder(model), (emb, mask, pos, *past), _graph_dir(tmp, "decoder_model_merged.onnx"), opset_version=OPSET,

@@ -233,8 +233,16 @@ class PackLM:
         return {f"past_key_values.{i}.{kv}": np.zeros((1, self.kv_heads, 0, self.head_dim), np.float32)
                 for i in range(self.layers) for kv in ("key", "value")}
 
-    def logits(self, ids: list[int]) -> np.ndarray:  # (len(ids), vocab), one forward pass
-        return self._run(ids, self.empty(), 0)[0]
+    def logits(self, ids: list[int]) -> np.ndarray:  # (len(ids), vocab)
+        rows, _ = self._run(ids, self.empty(), 0)
+        if len(rows) == len(ids):  # a graph with every position's logits: one forward pass
+            return rows
+        # Loupe's exporter computes the last position only: one token at a time, as generation runs
+        out, past = [], self.empty()
+        for pos, token in enumerate(ids):
+            row, past = self._run([token], past, pos)
+            out.append(row[-1])
+        return np.stack(out)
 
     def greedy(self, ids: list[int], new: int, stop: set[int]) -> list[int]:
         logits, past = self._run(ids, self.empty(), 0)

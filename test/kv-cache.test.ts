@@ -1,0 +1,190 @@
+/**
+ * The native KV cache (kv-native.ts) against the JavaScript one (kv-cache.ts), which it replaces where it can
+ * run: the same logits and greedy answers on the built-in pack over three turns (chained layout), and on a
+ * GroupQueryAttention graph laid out as onnxruntime-genai's builder lays out decoders (shared layout: one
+ * buffer bound as past and present, growing past its first capacity), chunked prefills, rollback and release.
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LoupeError } from '../src-main/errors.ts';
+import { JsKvCache, type DecoderShape, type KvCache } from '../src-main/model/kv-cache.ts';
+import { NativeDecoder, usesGroupQueryAttention } from '../src-main/model/kv-native.ts';
+import { LocalEngine } from '../src-main/model/local-engine.ts';
+import { Session } from '../src-main/model/ort.ts';
+import { OrtNative } from '../src-main/model/ort-native.ts';
+import { builtinPackDir } from '../src-main/paths.ts';
+import { FIXTURES, PYTHON, ROOT } from './helpers.ts';
+
+const run = promisify(execFile);
+const QUESTIONS = ['How many shapes are there?', 'What color is the circle?', 'Describe the video.'];
+
+function pixels(count: number, size: number): Float32Array[] {
+  let s = 11;
+  const next = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 3 - 1.5;
+  return Array.from({ length: count }, () => Float32Array.from({ length: 3 * size * size }, next));
+}
+
+/** Deterministic embeddings for `count` tokens of `hidden` values. */
+function embeddings(count: number, hidden: number, seed: number): Float32Array {
+  return Float32Array.from({ length: count * hidden }, (_, i) => Math.sin(i * 0.37 + seed) * 0.8);
+}
+
+it('loads the C API of onnxruntime-node’s own library', () => {
+  expect(OrtNative.availability()).toEqual({ ok: true });
+  expect(OrtNative.get().version).toMatch(/^1\.\d+\.\d+$/);
+});
+
+describe('on the built-in pack (chained layout)', () => {
+  let native: LocalEngine;
+  let js: LocalEngine;
+  beforeAll(async () => {
+    native = await LocalEngine.load(builtinPackDir(), { provider: 'cpu', threads: 2, prefillChunk: 48 });
+    js = await LocalEngine.load(builtinPackDir(), {
+      provider: 'cpu',
+      threads: 2,
+      prefillChunk: 48,
+      kvCache: 'js',
+    });
+  });
+  afterAll(async () => {
+    await native?.dispose();
+    await js?.dispose();
+  });
+
+  it('is chosen by default, and the JS cache only when asked for', () => {
+    expect(native.kvCache).toEqual({ used: 'native-chained' });
+    expect(js.kvCache.used).toBe('js');
+  });
+
+  it('gives the same logits and greedy answers as the JS cache over three turns', async () => {
+    const frames = await native.encodeImages(pixels(8, native.manifest.vision.imageSize));
+    const a = native.startConversation({ kind: 'frames', frames });
+    const b = js.startConversation({ kind: 'frames', frames });
+    for (const q of QUESTIONS) {
+      const turn = async (c: typeof a) => {
+        let logits: Float32Array = new Float32Array(0);
+        let text = '';
+        for await (const e of c.ask(q, { maxNewTokens: 24, onPromptLogits: (l) => (logits = l) }))
+          if (e.type === 'done') text = e.text;
+        return { logits, text };
+      };
+      const [x, y] = [await turn(a), await turn(b)];
+      expect(Array.from(x.logits)).toEqual(Array.from(y.logits));
+      expect(x.text).toBe(y.text);
+    }
+    expect(a.cachedTokens).toBe(b.cachedTokens);
+    a.release();
+    b.release();
+  });
+
+  it('a released conversation refuses to run with a typed error', async () => {
+    const c = native.startConversation({ kind: 'image', frames: await native.encodeImages(pixels(1, 96)) });
+    c.release();
+    const error = await (async () => {
+      for await (const e of c.ask('Hello?')) void e;
+    })().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LoupeError);
+    expect((error as LoupeError).code).toBe('MODEL_RUNTIME');
+  });
+});
+
+/** The GQA fixture graph (models/loupe_dc/gqa_fixture.py), built once per version of its maker. */
+async function gqaGraph(): Promise<{ file: string; shape: DecoderShape }> {
+  const maker = path.join(ROOT, 'models', 'loupe_dc', 'gqa_fixture.py');
+  const key = createHash('sha256')
+    .update(await readFile(maker))
+    .digest('hex')
+    .slice(0, 12);
+  const dir = path.join(FIXTURES, 'gqa');
+  const file = path.join(dir, `decoder-${key}.onnx`);
+  await mkdir(dir, { recursive: true });
+  const { stdout } = await run(PYTHON, ['-m', 'loupe_dc.gqa_fixture', '--out', file], {
+    cwd: path.join(ROOT, 'models'),
+  });
+  expect(existsSync(file)).toBe(true);
+  return { file, shape: JSON.parse(stdout) as DecoderShape };
+}
+
+describe('on a GroupQueryAttention graph (shared layout)', () => {
+  let file: string;
+  let shape: DecoderShape;
+  let decoder: NativeDecoder;
+  let session: Session;
+  beforeAll(async () => {
+    ({ file, shape } = await gqaGraph());
+    decoder = await NativeDecoder.load(file, shape, 4096, 2);
+    session = await Session.create('decoder', file, 'cpu', { threads: 2, spinning: false });
+  }, 300_000);
+  afterAll(async () => {
+    decoder?.release();
+    await session?.release();
+  });
+
+  const jsCache = () => new JsKvCache(session, shape, 1 << 30);
+  /** Prefill chunks, decode steps, a chunk that outgrows the first 256-token buffer, more steps. */
+  const SCHEDULE = [100, 50, 1, 1, 200, 1, 1, 64, 1];
+
+  it('is recognized, and binds one buffer as past and present', async () => {
+    expect(await usesGroupQueryAttention(file)).toBe(true);
+    expect(decoder.layout).toBe('shared');
+    expect(await usesGroupQueryAttention(path.join(builtinPackDir(), 'decoder_model_merged.onnx'))).toBe(
+      false,
+    );
+  });
+
+  it('gives the same logits as the JS cache through chunked prefills, decode steps and growth', async () => {
+    const a: KvCache = decoder.newCache();
+    const b = jsCache();
+    for (const [i, n] of SCHEDULE.entries()) {
+      const input = embeddings(n, shape.hiddenSize, i);
+      expect(Array.from(await a.step(input, n))).toEqual(Array.from(await b.step(input, n)));
+    }
+    expect(a.length).toBe(SCHEDULE.reduce((x, y) => x + y, 0));
+    expect(a.length).toBeGreaterThan(256);
+    a.release();
+  });
+
+  it('rolls a stopped prefill back: what follows is as if it never ran', async () => {
+    const reference = decoder.newCache();
+    const cache = decoder.newCache();
+    const first = embeddings(120, shape.hiddenSize, 1);
+    await reference.step(first, 120);
+    await cache.step(first, 120);
+    cache.checkpoint();
+    // a prefill of two chunks that is abandoned, the second past the first buffer's capacity
+    await cache.step(embeddings(100, shape.hiddenSize, 9), 100);
+    await cache.step(embeddings(100, shape.hiddenSize, 10), 100);
+    cache.rollback();
+    expect(cache.length).toBe(120);
+    const next = embeddings(30, shape.hiddenSize, 2);
+    expect(Array.from(await cache.step(next, 30))).toEqual(Array.from(await reference.step(next, 30)));
+    cache.release();
+    reference.release();
+  });
+});
+
+describe('the JS cache with preallocated present buffers', () => {
+  it('rolls back to a checkpoint its ping-pong buffers would otherwise overwrite', async () => {
+    const { file, shape } = await gqaGraph();
+    const session = await Session.create('decoder', file, 'cpu', { threads: 1, spinning: false });
+    try {
+      const bound = new JsKvCache(session, shape, 0);
+      const plain = new JsKvCache(session, shape, 1 << 30);
+      const first = embeddings(40, shape.hiddenSize, 3);
+      await bound.step(first, 40);
+      await plain.step(first, 40);
+      bound.checkpoint();
+      for (let i = 0; i < 3; i++) await bound.step(embeddings(8, shape.hiddenSize, 20 + i), 8);
+      bound.rollback();
+      const next = embeddings(5, shape.hiddenSize, 4);
+      expect(Array.from(await bound.step(next, 5))).toEqual(Array.from(await plain.step(next, 5)));
+    } finally {
+      await session.release();
+    }
+  }, 300_000);
+});
