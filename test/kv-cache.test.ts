@@ -175,11 +175,15 @@ describe('the JS cache with preallocated present buffers', () => {
     try {
       const bound = new JsKvCache(session, shape, 0);
       const plain = new JsKvCache(session, shape, 1 << 30);
-      const first = embeddings(40, shape.hiddenSize, 3);
-      await bound.step(first, 40);
-      await plain.step(first, 40);
+      // 40 tokens, then two steps: the buffers have grown by doubling, and the one holding the checkpoint has
+      // room for the tokens two steps later
+      for (const [i, n] of [40, 1, 1].entries()) {
+        const input = embeddings(n, shape.hiddenSize, i);
+        await bound.step(input, n);
+        await plain.step(input, n);
+      }
       bound.checkpoint();
-      for (let i = 0; i < 3; i++) await bound.step(embeddings(8, shape.hiddenSize, 20 + i), 8);
+      for (let i = 0; i < 3; i++) await bound.step(embeddings(1, shape.hiddenSize, 20 + i), 1);
       bound.rollback();
       const next = embeddings(5, shape.hiddenSize, 4);
       expect(Array.from(await bound.step(next, 5))).toEqual(Array.from(await plain.step(next, 5)));
