@@ -138,6 +138,36 @@ describe('SmolLM2-135M-Instruct (real weights) as the LLM of a Dense Connector c
       }
   });
 
+  it('the native KV cache gives the same logits and greedy answers as the JS cache over three turns (int4, fp32)', async () => {
+    for (const precision of ['int4', 'fp32'] as const) {
+      const dir = path.join(root, `pack-${precision}`);
+      const native = await Engine.load(dir, { provider: 'cpu', threads: 2 });
+      const js = await Engine.load(dir, { provider: 'cpu', threads: 2, kvCache: 'js' });
+      try {
+        expect(native.kvCache.used).toMatch(/^native-/);
+        expect(js.kvCache.used).toBe('js');
+        const frames = await native.encodeImages(pixels(8, native.manifest.vision.imageSize, 12));
+        const a = native.startConversation({ kind: 'frames', frames });
+        const b = js.startConversation({ kind: 'frames', frames });
+        for (const q of ['Describe the video.', 'What colour is it?', 'Say it again in French.']) {
+          const turn = async (c: typeof a) => {
+            let logits: Float32Array = new Float32Array(0);
+            const ids: number[] = [];
+            for await (const e of c.ask(q, { maxNewTokens: 24, onPromptLogits: (l) => (logits = l) }))
+              if (e.type === 'token') ids.push(e.tokenId);
+            return { logits, ids };
+          };
+          const [x, y] = [await turn(a), await turn(b)];
+          expect(maxAbsDiff(x.logits, y.logits), `${precision}: ${q}`).toBeLessThanOrEqual(1e-4);
+          expect(x.ids, `${precision}: ${q}`).toEqual(y.ids);
+        }
+      } finally {
+        await native.dispose();
+        await js.dispose();
+      }
+    }
+  }, 600_000);
+
   it('on text, fp16 matches fp32 and int4 costs a bounded perplexity (python -m loupe_dc.smollm2 eval)', async () => {
     const stdout = await python([
       '-m',
