@@ -218,6 +218,7 @@ class PackLM:
         self.position_ids = any(i.name == "position_ids" for i in self.dec.get_inputs())  # builder graphs derive them
         d = self.manifest["decoder"]
         self.layers, self.kv_heads, self.head_dim = d["numLayers"], d["numKeyValueHeads"], d["headDim"]
+        self._all_positions: bool | None = None
 
     def _run(self, ids: list[int], past: dict, start: int):
         e = self.emb.run(None, {"input_ids": np.array([ids], np.int64)})[0].astype(np.float32)
@@ -233,14 +234,18 @@ class PackLM:
         return {f"past_key_values.{i}.{kv}": np.zeros((1, self.kv_heads, 0, self.head_dim), np.float32)
                 for i in range(self.layers) for kv in ("key", "value")}
 
-    def logits(self, ids: list[int]) -> np.ndarray:  # (len(ids), vocab)
-        rows, _ = self._run(ids, self.empty(), 0)
-        if len(rows) == len(ids):  # a graph with every position's logits: one forward pass
-            return rows
-        # Loupe's exporter computes the last position only: one token at a time, as generation runs
-        out, past = [], self.empty()
-        for pos, token in enumerate(ids):
-            row, past = self._run([token], past, pos)
+    def logits(self, ids: list[int], start: int = 0) -> np.ndarray:  # (len(ids) - start, vocab)
+        """The logits after each of ids[start:]: the predictions of the token that follows each."""
+        if self._all_positions is None:  # does the graph give every position's logits, or the last one's?
+            self._all_positions = len(self._run(ids[:2], self.empty(), 0)[0]) == len(ids[:2])
+        if self._all_positions:
+            return self._run(ids, self.empty(), 0)[0][start:]
+        # Loupe's exporter computes the last position only: the prefix in one run, then one token at a time
+        past, out = self.empty(), []
+        if start:
+            _, past = self._run(ids[:start], past, 0)
+        for pos in range(start, len(ids)):
+            row, past = self._run([ids[pos]], past, pos)
             out.append(row[-1])
         return np.stack(out)
 
@@ -284,7 +289,7 @@ def evaluate(checkpoint: Path, packs: dict[str, Path], threads: int, new_tokens:
         ppl = perplexity(lm.logits(text_ids), text_ids)
         agree = total = prefix = 0
         for ids, ref in zip(chats, base_runs):
-            teacher = lm.logits(ids + ref)[len(ids) - 1 : len(ids) - 1 + len(ref)]  # predictions for each reference token
+            teacher = lm.logits(ids + ref, start=len(ids) - 1)[: len(ref)]  # predictions for each reference token
             agree += int((teacher.argmax(-1) == np.array(ref)).sum())
             total += len(ref)
             own = ref if lm is base else lm.greedy(ids, new_tokens, stop)
