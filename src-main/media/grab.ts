@@ -13,12 +13,14 @@ import { LoupeError } from '../errors.ts';
 import { ffmpegHasFilter, resolveBinaries } from './binaries.ts';
 import { frameIndex, needsFrameIndex, type FrameIndex } from './frame-index.ts';
 import {
+  exactFromKeyframes,
   exactPlan,
   firstMargin,
   frameShownBefore,
   indexedInput,
   keyframeBefore,
   keyframeInput,
+  lookbackSec,
   nearestInside,
   segmentsAround,
   showUntil,
@@ -55,8 +57,15 @@ export interface GrabRequest {
   tail: string;
   /** Output options, ending with the output itself. */
   output: string[];
-  /** Cuts the output into its frames (raw frames of a known size, JPEGs...). */
-  split: (stdout: Buffer) => Buffer[];
+  /** Cuts the output into its frames (JPEGs...); see frameBytes for raw frames. */
+  split?: (stdout: Buffer) => Buffer[];
+  /** Raw frames of this many bytes each: the output is cut as it streams in (instead of `split`). */
+  frameBytes?: number;
+  /**
+   * Called with each raw frame as soon as ffmpeg has written it, while ffmpeg decodes the next ones (so the
+   * caller's work on a frame overlaps the decoding). The same Buffer object is returned in the result.
+   */
+  onFrame?: (frame: Buffer) => void;
   signal?: AbortSignal;
   timeoutMs?: number;
 }
@@ -137,6 +146,8 @@ export async function grabFrames(request: GrabRequest): Promise<GrabResult> {
 
   // 1. Fast mode: a keyframe inside each instant's segment, where there is one.
   let exact = all;
+  /** Instants without a keyframe in their segment, and the keyframe before them (decoding starts there). */
+  const fromKeys: { sample: number; keySec: number }[] = [];
   const segments = request.segments ?? segmentsAround(times);
   const longest = Math.max(...segments.map((g) => g.to - g.from));
   // Segments shorter than this rarely hold a keyframe of their own: looking would cost more than it saves.
@@ -155,6 +166,7 @@ export async function grabFrames(request: GrabRequest): Promise<GrabResult> {
         const candidates = [found[2 * i], found[2 * i + 1]].filter((k): k is number => k !== undefined);
         const k = nearestInside(candidates, t, segments[i]!);
         if (k !== undefined) keyInputs.set(i, keyframeInput(i, k, facts));
+        else if (found[2 * i] !== undefined) fromKeys.push({ sample: i, keySec: found[2 * i]! });
       });
     }
     exact = all.filter((i) => !keyInputs.has(i));
@@ -170,8 +182,20 @@ export async function grabFrames(request: GrabRequest): Promise<GrabResult> {
     if (left.length) keep(await run(left.map((i) => fromStart(index, times, i, facts))));
   } else {
     let margin = firstMargin(info.fps);
-    for (let attempt = 0; exact.length && attempt <= RETRIES + 1; attempt++) {
-      keep(await run(exactPlan(times, exact, facts, attempt > RETRIES ? Infinity : margin)));
+    let attempt = 0;
+    const lookback = lookbackSec(facts.fps);
+    const known = fromKeys.filter(({ sample }) => exact.includes(sample));
+    if (known.length) {
+      // Instants whose keyframe the lookup found: one pass from each keyframe through all of its instants.
+      keep(await run(exactFromKeyframes(times, known, facts, lookback)));
+      exact = missing();
+      if (exact.length) damaged();
+      [attempt, margin] = [1, margin * RETRY_FACTOR];
+    }
+    for (; exact.length && attempt <= RETRIES + 1; attempt++) {
+      // A first try looks for each frame near its instant only; a retry seeks further back and looks anywhere.
+      const near = attempt === 0 ? lookback : Infinity;
+      keep(await run(exactPlan(times, exact, facts, attempt > RETRIES ? Infinity : margin, near)));
       exact = missing();
       if (exact.length) damaged();
       margin *= RETRY_FACTOR;
@@ -310,13 +334,15 @@ async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: b
     if (sentinel) labels.push(`[e${k}]`);
     if (labels.length > 1) chains.push(`${source}split=${labels.length}${labels.join('')}`);
     if (sentinel)
-      chains.push(`[e${k}]trim=start=${lastEnd.toFixed(6)},trim=end_frame=1,showinfo@e${k},nullsink`);
+      chains.push(
+        `[e${k}]trim=start=${lastEnd.toFixed(6)},trim=end_frame=1,showinfo@e${k}=checksum=0,nullsink`,
+      );
     input.picks.forEach((pick, j) => {
       const id = picks.length;
       picks.push({
         sample: pick.sample,
         kind: pick.kind,
-        chained: j > 0 && pick.start !== undefined,
+        chained: pick.continues ?? (j > 0 && pick.start !== undefined),
         input: k,
         end: pick.end,
       });
@@ -327,7 +353,8 @@ async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: b
       const steps = [
         window.length ? `trim=${window.join(':')}` : '',
         pick.kind === 'first' ? 'trim=end_frame=1' : '',
-        `scale=${width}:${height}:flags=bicubic,setsar=1,showinfo@f${id}`,
+        // No checksums: showinfo would hash every frame of every window (most of a 1080p pass's time).
+        `scale=${width}:${height}:flags=bicubic,setsar=1,showinfo@f${id}=checksum=0`,
         // The last frame of the window: reverse hands it to trim first.
         pick.kind === 'last' ? 'reverse,trim=end_frame=1' : '',
         `${toRgb},${tail}`,
@@ -371,16 +398,20 @@ async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: b
       complaints.push(...corruptionLines(line, info.path));
   };
   const { signal, timeoutMs } = request;
-  const result = await runProcess(ffmpeg, args, { onStderrLine, signal, timeoutMs }).catch(
-    (error: unknown) => {
-      if (error instanceof LoupeError && error.code === 'FFMPEG_FAILED' && complaints.length) {
-        throw corrupt(info.path, complaints.join('\n'), error);
-      }
-      throw error;
-    },
-  );
+  const stream = request.frameBytes ? rawFrames(request.frameBytes, request.onFrame) : undefined;
+  const result = await runProcess(ffmpeg, args, {
+    onStderrLine,
+    signal,
+    timeoutMs,
+    ...(stream ? { onStdout: stream.push } : {}),
+  }).catch((error: unknown) => {
+    if (error instanceof LoupeError && error.code === 'FFMPEG_FAILED' && complaints.length) {
+      throw corrupt(info.path, complaints.join('\n'), error);
+    }
+    throw error;
+  });
 
-  const frames = request.split(result.stdout);
+  const frames = stream ? stream.end(info.path) : request.split!(result.stdout);
   const produced = picks.map((_, id) => id).filter((id) => shown.has(id));
   if (frames.length !== produced.length) {
     if (complaints.length) throw corrupt(info.path, complaints.join('\n'));
@@ -415,6 +446,41 @@ async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: b
   if (results.size === 0 && complaints.length) throw corrupt(info.path, complaints.join('\n'));
   sink.push(...complaints);
   return results;
+}
+
+/** Cuts a stream of raw frames of `size` bytes into one Buffer per frame, handing each on as it completes. */
+function rawFrames(size: number, onFrame?: (frame: Buffer) => void) {
+  const frames: Buffer[] = [];
+  let partial: Buffer | undefined;
+  let filled = 0;
+  let failure: unknown;
+  return {
+    push(chunk: Buffer) {
+      for (let at = 0; at < chunk.length;) {
+        partial ??= Buffer.allocUnsafe(size);
+        const n = Math.min(size - filled, chunk.length - at);
+        chunk.copy(partial, filled, at, at + n);
+        [filled, at] = [filled + n, at + n];
+        if (filled < size) break;
+        const frame = partial;
+        [partial, filled] = [undefined, 0];
+        frames.push(frame);
+        try {
+          if (!failure) onFrame?.(frame);
+        } catch (error) {
+          failure = error; // thrown once ffmpeg has exited
+        }
+      }
+    },
+    end(path: string): Buffer[] {
+      if (failure) throw failure;
+      if (partial) {
+        const message = `ffmpeg returned ${frames.length * size + filled} bytes, not whole frames of ${size} bytes.`;
+        throw new LoupeError('FFMPEG_FAILED', message, { path });
+      }
+      return frames;
+    },
+  };
 }
 
 /**
