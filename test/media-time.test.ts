@@ -166,9 +166,10 @@ describe('frame times on every class of file', () => {
       gop: 200,
       container: 'mp4',
     });
-    const [fast, exact] = await Promise.all(
-      (['fast', 'exact'] as const).map((mode) => sampleFrames(file, { ...fmt, count: 8, mode })),
-    );
+    const [fast, exact] = await Promise.all([
+      sampleFrames(file, { ...fmt, count: 8, mode: 'fast' }),
+      sampleFrames(file, { ...fmt, count: 8, mode: 'exact' }),
+    ]);
     checkFrames({ label: 'gop20s', make: async () => file, fps: 10 }, fast, 40, 'fast');
     fast.forEach((f, i) => {
       if (i === 0 || i === 4) expect(f.timeSec).toBe(i * 5);

@@ -170,7 +170,15 @@ export async function grabFrames(request: GrabRequest): Promise<GrabResult> {
       });
     }
     exact = all.filter((i) => !keyInputs.has(i));
-    if (keyInputs.size) keep(await run([...keyInputs.values()]));
+    // The keyframes, and (at the same time, in a process of its own) the instants whose segment holds none,
+    // in one pass from each keyframe the lookup found before them through all of its instants.
+    const passes = [
+      keyInputs.size ? run([...keyInputs.values()]) : null,
+      fromKeys.length ? run(exactFromKeyframes(times, fromKeys, facts, lookbackSec(facts.fps))) : null,
+    ];
+    for (const pass of await Promise.allSettled(passes))
+      if (pass.status === 'rejected') throw pass.reason;
+      else if (pass.value) keep(pass.value);
     exact = [...exact, ...all.filter((i) => keyInputs.has(i) && !got[i])]; // a keyframe that did not decode
   }
 
@@ -184,10 +192,8 @@ export async function grabFrames(request: GrabRequest): Promise<GrabResult> {
     let margin = firstMargin(info.fps);
     let attempt = 0;
     const lookback = lookbackSec(facts.fps);
-    const known = fromKeys.filter(({ sample }) => exact.includes(sample));
-    if (known.length) {
-      // Instants whose keyframe the lookup found: one pass from each keyframe through all of its instants.
-      keep(await run(exactFromKeyframes(times, known, facts, lookback)));
+    if (fromKeys.length) {
+      // Those passes were a first try: what they missed is tried again from further back.
       exact = missing();
       if (exact.length) damaged();
       [attempt, margin] = [1, margin * RETRY_FACTOR];
@@ -314,8 +320,8 @@ async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: b
     input: number;
     end: number | undefined;
   }[] = [];
-  const decoding = inputs.filter((input) => !input.keyOnly).length;
-  const threads = String(Math.max(1, Math.floor(cores / Math.max(1, decoding))));
+  // concat takes its inputs one after another, so each decoding input may use every core while it runs.
+  const threads = String(Math.max(1, cores));
   inputs.forEach((input, k) => {
     if (input.keyOnly) args.push('-threads', '1', '-skip_frame', 'nokey');
     else {
