@@ -43,9 +43,12 @@ async function medianMs(runs: number, fn: () => Promise<unknown>): Promise<numbe
   return median(out);
 }
 
-/** A 1080p H.264 test pattern of the given length (10 fps keeps generation quick; GOP 250 as cameras often use). */
-async function longClip(minutes: number): Promise<string> {
-  const file = path.join(CACHE, `testsrc2-1080p-${minutes}min.mp4`);
+/**
+ * A 1080p H.264 test pattern of the given length (10 fps keeps generation quick; GOP 250 as cameras often use,
+ * which at 10 fps is a keyframe every 25 s). `fps` 30 makes a camera-like clip: the same GOP is 8.3 s.
+ */
+async function longClip(minutes: number, fps = 10): Promise<string> {
+  const file = path.join(CACHE, `testsrc2-1080p-${minutes}min${fps === 10 ? '' : `-${fps}fps`}.mp4`);
   if (!existsSync(file)) {
     log(`making ${path.basename(file)} (once)…`);
     await mkdir(CACHE, { recursive: true });
@@ -53,7 +56,7 @@ async function longClip(minutes: number): Promise<string> {
       '-f',
       'lavfi',
       '-i',
-      `testsrc2=s=1920x1080:r=10:d=${minutes * 60}`,
+      `testsrc2=s=1920x1080:r=${fps}:d=${minutes * 60}`,
       '-c:v',
       'libx264',
       '-preset',
@@ -188,6 +191,10 @@ async function benchSampling(format: FrameFormat, results: Record<string, number
   results.sample_fast_keyframes_1min = (await sampleFrames(oneMin, fast)).filter(
     (f, i, all) => all.findIndex((g) => g.timeSec === f.timeSec) === i,
   ).length;
+  // A camera-like clip (30 fps, a keyframe every 8.3 s): every 7.5 s segment holds one.
+  const camera = await longClip(1, 30);
+  results.sample_ms_1min_30fps = await medianMs(5, () => sampleFrames(camera, exact));
+  results.sample_ms_1min_30fps_fast = await medianMs(5, () => sampleFrames(camera, fast));
   setHardwareDecoding('auto');
   if (hardware) results.sample_ms_1min_hwaccel = await medianMs(5, () => sampleFrames(oneMin, exact));
   const { ffmpeg: bin } = await resolveBinaries();
@@ -289,6 +296,11 @@ function report(results: Record<string, number>, engine: Engine, promptTokens: n
       'sample 8 frames, 1-min, fast (keyframes)',
       `${f(results.sample_ms_1min_fast)} ms`,
       `target ≤ 400; ${results.sample_fast_keyframes_1min} distinct frames (GOP 25 s: most segments hold no keyframe, exact there)`,
+    ],
+    [
+      'sample 8 frames, 1-min 1080p at 30 fps (GOP 8.3 s), exact / fast',
+      `${f(results.sample_ms_1min_30fps)} / ${f(results.sample_ms_1min_30fps_fast)} ms`,
+      'a camera-like clip: every segment holds a keyframe',
     ],
     [
       'sample 8 frames, 10-min, fast (keyframes)',
