@@ -288,7 +288,7 @@ async function runInputs(context: RunContext, inputs: InputPlan[]): Promise<Map<
   const results = new Map<number, Got>();
   for (let first = 0; first < chunks.length; first += parallel) {
     const done = await Promise.all(
-      chunks.slice(first, first + parallel).map((chunk) => runChunk(context, chunk)),
+      chunks.slice(first, first + parallel).map((chunk) => runChunk(context, chunk, parallel)),
     );
     for (const map of done) map.forEach((g, i) => results.set(i, g));
   }
@@ -296,18 +296,23 @@ async function runInputs(context: RunContext, inputs: InputPlan[]): Promise<Map<
 }
 
 /** One process; where hardware decoding fails, the same again in software (and software from then on). */
-async function runChunk(context: RunContext, inputs: InputPlan[]): Promise<Map<number, Got>> {
+async function runChunk(
+  context: RunContext,
+  inputs: InputPlan[],
+  processes: number,
+): Promise<Map<number, Got>> {
   const useHardware = hardwareDecoding();
   try {
-    return await runBatch(context, inputs, useHardware);
+    return await runBatch(context, inputs, useHardware, processes);
   } catch (error) {
     if (!useHardware || LoupeError.from(error).code !== 'FFMPEG_FAILED') throw error;
     hardwareFailed = true;
-    return runBatch(context, inputs, false);
+    return runBatch(context, inputs, false, processes);
   }
 }
 
-async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: boolean) {
+/** One ffmpeg process for `inputs`; `processes` of them run at once. */
+async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: boolean, processes: number) {
   const { ffmpeg, request, toRgb, index, cores, complaints: sink } = context;
   const { info, width, height, tail } = request;
   const isImage = info.kind === 'image';
@@ -320,8 +325,9 @@ async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: b
     input: number;
     end: number | undefined;
   }[] = [];
-  // concat takes its inputs one after another, so each decoding input may use every core while it runs.
-  const threads = String(Math.max(1, cores));
+  // concat takes its inputs one after another, so each decoding input may use this process's share of the
+  // cores while it runs.
+  const threads = String(Math.max(1, Math.floor(cores / processes)));
   inputs.forEach((input, k) => {
     if (input.keyOnly) args.push('-threads', '1', '-skip_frame', 'nokey');
     else {
