@@ -8,7 +8,8 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { sampleFrames } from '../src-main/media/index.ts';
+import { sampleFrames, type FrameFormat } from '../src-main/media/index.ts';
+import type { Engine } from '../src-main/model/engine.ts';
 import { frameFormat } from '../src-main/model/pack.ts';
 import { resolveBinaries } from '../src-main/media/binaries.ts';
 import { hardwareDecoding, setHardwareDecoding } from '../src-main/media/grab.ts';
@@ -25,6 +26,10 @@ const run = promisify(execFile);
 const CACHE = path.join(ROOT, 'bench', '.cache');
 const THREADS = 2;
 const json = process.argv.includes('--json');
+/** `--only sample,ask,cli`: just these sections (sample, model, ask, cli, refs, batch, find); default: all. */
+const onlyAt = process.argv.indexOf('--only');
+const only = onlyAt > 0 ? new Set(process.argv[onlyAt + 1]?.split(',')) : null;
+const want = (section: string) => !only || only.has(section);
 const log = (msg: string) => (json ? process.stderr : process.stdout).write(msg + '\n');
 
 async function timeIt(fn: () => Promise<unknown>): Promise<number> {
@@ -38,9 +43,12 @@ async function medianMs(runs: number, fn: () => Promise<unknown>): Promise<numbe
   return median(out);
 }
 
-/** A 1080p H.264 test pattern of the given length (10 fps keeps generation quick; GOP 250 as cameras often use). */
-async function longClip(minutes: number): Promise<string> {
-  const file = path.join(CACHE, `testsrc2-1080p-${minutes}min.mp4`);
+/**
+ * A 1080p H.264 test pattern of the given length (10 fps keeps generation quick; GOP 250 as cameras often use,
+ * which at 10 fps is a keyframe every 25 s). `fps` 30 makes a camera-like clip: the same GOP is 8.3 s.
+ */
+async function longClip(minutes: number, fps = 10): Promise<string> {
+  const file = path.join(CACHE, `testsrc2-1080p-${minutes}min${fps === 10 ? '' : `-${fps}fps`}.mp4`);
   if (!existsSync(file)) {
     log(`making ${path.basename(file)} (once)…`);
     await mkdir(CACHE, { recursive: true });
@@ -48,7 +56,7 @@ async function longClip(minutes: number): Promise<string> {
       '-f',
       'lavfi',
       '-i',
-      `testsrc2=s=1920x1080:r=10:d=${minutes * 60}`,
+      `testsrc2=s=1920x1080:r=${fps}:d=${minutes * 60}`,
       '-c:v',
       'libx264',
       '-preset',
@@ -79,27 +87,7 @@ async function main(): Promise<void> {
   const results: Record<string, number> = {};
 
   // 1. Sampling cost must not grow with the video's length (input seeking).
-  const oneMin = await longClip(1);
-  const tenMin = await longClip(10);
-  // Exact (the frame shown at each segment middle) and fast (the keyframe nearest it inside the segment).
-  // Software decoding here; the hardware figure follows where a GPU device exists.
-  const hardware = hardwareDecoding();
-  setHardwareDecoding('off');
-  const exact = { count: 8, ...format, mode: 'exact' as const };
-  const fast = { count: 8, ...format, mode: 'fast' as const };
-  results.sample_ms_1min = await medianMs(5, () => sampleFrames(oneMin, exact));
-  results.sample_ms_10min = await medianMs(5, () => sampleFrames(tenMin, exact));
-  results.sample_ms_1min_fast = await medianMs(5, () => sampleFrames(oneMin, fast));
-  results.sample_ms_10min_fast = await medianMs(5, () => sampleFrames(tenMin, fast));
-  results.sample_fast_keyframes_1min = (await sampleFrames(oneMin, fast)).filter(
-    (f, i, all) => all.findIndex((g) => g.timeSec === f.timeSec) === i,
-  ).length;
-  setHardwareDecoding('auto');
-  if (hardware) results.sample_ms_1min_hwaccel = await medianMs(5, () => sampleFrames(oneMin, exact));
-  const { ffmpeg: bin } = await resolveBinaries();
-  results.full_decode_ms_10min = await medianMs(1, () =>
-    run(bin.path, ['-v', 'error', '-threads', String(THREADS), '-i', tenMin, '-f', 'null', '-']),
-  );
+  if (want('sample')) await benchSampling(format, results);
 
   // 2. The model on a 30-second 640×360 clip.
   const clip = await makeShapesClip(path.join(CACHE, 'clips'), {
@@ -115,6 +103,113 @@ async function main(): Promise<void> {
       { kind: 'square', color: COLORS.yellow, radius: 0.12, x0: 0.75, y0: 0.5 },
     ],
   });
+  let promptTokens = 0;
+  if (want('model')) promptTokens = await benchModel(engine, clip, format, results);
+
+  // 3. A whole ask: probe, sample 8 frames, encode, prefill, answer (cold feature cache, model loaded).
+  if (want('ask'))
+    results.ask_ms_8_frames = await medianMs(5, async () => {
+      for await (const e of askAboutClip(engine, extractor, {
+        path: clip,
+        question: 'What color is the circle?',
+      }))
+        void e;
+    });
+
+  // 3b. The whole CLI process: `loupe ask` on the same clip with the feature cache off (cold), in one data folder
+  // whose ffmpeg capabilities cache the first run (not counted) writes, as on a user's machine.
+  if (want('cli')) {
+    await buildCli(ROOT);
+    const cliData = await tempDir('loupe-bench-cli-');
+    const cliAsk = () =>
+      run(
+        process.execPath,
+        [
+          path.join(ROOT, 'bin', 'loupe.js'),
+          'ask',
+          clip,
+          'What color is the circle?',
+          '--json',
+          '--no-cache',
+        ],
+        { env: { ...process.env, LOUPE_DATA_DIR: cliData } },
+      );
+    await cliAsk();
+    results.cli_ask_wall_ms = await medianMs(5, cliAsk);
+    results.node_start_ms = await medianMs(5, () => run(process.execPath, ['-e', '0']));
+  }
+
+  // 4. References in the same run, same threads: PyTorch, and a minimal Python onnxruntime loop.
+  if (want('refs') && existsSync(PYTHON) && existsSync(CHECKPOINT)) {
+    const { stdout } = await run(
+      PYTHON,
+      [
+        '-m',
+        'loupe_dc.bench_decode',
+        '--checkpoint',
+        CHECKPOINT,
+        '--pack',
+        engine.pack.dir,
+        '--prompt-tokens',
+        String(promptTokens),
+        '--new-tokens',
+        '64',
+        '--threads',
+        String(THREADS),
+        '--repeats',
+        '5',
+      ],
+      { cwd: path.join(ROOT, 'models'), env: { ...process.env, PYTHONWARNINGS: 'ignore' } },
+    );
+    Object.assign(results, JSON.parse(stdout));
+  } else if (want('refs')) log('(Python references skipped: run scripts/setup-dev.sh)');
+  await services.dispose();
+
+  // 5. Batch throughput: the pipelined batch vs a naive decode-then-infer loop, 20 short clips, cold caches.
+  if (want('batch')) Object.assign(results, await benchBatch());
+
+  // 6. Moment search: a 10-min 640×360 video at 0.5 s steps, cold and with the features cached.
+  if (want('find')) Object.assign(results, await benchFind());
+  results.peak_rss_mb = process.resourceUsage().maxRSS / 1024;
+  report(results, engine, promptTokens);
+}
+
+/** Section 1: 8 frames of the 1- and 10-minute 1080p clips, exact and fast. */
+async function benchSampling(format: FrameFormat, results: Record<string, number>): Promise<void> {
+  const oneMin = await longClip(1);
+  const tenMin = await longClip(10);
+  // Exact (the frame shown at each segment middle) and fast (the keyframe nearest it inside the segment).
+  // Software decoding here; the hardware figure follows where a GPU device exists.
+  const hardware = hardwareDecoding();
+  setHardwareDecoding('off');
+  const exact = { count: 8, ...format, mode: 'exact' as const };
+  const fast = { count: 8, ...format, mode: 'fast' as const };
+  results.sample_ms_1min = await medianMs(5, () => sampleFrames(oneMin, exact));
+  results.sample_ms_10min = await medianMs(5, () => sampleFrames(tenMin, exact));
+  results.sample_ms_1min_fast = await medianMs(5, () => sampleFrames(oneMin, fast));
+  results.sample_ms_10min_fast = await medianMs(5, () => sampleFrames(tenMin, fast));
+  results.sample_fast_keyframes_1min = (await sampleFrames(oneMin, fast)).filter(
+    (f, i, all) => all.findIndex((g) => g.timeSec === f.timeSec) === i,
+  ).length;
+  // A camera-like clip (30 fps, a keyframe every 8.3 s): every 7.5 s segment holds one.
+  const camera = await longClip(1, 30);
+  results.sample_ms_1min_30fps = await medianMs(5, () => sampleFrames(camera, exact));
+  results.sample_ms_1min_30fps_fast = await medianMs(5, () => sampleFrames(camera, fast));
+  setHardwareDecoding('auto');
+  if (hardware) results.sample_ms_1min_hwaccel = await medianMs(5, () => sampleFrames(oneMin, exact));
+  const { ffmpeg: bin } = await resolveBinaries();
+  results.full_decode_ms_10min = await medianMs(1, () =>
+    run(bin.path, ['-v', 'error', '-threads', String(THREADS), '-i', tenMin, '-f', 'null', '-']),
+  );
+}
+
+/** Section 2: the vision encoder, prefill, decode and time to first token, and the app thread meanwhile. */
+async function benchModel(
+  engine: Engine,
+  clip: string,
+  format: FrameFormat,
+  results: Record<string, number>,
+): Promise<number> {
   const sampled = await sampleFrames(clip, { count: 8, ...format });
   results.vision_ms_per_frame =
     (await medianMs(7, () => engine.encodeImages(sampled.map((f) => f.pixels)))) / 8;
@@ -185,63 +280,10 @@ async function main(): Promise<void> {
   results.event_loop_max_stall_ms = median(stalls);
   results.stop_ms = median(stops);
   results.stall_prompt_tokens = longPrompt;
+  return promptTokens;
+}
 
-  // 3. A whole ask: probe, sample 8 frames, encode, prefill, answer (cold feature cache, model loaded).
-  results.ask_ms_8_frames = await medianMs(5, async () => {
-    for await (const e of askAboutClip(engine, extractor, {
-      path: clip,
-      question: 'What color is the circle?',
-    }))
-      void e;
-  });
-
-  // 3b. The whole CLI process: `loupe ask` on the same clip with the feature cache off (cold), in one data folder
-  // whose ffmpeg capabilities cache the first run (not counted) writes, as on a user's machine.
-  await buildCli(ROOT);
-  const cliData = await tempDir('loupe-bench-cli-');
-  const cliAsk = () =>
-    run(
-      process.execPath,
-      [path.join(ROOT, 'bin', 'loupe.js'), 'ask', clip, 'What color is the circle?', '--json', '--no-cache'],
-      { env: { ...process.env, LOUPE_DATA_DIR: cliData } },
-    );
-  await cliAsk();
-  results.cli_ask_wall_ms = await medianMs(5, cliAsk);
-  results.node_start_ms = await medianMs(5, () => run(process.execPath, ['-e', '0']));
-
-  // 4. References in the same run, same threads: PyTorch, and a minimal Python onnxruntime loop.
-  if (existsSync(PYTHON) && existsSync(CHECKPOINT)) {
-    const { stdout } = await run(
-      PYTHON,
-      [
-        '-m',
-        'loupe_dc.bench_decode',
-        '--checkpoint',
-        CHECKPOINT,
-        '--pack',
-        engine.pack.dir,
-        '--prompt-tokens',
-        String(promptTokens),
-        '--new-tokens',
-        '64',
-        '--threads',
-        String(THREADS),
-        '--repeats',
-        '5',
-      ],
-      { cwd: path.join(ROOT, 'models'), env: { ...process.env, PYTHONWARNINGS: 'ignore' } },
-    );
-    Object.assign(results, JSON.parse(stdout));
-  } else log('(Python references skipped: run scripts/setup-dev.sh)');
-  await services.dispose();
-
-  // 5. Batch throughput: the pipelined batch vs a naive decode-then-infer loop, 20 short clips, cold caches.
-  Object.assign(results, await benchBatch());
-
-  // 6. Moment search: a 10-min 640×360 video at 0.5 s steps, cold and with the features cached.
-  Object.assign(results, await benchFind());
-  results.peak_rss_mb = process.resourceUsage().maxRSS / 1024;
-
+function report(results: Record<string, number>, engine: Engine, promptTokens: number): void {
   if (json) {
     process.stdout.write(JSON.stringify(results, null, 2) + '\n');
     return;
@@ -254,6 +296,11 @@ async function main(): Promise<void> {
       'sample 8 frames, 1-min, fast (keyframes)',
       `${f(results.sample_ms_1min_fast)} ms`,
       `target ≤ 400; ${results.sample_fast_keyframes_1min} distinct frames (GOP 25 s: most segments hold no keyframe, exact there)`,
+    ],
+    [
+      'sample 8 frames, 1-min 1080p at 30 fps (GOP 8.3 s), exact / fast',
+      `${f(results.sample_ms_1min_30fps)} / ${f(results.sample_ms_1min_30fps_fast)} ms`,
+      'a camera-like clip: every segment holds a keyframe',
     ],
     [
       'sample 8 frames, 10-min, fast (keyframes)',

@@ -156,6 +156,30 @@ describe('frame times on every class of file', () => {
       expect(f.timeSec).toBeLessThan((i + 1) * 4);
     });
   });
+
+  it('fast mode on a long keyframe interval: segments without a keyframe get the exact frame', async () => {
+    // Keyframes at 0 and 20 s; segments of 5 s: two hold a keyframe, six are decoded from the one before them.
+    const file = await makeClock(DIR, {
+      name: 'gop20s.mp4',
+      fps: 10,
+      seconds: 40,
+      gop: 200,
+      container: 'mp4',
+    });
+    const [fast, exact] = await Promise.all([
+      sampleFrames(file, { ...fmt, count: 8, mode: 'fast' }),
+      sampleFrames(file, { ...fmt, count: 8, mode: 'exact' }),
+    ]);
+    checkFrames({ label: 'gop20s', make: async () => file, fps: 10 }, fast, 40, 'fast');
+    fast.forEach((f, i) => {
+      if (i === 0 || i === 4) expect(f.timeSec).toBe(i * 5);
+      else {
+        expect(f.timeSec).toBe(exact[i]!.timeSec);
+        expect(f.rgb).toEqual(exact[i]!.rgb);
+      }
+    });
+    expect(liveProcessCount()).toBe(0);
+  });
 });
 
 describe('segment mode', () => {

@@ -92,10 +92,13 @@ export function buildProgram(): Command {
     .option('--no-cache', 'do not use the frame-feature cache')
     .action(async (video: string, question: string, opts: AskOptions) => {
       // Loaded on use, so that `loupe --help` or a usage error never loads the model runtime.
-      const [{ Services }, { askAboutClip }] = await Promise.all([
-        import('../services.ts'),
-        import('../qa/ask.ts'),
-      ]);
+      const [{ Services }, { askAboutClip }, { ClipFeatureExtractor, whileLoading }, { loadPack }] =
+        await Promise.all([
+          import('../services.ts'),
+          import('../qa/ask.ts'),
+          import('../qa/clip-features.ts'),
+          import('../model/pack.ts'),
+        ]);
       const services = new Services({
         packDir: opts.model,
         provider: opts.provider,
@@ -106,12 +109,26 @@ export function buildProgram(): Command {
       process.once('SIGINT', onSignal);
       const started = performance.now();
       try {
-        const engine = await services.engine();
-        const loadMs = performance.now() - started;
-        const extractor = await services.extractor();
+        // The model starts in its worker while ffmpeg decodes the frames: the pack's manifest (read without
+        // hashing its files; the engine checks them) is all that choosing and decoding frames need.
+        let loadMs = 0;
+        const loading = services.engine().then((loaded) => {
+          loadMs = performance.now() - started;
+          return loaded;
+        });
+        loading.catch(() => undefined); // awaited below (a load that fails is reported there)
+        const pack = await loadPack(services.packDir, { hashLimitBytes: 0 }).catch(async (error: unknown) => {
+          await loading; // a pack that cannot load is reported as the engine reports it
+          throw error;
+        });
+        const extractor = new ClipFeatureExtractor(
+          whileLoading(pack, loading),
+          services.media,
+          services.cache,
+        );
         let frames: { timeSec: number; cached: boolean }[] = [];
         let answer = '';
-        for await (const event of askAboutClip(engine, extractor, {
+        for await (const event of askAboutClip(loading, extractor, {
           path: video,
           question,
           from: opts.from,
@@ -134,6 +151,7 @@ export function buildProgram(): Command {
           } else {
             answer = event.text;
             if (opts.json) {
+              const engine = await loading;
               const totalMs = performance.now() - started;
               process.stdout.write(
                 JSON.stringify({

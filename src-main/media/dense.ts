@@ -81,7 +81,7 @@ export async function* decodeDense(path: string, options: DenseOptions): AsyncGe
   const end = (t: number) => Math.ceil((t - base + half + EPS) / step);
   const select = `select='lt(ceil((t-${base}-${half}+${EPS})/${step}),ceil((t-${base}+${half}+${EPS})/${step}))'`;
   const graph =
-    `[0:${info.streamIndex}]${select},scale=${width}:${height}:flags=bicubic,setsar=1,showinfo@dense,` +
+    `[0:${info.streamIndex}]${select},scale=${width}:${height}:flags=bicubic,setsar=1,showinfo@dense=checksum=0,` +
     `${await rgbFilter(info)}[out]`;
   const seekTo = Math.max(0, info.startTimeSec + from - 2 * half);
   const args = [

@@ -1,9 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { buildFrameIndex, parsePackets } from './frame-index.ts';
 import {
+  exactFromKeyframes,
   exactPlan,
   frameShownBefore,
   keyframeBefore,
+  lookbackSec,
   nearestInside,
   segmentsAround,
   showUntil,
@@ -29,6 +31,34 @@ describe('sampling plans', () => {
     ]);
     expect(plan[1]!.seekSec).toBeCloseTo(28.75);
     expect(plan[1]!.seekSec!).toBeLessThan(plan[1]!.picks[0]!.end!);
+  });
+
+  it('looks for each frame a few frames back only on a first try, and says which windows continue the last', () => {
+    expect(lookbackSec(10)).toBeCloseTo(0.25);
+    expect(lookbackSec(0)).toBe(Infinity);
+    // 9.25 and 9.75 at 2 fps: windows end at 9.5 and 10; looking back 0.25 s narrows both.
+    const near = exactPlan([9.25, 9.75], [0, 1], facts, 1.5, 0.25)[0]!;
+    expect(near.picks.map((p) => [p.start, p.end, p.continues])).toEqual([
+      [9.25, 9.5, false],
+      [9.75, 10, false],
+    ]);
+    // Looking back 1 s: the second window starts where the first ended, so no new frame means the last.
+    const wide = exactPlan([9.25, 9.75], [0, 1], facts, 1.5, 1)[0]!;
+    expect(wide.picks.map((p) => [p.start, p.continues])).toEqual([
+      [8.5, false],
+      [9.5, true],
+    ]);
+  });
+
+  it('decodes instants without a keyframe of their own once from the keyframe before them', () => {
+    const times = [11.25, 18.75, 33.75, 41.25];
+    const keys = [0, 0, 25, 25].map((keySec, sample) => ({ sample, keySec }));
+    const plan = exactFromKeyframes(times, keys, { ...facts, fps: 10 }, 0.25);
+    expect(plan.map((input) => [input.seekSec, input.picks.map((p) => p.sample)])).toEqual([
+      [undefined, [0, 1]], // from the start of the file
+      [25.0005, [2, 3]], // onto the keyframe at 25 s
+    ]);
+    expect(plan[1]!.picks[0]).toMatchObject({ kind: 'last', start: 33.55, end: 33.8 });
   });
 
   it('cuts a range into the segments of uniform sampling and picks keyframes inside them only', () => {

@@ -32,6 +32,11 @@ export interface Pick {
   kind: 'last' | 'first';
   start?: number;
   end?: number;
+  /**
+   * No frame in the window means the previous pick's frame is still showing (the window starts where the
+   * previous pick's ended). Default: any pick after the first of its input that has a start.
+   */
+  continues?: boolean;
 }
 
 export interface InputPlan {
@@ -79,36 +84,83 @@ export function firstMargin(fps: number): number {
   return Math.min(2, Math.max(0.25, fps > 0 ? 3 / fps : 0.25));
 }
 
+/**
+ * How far before a window's end its last frame is looked for on a first try: 2.5 frames (timestamps jitter).
+ * ffmpeg's `reverse` holds every frame of a window until its end, so an open window from the seek point would
+ * hold up to a whole keyframe interval of full-size frames (1.5 GB at 1080p, GOP 250). A window that finds no
+ * frame this close (a still stretch of a variable-rate video) is tried again without the bound.
+ */
+export function lookbackSec(fps: number): number {
+  return fps > 0 ? 2.5 / fps : Infinity;
+}
+
 /** Exact picks for `samples` (indices into `times`) on a file ffmpeg seeks by timestamp. */
 export function exactPlan(
   times: readonly number[],
   samples: readonly number[],
   facts: TimeFacts,
   marginSec: number,
+  lookback = Infinity,
 ): InputPlan[] {
   const until = showUntil(times, facts);
   const order = [...samples].sort((a, b) => until[a]! - until[b]! || a - b);
-  const inputs: InputPlan[] = [];
-  let current: InputPlan | null = null;
+  const groups: number[][] = [];
   let previousUntil = -Infinity;
   for (const i of order) {
+    if (!groups.length || until[i]! - previousUntil > GROUP_GAP_SEC) groups.push([]);
+    groups.at(-1)!.push(i);
+    previousUntil = until[i]!;
+  }
+  return groups.map((group) => {
+    const seek = Math.max(times[group[0]!]!, facts.videoStartSec) - marginSec;
+    return exactInput(group, until, facts, seek > EPS ? seek : undefined, lookback);
+  });
+}
+
+/**
+ * One input that seeks to `seekSec` (none: from the start) and decodes through the instants `ordered` (by
+ * window end), each pick the last frame before its window's end, looked for at most `lookback` back.
+ */
+function exactInput(
+  ordered: readonly number[],
+  until: readonly number[],
+  facts: TimeFacts,
+  seekSec: number | undefined,
+  lookback: number,
+): InputPlan {
+  const input: InputPlan = { keyOnly: false, picks: [], ...(seekSec !== undefined ? { seekSec } : {}) };
+  let previousUntil: number | undefined;
+  for (const i of ordered) {
     const end = until[i]!;
-    if (!current || end - previousUntil > GROUP_GAP_SEC) {
-      const seek = Math.max(times[i]!, facts.videoStartSec) - marginSec;
-      current = { keyOnly: false, picks: [], ...(seek > EPS ? { seekSec: seek } : {}) };
-      inputs.push(current);
-      current.picks.push({ sample: i, kind: 'last', end: end + facts.startTimeSec });
-    } else {
-      current.picks.push({
-        sample: i,
-        kind: 'last',
-        start: previousUntil + facts.startTimeSec,
-        end: end + facts.startTimeSec,
-      });
-    }
+    const near = end - lookback;
+    const start = previousUntil === undefined ? near : Math.max(previousUntil, near);
+    const pick: Pick = { sample: i, kind: 'last', end: end + facts.startTimeSec, continues: false };
+    if (Number.isFinite(start)) pick.start = start + facts.startTimeSec;
+    // A window that begins where the previous one ended and finds no frame: that frame is still showing.
+    if (previousUntil !== undefined && start === previousUntil) pick.continues = true;
+    input.picks.push(pick);
     previousUntil = end;
   }
-  return inputs;
+  return input;
+}
+
+/**
+ * Exact picks for instants whose nearest keyframe before them is known (fast mode's fallback for segments
+ * that hold no keyframe): one input per keyframe, seeking onto it and decoding once through all its instants.
+ */
+export function exactFromKeyframes(
+  times: readonly number[],
+  samples: readonly { sample: number; keySec: number }[],
+  facts: TimeFacts,
+  lookback: number,
+): InputPlan[] {
+  const until = showUntil(times, facts);
+  const byKey = new Map<number, number[]>();
+  for (const { sample, keySec } of samples) byKey.set(keySec, [...(byKey.get(keySec) ?? []), sample]);
+  return [...byKey].map(([keySec, group]) => {
+    const ordered = group.sort((a, b) => until[a]! - until[b]! || a - b);
+    return exactInput(ordered, until, facts, keySec > EPS ? keySec + EPS : undefined, lookback);
+  });
 }
 
 /** Each instant's share of the range: from half-way to the previous instant to half-way to the next. */

@@ -13,12 +13,14 @@ import { LoupeError } from '../errors.ts';
 import { ffmpegHasFilter, resolveBinaries } from './binaries.ts';
 import { frameIndex, needsFrameIndex, type FrameIndex } from './frame-index.ts';
 import {
+  exactFromKeyframes,
   exactPlan,
   firstMargin,
   frameShownBefore,
   indexedInput,
   keyframeBefore,
   keyframeInput,
+  lookbackSec,
   nearestInside,
   segmentsAround,
   showUntil,
@@ -55,8 +57,15 @@ export interface GrabRequest {
   tail: string;
   /** Output options, ending with the output itself. */
   output: string[];
-  /** Cuts the output into its frames (raw frames of a known size, JPEGs...). */
-  split: (stdout: Buffer) => Buffer[];
+  /** Cuts the output into its frames (JPEGs...); see frameBytes for raw frames. */
+  split?: (stdout: Buffer) => Buffer[];
+  /** Raw frames of this many bytes each: the output is cut as it streams in (instead of `split`). */
+  frameBytes?: number;
+  /**
+   * Called with each raw frame as soon as ffmpeg has written it, while ffmpeg decodes the next ones (so the
+   * caller's work on a frame overlaps the decoding). The same Buffer object is returned in the result.
+   */
+  onFrame?: (frame: Buffer) => void;
   signal?: AbortSignal;
   timeoutMs?: number;
 }
@@ -137,6 +146,8 @@ export async function grabFrames(request: GrabRequest): Promise<GrabResult> {
 
   // 1. Fast mode: a keyframe inside each instant's segment, where there is one.
   let exact = all;
+  /** Instants without a keyframe in their segment, and the keyframe before them (decoding starts there). */
+  const fromKeys: { sample: number; keySec: number }[] = [];
   const segments = request.segments ?? segmentsAround(times);
   const longest = Math.max(...segments.map((g) => g.to - g.from));
   // Segments shorter than this rarely hold a keyframe of their own: looking would cost more than it saves.
@@ -155,10 +166,19 @@ export async function grabFrames(request: GrabRequest): Promise<GrabResult> {
         const candidates = [found[2 * i], found[2 * i + 1]].filter((k): k is number => k !== undefined);
         const k = nearestInside(candidates, t, segments[i]!);
         if (k !== undefined) keyInputs.set(i, keyframeInput(i, k, facts));
+        else if (found[2 * i] !== undefined) fromKeys.push({ sample: i, keySec: found[2 * i]! });
       });
     }
     exact = all.filter((i) => !keyInputs.has(i));
-    if (keyInputs.size) keep(await run([...keyInputs.values()]));
+    // The keyframes, and (at the same time, in a process of its own) the instants whose segment holds none,
+    // in one pass from each keyframe the lookup found before them through all of its instants.
+    const passes = [
+      keyInputs.size ? run([...keyInputs.values()]) : null,
+      fromKeys.length ? run(exactFromKeyframes(times, fromKeys, facts, lookbackSec(facts.fps))) : null,
+    ];
+    for (const pass of await Promise.allSettled(passes))
+      if (pass.status === 'rejected') throw pass.reason;
+      else if (pass.value) keep(pass.value);
     exact = [...exact, ...all.filter((i) => keyInputs.has(i) && !got[i])]; // a keyframe that did not decode
   }
 
@@ -170,8 +190,18 @@ export async function grabFrames(request: GrabRequest): Promise<GrabResult> {
     if (left.length) keep(await run(left.map((i) => fromStart(index, times, i, facts))));
   } else {
     let margin = firstMargin(info.fps);
-    for (let attempt = 0; exact.length && attempt <= RETRIES + 1; attempt++) {
-      keep(await run(exactPlan(times, exact, facts, attempt > RETRIES ? Infinity : margin)));
+    let attempt = 0;
+    const lookback = lookbackSec(facts.fps);
+    if (fromKeys.length) {
+      // Those passes were a first try: what they missed is tried again from further back.
+      exact = missing();
+      if (exact.length) damaged();
+      [attempt, margin] = [1, margin * RETRY_FACTOR];
+    }
+    for (; exact.length && attempt <= RETRIES + 1; attempt++) {
+      // A first try looks for each frame near its instant only; a retry seeks further back and looks anywhere.
+      const near = attempt === 0 ? lookback : Infinity;
+      keep(await run(exactPlan(times, exact, facts, attempt > RETRIES ? Infinity : margin, near)));
       exact = missing();
       if (exact.length) damaged();
       margin *= RETRY_FACTOR;
@@ -258,7 +288,7 @@ async function runInputs(context: RunContext, inputs: InputPlan[]): Promise<Map<
   const results = new Map<number, Got>();
   for (let first = 0; first < chunks.length; first += parallel) {
     const done = await Promise.all(
-      chunks.slice(first, first + parallel).map((chunk) => runChunk(context, chunk)),
+      chunks.slice(first, first + parallel).map((chunk) => runChunk(context, chunk, parallel)),
     );
     for (const map of done) map.forEach((g, i) => results.set(i, g));
   }
@@ -266,18 +296,23 @@ async function runInputs(context: RunContext, inputs: InputPlan[]): Promise<Map<
 }
 
 /** One process; where hardware decoding fails, the same again in software (and software from then on). */
-async function runChunk(context: RunContext, inputs: InputPlan[]): Promise<Map<number, Got>> {
+async function runChunk(
+  context: RunContext,
+  inputs: InputPlan[],
+  processes: number,
+): Promise<Map<number, Got>> {
   const useHardware = hardwareDecoding();
   try {
-    return await runBatch(context, inputs, useHardware);
+    return await runBatch(context, inputs, useHardware, processes);
   } catch (error) {
     if (!useHardware || LoupeError.from(error).code !== 'FFMPEG_FAILED') throw error;
     hardwareFailed = true;
-    return runBatch(context, inputs, false);
+    return runBatch(context, inputs, false, processes);
   }
 }
 
-async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: boolean) {
+/** One ffmpeg process for `inputs`; `processes` of them run at once. */
+async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: boolean, processes: number) {
   const { ffmpeg, request, toRgb, index, cores, complaints: sink } = context;
   const { info, width, height, tail } = request;
   const isImage = info.kind === 'image';
@@ -290,8 +325,9 @@ async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: b
     input: number;
     end: number | undefined;
   }[] = [];
-  const decoding = inputs.filter((input) => !input.keyOnly).length;
-  const threads = String(Math.max(1, Math.floor(cores / Math.max(1, decoding))));
+  // concat takes its inputs one after another, so each decoding input may use this process's share of the
+  // cores while it runs.
+  const threads = String(Math.max(1, Math.floor(cores / processes)));
   inputs.forEach((input, k) => {
     if (input.keyOnly) args.push('-threads', '1', '-skip_frame', 'nokey');
     else {
@@ -310,13 +346,15 @@ async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: b
     if (sentinel) labels.push(`[e${k}]`);
     if (labels.length > 1) chains.push(`${source}split=${labels.length}${labels.join('')}`);
     if (sentinel)
-      chains.push(`[e${k}]trim=start=${lastEnd.toFixed(6)},trim=end_frame=1,showinfo@e${k},nullsink`);
+      chains.push(
+        `[e${k}]trim=start=${lastEnd.toFixed(6)},trim=end_frame=1,showinfo@e${k}=checksum=0,nullsink`,
+      );
     input.picks.forEach((pick, j) => {
       const id = picks.length;
       picks.push({
         sample: pick.sample,
         kind: pick.kind,
-        chained: j > 0 && pick.start !== undefined,
+        chained: pick.continues ?? (j > 0 && pick.start !== undefined),
         input: k,
         end: pick.end,
       });
@@ -327,7 +365,8 @@ async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: b
       const steps = [
         window.length ? `trim=${window.join(':')}` : '',
         pick.kind === 'first' ? 'trim=end_frame=1' : '',
-        `scale=${width}:${height}:flags=bicubic,setsar=1,showinfo@f${id}`,
+        // No checksums: showinfo would hash every frame of every window (most of a 1080p pass's time).
+        `scale=${width}:${height}:flags=bicubic,setsar=1,showinfo@f${id}=checksum=0`,
         // The last frame of the window: reverse hands it to trim first.
         pick.kind === 'last' ? 'reverse,trim=end_frame=1' : '',
         `${toRgb},${tail}`,
@@ -371,16 +410,20 @@ async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: b
       complaints.push(...corruptionLines(line, info.path));
   };
   const { signal, timeoutMs } = request;
-  const result = await runProcess(ffmpeg, args, { onStderrLine, signal, timeoutMs }).catch(
-    (error: unknown) => {
-      if (error instanceof LoupeError && error.code === 'FFMPEG_FAILED' && complaints.length) {
-        throw corrupt(info.path, complaints.join('\n'), error);
-      }
-      throw error;
-    },
-  );
+  const stream = request.frameBytes ? rawFrames(request.frameBytes, request.onFrame) : undefined;
+  const result = await runProcess(ffmpeg, args, {
+    onStderrLine,
+    signal,
+    timeoutMs,
+    ...(stream ? { onStdout: stream.push } : {}),
+  }).catch((error: unknown) => {
+    if (error instanceof LoupeError && error.code === 'FFMPEG_FAILED' && complaints.length) {
+      throw corrupt(info.path, complaints.join('\n'), error);
+    }
+    throw error;
+  });
 
-  const frames = request.split(result.stdout);
+  const frames = stream ? stream.end(info.path) : request.split!(result.stdout);
   const produced = picks.map((_, id) => id).filter((id) => shown.has(id));
   if (frames.length !== produced.length) {
     if (complaints.length) throw corrupt(info.path, complaints.join('\n'));
@@ -415,6 +458,41 @@ async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: b
   if (results.size === 0 && complaints.length) throw corrupt(info.path, complaints.join('\n'));
   sink.push(...complaints);
   return results;
+}
+
+/** Cuts a stream of raw frames of `size` bytes into one Buffer per frame, handing each on as it completes. */
+function rawFrames(size: number, onFrame?: (frame: Buffer) => void) {
+  const frames: Buffer[] = [];
+  let partial: Buffer | undefined;
+  let filled = 0;
+  let failure: unknown;
+  return {
+    push(chunk: Buffer) {
+      for (let at = 0; at < chunk.length;) {
+        partial ??= Buffer.allocUnsafe(size);
+        const n = Math.min(size - filled, chunk.length - at);
+        chunk.copy(partial, filled, at, at + n);
+        [filled, at] = [filled + n, at + n];
+        if (filled < size) break;
+        const frame = partial;
+        [partial, filled] = [undefined, 0];
+        frames.push(frame);
+        try {
+          if (!failure) onFrame?.(frame);
+        } catch (error) {
+          failure = error; // thrown once ffmpeg has exited
+        }
+      }
+    },
+    end(path: string): Buffer[] {
+      if (failure) throw failure;
+      if (partial) {
+        const message = `ffmpeg returned ${frames.length * size + filled} bytes, not whole frames of ${size} bytes.`;
+        throw new LoupeError('FFMPEG_FAILED', message, { path });
+      }
+      return frames;
+    },
+  };
 }
 
 /**

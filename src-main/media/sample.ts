@@ -82,8 +82,16 @@ export async function sampleFramesAt(
   }
   const pad = format.pad ?? mean.map((m) => Math.round(m * 255));
   const spec = { size, mean, std, pad, resize: format.resize ?? PIL_BICUBIC, rescale: format.rescale };
-  const decoded = await decodeFramesAt(path, times, { ...format, info }, segments);
-  const frames = decoded.map(({ timeSec, image }) => ({ timeSec, ...prepareFrame(image, spec) }));
+  // Each frame is prepared as soon as ffmpeg has written it, while ffmpeg decodes the next.
+  const prepared = new WeakMap<Uint8Array, ReturnType<typeof prepareFrame>>();
+  const { displayWidth: width, displayHeight: height } = info;
+  const decoded = await decodeFrames(path, times, { ...format, info }, segments, (data) =>
+    prepared.set(data, prepareFrame({ width, height, data }, spec)),
+  );
+  const frames = decoded.map(({ timeSec, image }) => ({
+    timeSec,
+    ...(prepared.get(image.data) ?? prepareFrame(image, spec)),
+  }));
   return times.map((requestedSec, i) => ({ ...frames[info.kind === 'image' ? 0 : i]!, requestedSec }));
 }
 
@@ -91,11 +99,22 @@ export async function sampleFramesAt(
  * The frames shown at `times` as full-resolution RGB at the display size (after rotation and the sample
  * aspect ratio), before any padding or resizing. A still image yields its one picture.
  */
-export async function decodeFramesAt(
+export function decodeFramesAt(
   path: string,
   times: readonly number[],
   options: { info?: MediaInfo; signal?: AbortSignal; timeoutMs?: number; mode?: SampleMode },
   segments?: { from: number; to: number }[],
+): Promise<{ timeSec: number; image: RgbImage }[]> {
+  return decodeFrames(path, times, options, segments);
+}
+
+/** decodeFramesAt, handing each raw frame (display size, rgb24) to `onFrame` as soon as ffmpeg has written it. */
+async function decodeFrames(
+  path: string,
+  times: readonly number[],
+  options: { info?: MediaInfo; signal?: AbortSignal; timeoutMs?: number; mode?: SampleMode },
+  segments?: { from: number; to: number }[],
+  onFrame?: (frame: Uint8Array) => void,
 ): Promise<{ timeSec: number; image: RgbImage }[]> {
   const { signal } = options;
   const info = options.info ?? (await probe(path, signal));
@@ -106,21 +125,13 @@ export async function decodeFramesAt(
     const image = await decodeJpeg(path);
     if (image && image.width === width && image.height === height) return [{ timeSec: 0, image }];
   }
-  const frameBytes = width * height * 3;
   const { frames: raw, timesSec } = await grabFrames({
     info,
     times: [...times],
     mode: options.mode,
     ...(segments ? { segments } : {}),
-    split: (stdout) => {
-      if (stdout.length % frameBytes) {
-        const message = `ffmpeg returned ${stdout.length} bytes, not whole frames of ${width}×${height}.`;
-        throw new LoupeError('FFMPEG_FAILED', message, { path });
-      }
-      return Array.from({ length: stdout.length / frameBytes }, (_, i) =>
-        stdout.subarray(i * frameBytes, (i + 1) * frameBytes),
-      );
-    },
+    frameBytes: width * height * 3,
+    ...(onFrame ? { onFrame } : {}),
     width,
     height,
     tail: 'setsar=1',

@@ -23,12 +23,14 @@ export class ClipConversation {
     private readonly conversation: Conversation,
   ) {}
 
+  /** `engine` may still be loading: the clip's frames are decoded meanwhile (see clip-features `whileLoading`). */
   static async open(
-    engine: Engine,
+    engine: Engine | Promise<Engine>,
     extractor: ClipFeatureExtractor,
     req: ClipRequest,
   ): Promise<ClipConversation> {
-    const clip = await extractor.extract(req);
+    const [loaded, clip] = await Promise.all([engine, extractor.extract(req)]);
+    engine = loaded;
     const needed = clip.visual.frames.length;
     const fits = engine.maxFrames();
     if (clip.visual.kind === 'frames' && needed > fits)
@@ -63,7 +65,7 @@ export class ClipConversation {
 
 /** One-shot: open a conversation on the clip, announce the frames used, stream the answer. */
 export async function* askAboutClip(
-  engine: Engine,
+  engine: Engine | Promise<Engine>,
   extractor: ClipFeatureExtractor,
   req: ClipRequest & GenerateOptions & { question: string },
 ): AsyncGenerator<AskEvent> {

@@ -8,7 +8,7 @@ import type { FeatureCache, FileIdentity, FrameKey } from '../cache/feature-cach
 import { LoupeError, throwIfAborted } from '../errors.ts';
 import type { MediaInfo } from '../media/probe.ts';
 import type { Engine, VisualInput } from '../model/engine.ts';
-import { frameFormat, type Preprocess } from '../model/pack.ts';
+import { frameFormat, type Pack, type Preprocess } from '../model/pack.ts';
 import type { Tokens2D } from '../model/tensor.ts';
 
 /** The media operations this stage needs; media/ implements them with ffmpeg. */
@@ -29,6 +29,8 @@ export interface MediaPort {
       rescale: number;
       signal?: AbortSignal;
       mode?: 'exact' | 'fast';
+      /** The probe result for this file, so that sampling does not probe it again. */
+      info?: MediaInfo;
     },
     /** Each instant's segment of the range (fast mode picks a keyframe inside it). */
     segments?: { from: number; to: number }[],
@@ -90,6 +92,25 @@ export async function fileIdentity(
   return { path, sizeBytes: info.size, mtimeMs: info.mtimeMs, sampleHash: await hashSampledBytes(path) };
 }
 
+/**
+ * What the extractor needs of the model: its manifest and vision identity (to choose and key frames) and the
+ * vision encoder. An Engine is one; so is a pack whose engine is still loading (see `whileLoading`).
+ */
+export type VisionModel = Pick<Engine, 'manifest' | 'encodeImages'> & { pack: Pick<Pack, 'visionId'> };
+
+/**
+ * The pack's vision model before its engine has loaded: decoding can start at once, and encoding waits for
+ * the engine (a one-shot ask overlaps ffmpeg with the model's start).
+ */
+export function whileLoading(pack: Pack, engine: Promise<Engine>): VisionModel {
+  engine.catch(() => undefined); // the caller awaits it too: a failed load is reported there
+  return {
+    manifest: pack.manifest,
+    pack,
+    encodeImages: async (...args) => (await engine).encodeImages(...args),
+  };
+}
+
 /** Probe results kept in memory (a batch of thousands of clips must not grow this without bound). */
 const PROBE_MEMO_SIZE = 256;
 
@@ -97,7 +118,7 @@ export class ClipFeatureExtractor {
   private readonly probes = new Map<string, MediaInfo>();
 
   constructor(
-    private readonly engine: Engine,
+    private readonly engine: VisionModel,
     private readonly media: MediaPort,
     private readonly cache: FeatureCache | null,
   ) {}
@@ -159,7 +180,7 @@ export class ClipFeatureExtractor {
         .sampleFramesAt(
           req.path,
           missing.map((m) => m.t),
-          { ...frameFormat(this.engine.manifest.vision), signal: req.signal, mode },
+          { ...frameFormat(this.engine.manifest.vision), signal: req.signal, mode, info },
           // Uniform sampling: instant i is the middle of segment i of the range.
           missing.map(({ i }) => ({ from: range.from + i * step, to: range.from + (i + 1) * step })),
         )
