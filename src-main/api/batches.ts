@@ -416,6 +416,8 @@ export class BatchManager {
       meta.overall = { ...meta.overall, etaSec: meta.state === 'done' ? 0 : null, yielding: false };
       this.journalCache.delete(run.journal);
       await this.saveOrLog(run);
+      // the finished clips are in the library before anyone hears the batch has ended (the app reloads it then)
+      await this.libraryQueue;
       run.emit({ type: 'overall', state: meta.state, overall: { ...meta.overall } });
       run.emit({ type: 'end', state: meta.state, error: meta.error });
     }
