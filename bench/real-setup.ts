@@ -74,7 +74,7 @@ function exec(
     });
     child.on('error', (e) => {
       fs.closeSync(fd);
-      reject(new SetupError(`${cmd}: ${e.message}`));
+      reject(new SetupError(`${log}: ${cmd}: ${e.message}`));
     });
     child.on('exit', (code, signal) => {
       fs.closeSync(fd);
@@ -82,21 +82,23 @@ function exec(
       const last = lastLine(file);
       reject(
         new SetupError(
-          `${path.basename(cmd)} ${signal ? `killed by ${signal}` : `exited ${code}`}${last ? `: ${last}` : ''} (log: ${file})`,
+          `${log}: ${path.basename(cmd)} ${signal ? `killed by ${signal}` : `exited ${code}`}${last ? `: ${last}` : ''} (log: ${file})`,
         ),
       );
     });
   });
 }
 
+/** The line of a log that says what went wrong: pip's or the compiler's first error, else the last line. */
 function lastLine(file: string): string {
   const lines = fs
     .readFileSync(file, 'utf8')
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l && !l.startsWith('$ ') && !/^(\[notice\]|WARNING:|note:|hint:)/.test(l));
-  const error = lines.filter((l) => /error|could not|no matching|unreachable|failed/i.test(l)).at(-1);
-  return (error ?? lines.at(-1) ?? '').slice(0, 300);
+  const pip = lines.find((l) => l.startsWith('ERROR:') && !/subprocess-exited-with-error/.test(l));
+  const compiler = lines.find((l) => /(^|\s)(fatal )?error:|CMake Error|No space left/i.test(l));
+  return (pip ?? compiler ?? lines.at(-1) ?? '').slice(0, 300);
 }
 
 /** A result made once: `make` writes into a fresh temporary folder, renamed to `target` when it is done. */
@@ -150,7 +152,7 @@ function lock(): () => void {
     } catch {
       const pid = Number(fs.readFileSync(file, 'utf8'));
       if (pid && pid !== process.pid && fs.existsSync(`/proc/${pid}`))
-        throw new SetupError(`another bench:real (pid ${pid}) is preparing ${CACHE}; wait for it`);
+        throw new SetupError(`${CACHE}: another bench:real (pid ${pid}) is preparing it; wait for that one`);
       fs.rmSync(file, { force: true }); // left by a run that died
     }
   }
@@ -189,7 +191,7 @@ async function llamaCpp(python: string, announce: (t: string) => void): Promise<
       for (const tool of ['c++', 'cmake'])
         await exec('llama-cpp', tool, ['--version']).catch(() => {
           throw new SetupError(
-            `llama-cpp-python builds llama.cpp from source and needs ${tool} (apt-get install build-essential cmake)`,
+            `llama-cpp: llama-cpp-python builds llama.cpp from source and needs ${tool} (apt-get install build-essential cmake)`,
           );
         });
       const t0 = performance.now();
@@ -209,7 +211,9 @@ async function llamaCpp(python: string, announce: (t: string) => void): Promise<
 async function repoPython(): Promise<string> {
   const python = path.join(ROOT, '.venv', 'bin', 'python');
   if (!fs.existsSync(python))
-    throw new SetupError(`${python} is missing: run \`npm test\` once (scripts/setup-dev.sh makes the venv)`);
+    throw new SetupError(
+      `the repository venv: ${python} is missing; run \`npm test\` once (scripts/setup-dev.sh makes it)`,
+    );
   const ok = await exec('repo-venv', python, ['-c', 'import gguf, accelerate']).then(
     () => true,
     () => false,

@@ -195,11 +195,11 @@ function reference(
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', (e) => reject(new SetupError(`${python}: ${e.message}`)));
+    child.on('error', (e) => reject(new Error(`${python}: ${e.message}`)));
     child.on('exit', (code) => {
       if (code !== 0) {
         const last = stderr.trim().split('\n').at(-1) ?? '';
-        return reject(new SetupError(`${flag.slice(2)} reference (${python}) exited ${code}: ${last}`));
+        return reject(new Error(`the ${flag.slice(2)} reference (${python}) exited ${code}: ${last}`));
       }
       const out = JSON.parse(stdout) as Record<string, Omit<Row, 'context_tokens' | 'peak_rss_mb'>> & {
         peak_rss_mb: number;
@@ -313,7 +313,7 @@ try {
   if (process.env.LOUPE_DEBUG) console.error(error);
   const message = error instanceof Error ? error.message : String(error);
   console.error(
-    `bench:real: ${error instanceof SetupError ? 'could not prepare: ' : ''}${message.split('\n')[0]}`,
+    `bench:real: ${error instanceof SetupError ? 'could not prepare ' : ''}${message.split('\n')[0]}`,
   );
   process.exitCode = 1;
 }
