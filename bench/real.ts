@@ -196,10 +196,13 @@ function reference(
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', (e) => reject(new Error(`${python}: ${e.message}`)));
-    child.on('exit', (code) => {
+    child.on('exit', (code, signal) => {
       if (code !== 0) {
+        const how = signal ? `was killed by ${signal}` : `exited ${code}`;
         const last = stderr.trim().split('\n').at(-1) ?? '';
-        return reject(new Error(`the ${flag.slice(2)} reference (${python}) exited ${code}: ${last}`));
+        return reject(
+          new Error(`the ${flag.slice(2)} reference (${python}) ${how}${last ? `: ${last}` : ''}`),
+        );
       }
       const out = JSON.parse(stdout) as Record<string, Omit<Row, 'context_tokens' | 'peak_rss_mb'>> & {
         peak_rss_mb: number;
@@ -219,7 +222,8 @@ const METRICS = [
   'peak_rss_mb',
 ] as const;
 
-async function main(): Promise<void> {
+/** Measures and prints; returns what failed (a reference runtime), one line each. */
+async function main(): Promise<string[]> {
   const own = Boolean(opts.pack?.length || opts.genai || opts.gguf);
   const announce = (what: string, target: string) => {
     if (opts.prepare) console.log(`${what}\t${target}`);
@@ -228,9 +232,12 @@ async function main(): Promise<void> {
     !own || opts.prepare
       ? await prepare({ inputs: true, llama: true }, announce)
       : (opts.genai || opts.gguf) && !opts.python
-        ? await prepare({ inputs: false, llama: Boolean(opts.gguf) }, announce)
+        ? await prepare(
+            { inputs: false, llama: Boolean(opts.gguf), gguf: opts.gguf && path.resolve(opts.gguf) },
+            announce,
+          )
         : undefined;
-  if (opts.prepare) return;
+  if (opts.prepare) return [];
   const packs = own ? (opts.pack ?? []).map((dir) => ({ label: path.basename(dir), dir })) : ready!.packs;
   const genai = own ? opts.genai : ready!.genai;
   const gguf = own ? opts.gguf : ready!.gguf;
@@ -248,16 +255,21 @@ async function main(): Promise<void> {
     contextTokens = results[Object.keys(results)[0]!]!.context_tokens;
   }
   const refs: { genai?: Row; llamacpp?: Row } = {};
-  if (genai) {
-    note(`measuring onnxruntime-genai on ${genai} …`);
-    refs.genai = await reference(python, pythonPath, '--genai', genai, contextTokens, niceness);
+  // a reference that fails is reported after the table, which keeps what was measured
+  const failures: string[] = [];
+  const measure = async (what: string, flag: '--genai' | '--gguf', file: string) => {
+    note(`measuring ${what} on ${file} …`);
+    try {
+      return await reference(python, pythonPath, flag, file, contextTokens, niceness);
+    } catch (error) {
+      failures.push(error instanceof Error ? error.message : String(error));
+      return undefined;
+    }
+  };
+  if (genai && (refs.genai = await measure('onnxruntime-genai', '--genai', genai)))
     results[`onnxruntime-genai ${refs.genai.version} · builder int4`] = refs.genai;
-  }
-  if (gguf) {
-    note(`measuring llama.cpp on ${gguf} …`);
-    refs.llamacpp = await reference(python, pythonPath, '--gguf', gguf, contextTokens, niceness);
+  if (gguf && (refs.llamacpp = await measure('llama.cpp', '--gguf', gguf)))
     results[`llama.cpp (llama-cpp-python ${refs.llamacpp.version}) · ${path.basename(gguf)}`] = refs.llamacpp;
-  }
 
   const load = os.loadavg().map((l) => Number(l.toFixed(2)));
   const flat: Record<string, number> = {};
@@ -277,7 +289,7 @@ async function main(): Promise<void> {
         2,
       ),
     );
-    return;
+    return failures;
   }
   const fmt = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : '–');
   console.log(
@@ -304,10 +316,14 @@ async function main(): Promise<void> {
       ]),
     ]),
   );
+  return failures;
 }
 
 try {
-  await main();
+  for (const failure of await main()) {
+    console.error(`bench:real: ${failure}`);
+    process.exitCode = 1;
+  }
 } catch (error) {
   // a missing compiler, no network, a bad path: one line, not a stack trace (LOUPE_DEBUG=1 for the stack)
   if (process.env.LOUPE_DEBUG) console.error(error);
