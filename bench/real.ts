@@ -6,7 +6,8 @@
  *
  * Bring your own files instead with `--pack DIR` (repeatable; the first is the headline), `--genai DIR`,
  * `--gguf FILE`, and `--python PY` for a Python that has onnxruntime-genai and llama-cpp-python; with any of
- * these only what is named is measured. `--prepare` prepares and prints the paths, measuring nothing.
+ * these only what is named is measured. `--both-packs` also measures the int4 pack of our own exporter (the
+ * headline is the pack with the model builder's decoder). `--prepare` prepares and prints the paths only.
  * Not in CI. Prints a table, or JSON with --json.
  */
 import { spawn } from 'node:child_process';
@@ -33,6 +34,7 @@ const { values: opts } = parseArgs({
     repeats: { type: 'string', default: '3' },
     prepare: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
+    'both-packs': { type: 'boolean', default: false },
   },
 });
 const THREADS = Number(opts.threads);
@@ -238,7 +240,9 @@ async function main(): Promise<string[]> {
           )
         : undefined;
   if (opts.prepare) return [];
-  const packs = own ? (opts.pack ?? []).map((dir) => ({ label: path.basename(dir), dir })) : ready!.packs;
+  const packs = own
+    ? (opts.pack ?? []).map((dir) => ({ label: path.basename(dir), dir }))
+    : ready!.packs.slice(0, opts['both-packs'] ? undefined : 1); // the builder's decoder; --both-packs adds ours
   const genai = own ? opts.genai : ready!.genai;
   const gguf = own ? opts.gguf : ready!.gguf;
   const python = opts.python ?? ready?.python ?? 'python3';
