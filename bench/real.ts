@@ -35,6 +35,7 @@ const { values: opts } = parseArgs({
     prepare: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
     'both-packs': { type: 'boolean', default: false },
+    'prefill-chunk': { type: 'string' }, // the engine's default sizes chunks by time
   },
 });
 const THREADS = Number(opts.threads);
@@ -122,7 +123,8 @@ async function turn(conversation: Conversation, question: string, maxNewTokens: 
 
 /** Loupe on a pack: REPEATS conversations after a warm-up, each an 8-frame prompt, NEW tokens, a follow-up. */
 async function loupe(dir: string): Promise<Row & { name: string; niceness: number }> {
-  const engine = await Engine.load(dir, { provider: 'cpu', threads: THREADS });
+  const prefillChunk = opts['prefill-chunk'] ? Number(opts['prefill-chunk']) : undefined;
+  const engine = await Engine.load(dir, { provider: 'cpu', threads: THREADS, prefillChunk });
   try {
     const { imageSize } = engine.manifest.vision;
     const pixels = Array.from({ length: FRAMES }, (_, i) =>
