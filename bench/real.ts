@@ -1,43 +1,63 @@
 /**
- * `npm run bench:real -- --pack DIR [--pack DIR …] [--genai DIR] [--gguf FILE] [--python PY]`: prefill and
- * decode speed of a real model through Loupe (onnxruntime-node), against onnxruntime-genai on the model
- * builder's files and llama.cpp on the GGUF, same prompt length, same greedy token count, same threads, one
- * run. The references need a separate Python venv with onnxruntime-genai and llama-cpp-python
- * (docs/real-models.md); Loupe itself needs neither. Not in CI. Prints a table (or JSON with --json).
+ * `npm run bench:real [-- --json]`: a real model (SmolLM2-135M-Instruct, int4) through Loupe against
+ * onnxruntime-genai on the model builder's files and llama.cpp on the GGUF, at an 8-frame-sized context
+ * (≥ 2,048 tokens), the same greedy token count, the same threads, in one run. The first run prepares what it
+ * compares, cached outside the repository (bench/real-setup.ts: ~15 min and ~6 GB once; seconds afterwards).
+ *
+ * Bring your own files instead with `--pack DIR` (repeatable; the first is the headline), `--genai DIR`,
+ * `--gguf FILE`, and `--python PY` for a Python that has onnxruntime-genai and llama-cpp-python; with any of
+ * these only what is named is measured. `--both-packs` also measures the int4 pack of our own exporter (the
+ * headline is the pack with the model builder's decoder). `--prepare` prepares and prints the paths only.
+ * Not in CI. Prints a table, or JSON with --json.
  */
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { parseArgs, promisify } from 'node:util';
+import { parseArgs } from 'node:util';
 import { Engine } from '../src-main/model/engine.ts';
+import type { Conversation } from '../src-main/model/engine.ts';
+import type { AnswerTimings } from '../src-main/model/types.ts';
 import { ROOT } from '../test/helpers.ts';
+import { CACHE, prepare, SetupError } from './real-setup.ts';
 import { formatTable, median } from './stats.ts';
 
-const run = promisify(execFile);
 const { values: opts } = parseArgs({
   options: {
     pack: { type: 'string', multiple: true },
     genai: { type: 'string' },
     gguf: { type: 'string' },
-    python: { type: 'string', default: 'python3' },
+    python: { type: 'string' },
     threads: { type: 'string', default: '2' },
-    'prompt-tokens': { type: 'string', default: '512' },
+    'context-tokens': { type: 'string', default: '2080' },
     'new-tokens': { type: 'string', default: '128' },
     repeats: { type: 'string', default: '3' },
+    prepare: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
+    'both-packs': { type: 'boolean', default: false },
+    'prefill-chunk': { type: 'string' }, // the engine's default sizes chunks by time
   },
 });
 const THREADS = Number(opts.threads);
-const PROMPT = Number(opts['prompt-tokens']);
+const CONTEXT = Number(opts['context-tokens']);
 const NEW = Number(opts['new-tokens']);
 const REPEATS = Number(opts.repeats);
+const FRAMES = 8;
+const FOLLOW_UP = 'And what happens after that?';
 
-interface Speed {
+interface Row {
+  context_tokens: number;
   prefill_tok_s: number;
   decode_tok_s: number;
-  prompt_tokens: number;
+  ttft_first_ms: number;
+  ttft_followup_ms: number;
+  peak_rss_mb: number;
+  version?: string;
 }
 
-/** A question long enough that the whole prompt (visual tokens + template + text) is about PROMPT tokens. */
+const note = (line: string) => process.stderr.write(`bench:real: ${line}\n`);
+
+/** A question long enough that the whole prompt (visual tokens + template + text) is about CONTEXT tokens. */
 function questionOf(engine: Engine, visualTokens: number): string {
   const words = 'the river town woke slowly on market days and the baker carried bread to the square'.split(
     ' ',
@@ -48,76 +68,274 @@ function questionOf(engine: Engine, visualTokens: number): string {
     const ids = engine.prompt
       .encodePrompt([engine.prompt.firstUserMessage(next)])
       .reduce((n, s) => n + (s.kind === 'image' ? visualTokens : s.ids.length), 0);
-    if (ids > PROMPT) return text;
+    if (ids > CONTEXT) return text;
     text = next;
   }
 }
 
-async function loupe(dir: string): Promise<Speed & { name: string }> {
-  const engine = await Engine.load(dir, { provider: 'cpu', threads: THREADS });
-  try {
-    const frames = await engine.encodeImages([new Float32Array(3 * engine.manifest.vision.imageSize ** 2)]);
-    const question = questionOf(engine, frames[0]!.dims[0]);
-    const prefill: number[] = [];
-    const decode: number[] = [];
-    let promptTokens = 0;
-    for (let r = 0; r < REPEATS + 1; r++) {
-      const conversation = engine.startConversation({ kind: 'image', frames });
-      for await (const e of conversation.ask(question, { maxNewTokens: NEW, ignoreEos: true }))
-        if (e.type === 'done' && r > 0) {
-          // the first run warms the sessions up
-          prefill.push((e.timings.prefillTokens * 1000) / e.timings.prefillMs);
-          decode.push(e.timings.decodeTokensPerSec);
-          promptTokens = e.timings.prefillTokens;
-        }
+/** Child processes of `pid`, and theirs (from /proc). */
+function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(name)]);
+    } catch {
+      // gone meanwhile
     }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => (children.get(p) ?? []).forEach((c) => (out.push(c), walk(c)));
+  walk(pid);
+  return out;
+}
+
+/** The engine's worker process (the one that runs the graphs) among this process's descendants. */
+function workerPid(): number | undefined {
+  return descendants(process.pid).find((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('engine-worker');
+    } catch {
+      return false;
+    }
+  });
+}
+
+function peakRssMb(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** One turn: time to the first token event as the caller sees it, and the engine's own timings. */
+async function turn(conversation: Conversation, question: string, maxNewTokens: number) {
+  const t0 = performance.now();
+  let ttft = NaN;
+  let timings: AnswerTimings | undefined;
+  for await (const e of conversation.ask(question, { maxNewTokens, ignoreEos: true })) {
+    if (e.type === 'token' && Number.isNaN(ttft)) ttft = performance.now() - t0;
+    if (e.type === 'done') timings = e.timings;
+  }
+  if (!timings) throw new Error('the answer ended without timings');
+  return { ttft, timings };
+}
+
+/** Loupe on a pack: REPEATS conversations after a warm-up, each an 8-frame prompt, NEW tokens, a follow-up. */
+async function loupe(dir: string): Promise<Row & { name: string; niceness: number }> {
+  const prefillChunk = opts['prefill-chunk'] ? Number(opts['prefill-chunk']) : undefined;
+  const engine = await Engine.load(dir, { provider: 'cpu', threads: THREADS, prefillChunk });
+  try {
+    const { imageSize } = engine.manifest.vision;
+    const pixels = Array.from({ length: FRAMES }, (_, i) =>
+      new Float32Array(3 * imageSize ** 2).fill(i / FRAMES),
+    );
+    const frames = await engine.encodeImages(pixels);
+    const visual = frames.length * engine.manifest.vision.tokensPerFrame;
+    const question = questionOf(engine, visual);
+    const runs: Omit<Row, 'peak_rss_mb'>[] = [];
+    for (let r = 0; r < REPEATS + 1; r++) {
+      const conversation = engine.startConversation({ kind: 'frames', frames });
+      const first = await turn(conversation, question, NEW);
+      const followUp = await turn(conversation, FOLLOW_UP, 1);
+      if (r === 0) continue; // the first conversation warms the sessions up
+      runs.push({
+        context_tokens: first.timings.prefillTokens,
+        prefill_tok_s: (first.timings.prefillTokens * 1000) / first.timings.prefillMs,
+        decode_tok_s: first.timings.decodeTokensPerSec,
+        ttft_first_ms: first.ttft,
+        ttft_followup_ms: followUp.ttft,
+      });
+      note(`  run ${r}: decode ${runs.at(-1)!.decode_tok_s.toFixed(1)} tok/s`);
+    }
+    const pid = workerPid();
     return {
       name: engine.manifest.name,
-      prefill_tok_s: median(prefill),
-      decode_tok_s: median(decode),
-      prompt_tokens: promptTokens,
+      ...medians(runs),
+      peak_rss_mb: pid ? peakRssMb(pid) : NaN,
+      niceness: pid ? os.getPriority(pid) : os.getPriority(),
     };
   } finally {
     await engine.dispose();
   }
 }
 
-async function references(promptTokens: number): Promise<Record<string, Speed>> {
-  if (!opts.genai && !opts.gguf) return {};
-  const args = ['-m', 'loupe_dc.bench_real', '--threads', String(THREADS), '--repeats', String(REPEATS)];
-  args.push('--prompt-tokens', String(promptTokens), '--new-tokens', String(NEW));
-  if (opts.genai) args.push('--genai', path.resolve(opts.genai));
-  if (opts.gguf) args.push('--gguf', path.resolve(opts.gguf));
-  const { stdout } = await run(opts.python!, args, { cwd: path.join(ROOT, 'models'), maxBuffer: 1 << 24 });
-  const out = JSON.parse(stdout) as Record<string, Omit<Speed, 'prompt_tokens'> & { version: string }>;
-  return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, { ...v, prompt_tokens: promptTokens }]));
+function medians<T extends object>(runs: T[]): T {
+  const keys = Object.keys(runs[0]!) as (keyof T)[];
+  return Object.fromEntries(keys.map((k) => [k, median(runs.map((r) => r[k] as number))])) as T;
 }
 
-async function main(): Promise<void> {
-  const results: Record<string, Speed> = {};
-  for (const dir of opts.pack ?? []) {
-    const { name, ...speed } = await loupe(dir);
-    results[`Loupe (onnxruntime-node) · ${name}`] = speed;
+/** A reference runtime in its own Python process (so that its peak RSS is its own), at Loupe's niceness. */
+function reference(
+  python: string,
+  pythonPath: string,
+  flag: '--genai' | '--gguf',
+  file: string,
+  contextTokens: number,
+  niceness: number,
+): Promise<Row> {
+  const args = ['-m', 'loupe_dc.bench_real', flag, path.resolve(file), '--threads', String(THREADS)];
+  args.push(
+    '--repeats',
+    String(REPEATS),
+    '--prompt-tokens',
+    String(contextTokens),
+    '--new-tokens',
+    String(NEW),
+  );
+  const env = { ...process.env, PYTHONPATH: [pythonPath, process.env.PYTHONPATH].filter(Boolean).join(':') };
+  return new Promise((resolve, reject) => {
+    const child = spawn(python, args, {
+      cwd: path.join(ROOT, 'models'),
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      if (child.pid) os.setPriority(child.pid, niceness); // the engine's worker runs a few nice levels down
+    } catch {
+      // not permitted: same priority as this process
+    }
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', (e) => reject(new Error(`${python}: ${e.message}`)));
+    child.on('exit', (code, signal) => {
+      if (code !== 0) {
+        const how = signal ? `was killed by ${signal}` : `exited ${code}`;
+        const last = stderr.trim().split('\n').at(-1) ?? '';
+        return reject(
+          new Error(`the ${flag.slice(2)} reference (${python}) ${how}${last ? `: ${last}` : ''}`),
+        );
+      }
+      const out = JSON.parse(stdout) as Record<string, Omit<Row, 'context_tokens' | 'peak_rss_mb'>> & {
+        peak_rss_mb: number;
+      };
+      const { peak_rss_mb, ...runtimes } = out;
+      const speed = Object.values(runtimes)[0]!;
+      resolve({ ...speed, context_tokens: contextTokens, peak_rss_mb });
+    });
+  });
+}
+
+const METRICS = [
+  'prefill_tok_s',
+  'decode_tok_s',
+  'ttft_first_ms',
+  'ttft_followup_ms',
+  'peak_rss_mb',
+] as const;
+
+/** Measures and prints; returns what failed (a reference runtime), one line each. */
+async function main(): Promise<string[]> {
+  const own = Boolean(opts.pack?.length || opts.genai || opts.gguf);
+  const announce = (what: string, target: string) => {
+    if (opts.prepare) console.log(`${what}\t${target}`);
+  };
+  const ready =
+    !own || opts.prepare
+      ? await prepare({ inputs: true, llama: true }, announce)
+      : (opts.genai || opts.gguf) && !opts.python
+        ? await prepare(
+            { inputs: false, llama: Boolean(opts.gguf), gguf: opts.gguf && path.resolve(opts.gguf) },
+            announce,
+          )
+        : undefined;
+  if (opts.prepare) return [];
+  const packs = own
+    ? (opts.pack ?? []).map((dir) => ({ label: path.basename(dir), dir }))
+    : ready!.packs.slice(0, opts['both-packs'] ? undefined : 1); // the builder's decoder; --both-packs adds ours
+  const genai = own ? opts.genai : ready!.genai;
+  const gguf = own ? opts.gguf : ready!.gguf;
+  const python = opts.python ?? ready?.python ?? 'python3';
+  const pythonPath = opts.python ? '' : (ready?.pythonPath ?? '');
+
+  const results: Record<string, Row> = {};
+  let niceness = os.getPriority();
+  let contextTokens = CONTEXT;
+  for (const { label, dir } of packs) {
+    note(`measuring Loupe on ${dir} …`);
+    const { name, niceness: n, ...row } = await loupe(dir);
+    results[`Loupe (onnxruntime-node) · ${name === 'checkpoint' ? '' : `${name}, `}${label}`] = row;
+    niceness = n;
+    contextTokens = results[Object.keys(results)[0]!]!.context_tokens;
   }
-  const promptTokens = Object.values(results)[0]?.prompt_tokens ?? PROMPT;
-  for (const [name, speed] of Object.entries(await references(promptTokens)))
-    results[
-      name === 'llama_cpp' ? 'llama.cpp (llama-cpp-python) · GGUF' : 'onnxruntime-genai · builder int4'
-    ] = speed;
+  const refs: { genai?: Row; llamacpp?: Row } = {};
+  // a reference that fails is reported after the table, which keeps what was measured
+  const failures: string[] = [];
+  const measure = async (what: string, flag: '--genai' | '--gguf', file: string) => {
+    note(`measuring ${what} on ${file} …`);
+    try {
+      return await reference(python, pythonPath, flag, file, contextTokens, niceness);
+    } catch (error) {
+      failures.push(error instanceof Error ? error.message : String(error));
+      return undefined;
+    }
+  };
+  if (genai && (refs.genai = await measure('onnxruntime-genai', '--genai', genai)))
+    results[`onnxruntime-genai ${refs.genai.version} · builder int4`] = refs.genai;
+  if (gguf && (refs.llamacpp = await measure('llama.cpp', '--gguf', gguf)))
+    results[`llama.cpp (llama-cpp-python ${refs.llamacpp.version}) · ${path.basename(gguf)}`] = refs.llamacpp;
+
+  const load = os.loadavg().map((l) => Number(l.toFixed(2)));
+  const flat: Record<string, number> = {};
+  const headline = packs.length ? Object.values(results)[0] : undefined;
+  const rows: [string, Row | undefined][] = [
+    ['', headline],
+    ['_genai', refs.genai],
+    ['_llamacpp', refs.llamacpp],
+  ];
+  for (const [suffix, row] of rows) if (row) for (const k of METRICS) flat[`${k}${suffix}`] = row[k];
   if (opts.json) {
-    console.log(JSON.stringify({ threads: THREADS, new_tokens: NEW, results }, null, 2));
-    return;
+    const meta = { date: new Date().toISOString(), threads: THREADS, new_tokens: NEW, repeats: REPEATS };
+    console.log(
+      JSON.stringify(
+        { ...meta, context_tokens: contextTokens, ...flat, load_average: load, results },
+        null,
+        2,
+      ),
+    );
+    return failures;
   }
-  const fmt = (n: number) => n.toFixed(0);
+  const fmt = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : '–');
   console.log(
-    `Real-model speed — ${THREADS} threads, prompt ${promptTokens} tokens, ${NEW} greedy tokens, medians of ${REPEATS}\n`,
+    `Real-model speed — ${THREADS} threads, ${contextTokens} context tokens, ${NEW} greedy tokens, medians of ${REPEATS} ` +
+      `after a warm-up; load average ${load.join(' ')}; cache ${CACHE}\n`,
   );
   console.log(
     formatTable([
-      ['runtime · model', 'prefill tok/s', 'decode tok/s'],
-      ...Object.entries(results).map(([k, v]) => [k, fmt(v.prefill_tok_s), fmt(v.decode_tok_s)]),
+      [
+        'runtime · model',
+        'prefill tok/s',
+        'decode tok/s',
+        'TTFT first ms',
+        'TTFT follow-up ms',
+        'peak RSS MB',
+      ],
+      ...Object.entries(results).map(([k, v]) => [
+        k,
+        fmt(v.prefill_tok_s),
+        fmt(v.decode_tok_s),
+        fmt(v.ttft_first_ms),
+        fmt(v.ttft_followup_ms),
+        fmt(v.peak_rss_mb),
+      ]),
     ]),
   );
+  return failures;
 }
 
-await main();
+try {
+  for (const failure of await main()) {
+    console.error(`bench:real: ${failure}`);
+    process.exitCode = 1;
+  }
+} catch (error) {
+  // a missing compiler, no network, a bad path: one line, not a stack trace (LOUPE_DEBUG=1 for the stack)
+  if (process.env.LOUPE_DEBUG) console.error(error);
+  const message = error instanceof Error ? error.message : String(error);
+  console.error(
+    `bench:real: ${error instanceof SetupError ? 'could not prepare ' : ''}${message.split('\n')[0]}`,
+  );
+  process.exitCode = 1;
+}

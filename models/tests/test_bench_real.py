@@ -1,0 +1,20 @@
+"""The speed yardstick's helpers (the runtimes themselves are not installed here: bench:real prepares them)."""
+
+from loupe_dc.bench_real import peak_rss_mb, prompt_ids, summary
+
+
+def test_prompt_ids_are_fixed_and_inside_the_vocabulary():
+    ids = prompt_ids(49152, 2080)
+    assert ids == prompt_ids(49152, 2080) and len(ids) == 2080
+    assert min(ids) >= 100 and max(ids) < 49152 - 100
+    assert prompt_ids(49152, 16, offset=2080) != ids[:16]  # the follow-up is other tokens
+
+
+def test_summary_takes_medians_per_figure():
+    runs = [{"decode_tok_s": 10.0, "ttft_first_ms": 300.0}, {"decode_tok_s": 30.0, "ttft_first_ms": 100.0},
+            {"decode_tok_s": 20.0, "ttft_first_ms": 200.0}]
+    assert summary(runs, "1.0") == {"decode_tok_s": 20.0, "ttft_first_ms": 200.0, "runs": 3, "version": "1.0"}
+
+
+def test_peak_rss_is_this_process():
+    assert 1 < peak_rss_mb() < 100_000
