@@ -31,7 +31,8 @@ const { values: opts } = parseArgs({
     threads: { type: 'string', default: '2' },
     'context-tokens': { type: 'string', default: '2080' },
     'new-tokens': { type: 'string', default: '128' },
-    repeats: { type: 'string', default: '3' },
+    repeats: { type: 'string', default: '1' },
+    rounds: { type: 'string', default: '3' },
     prepare: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
     'both-packs': { type: 'boolean', default: false },
@@ -42,6 +43,12 @@ const THREADS = Number(opts.threads);
 const CONTEXT = Number(opts['context-tokens']);
 const NEW = Number(opts['new-tokens']);
 const REPEATS = Number(opts.repeats);
+/**
+ * Rounds of Loupe, onnxruntime-genai and llama.cpp one after another (REPEATS measured runs each per round),
+ * medians over all of them: this VM drifts by ±20% within minutes, so the runtimes take turns instead of
+ * each being measured in one block.
+ */
+const ROUNDS = Number(opts.rounds);
 const FRAMES = 8;
 const FOLLOW_UP = 'And what happens after that?';
 
@@ -160,6 +167,13 @@ async function loupe(dir: string): Promise<Row & { name: string; niceness: numbe
   }
 }
 
+/** A row's numbers only (medians are taken of them). */
+function pick(row: Row): Record<(typeof METRICS)[number] | 'context_tokens', number> {
+  return Object.fromEntries(
+    (['context_tokens', ...METRICS] as const).map((k) => [k, row[k] as number]),
+  ) as Record<(typeof METRICS)[number] | 'context_tokens', number>;
+}
+
 function medians<T extends object>(runs: T[]): T {
   const keys = Object.keys(runs[0]!) as (keyof T)[];
   return Object.fromEntries(keys.map((k) => [k, median(runs.map((r) => r[k] as number))])) as T;
@@ -253,13 +267,6 @@ async function main(): Promise<string[]> {
   const results: Record<string, Row> = {};
   let niceness = os.getPriority();
   let contextTokens = CONTEXT;
-  for (const { label, dir } of packs) {
-    note(`measuring Loupe on ${dir} …`);
-    const { name, niceness: n, ...row } = await loupe(dir);
-    results[`Loupe (onnxruntime-node) · ${name === 'checkpoint' ? '' : `${name}, `}${label}`] = row;
-    niceness = n;
-    contextTokens = results[Object.keys(results)[0]!]!.context_tokens;
-  }
   const refs: { genai?: Row; llamacpp?: Row } = {};
   // a reference that fails is reported after the table, which keeps what was measured
   const failures: string[] = [];
@@ -272,10 +279,33 @@ async function main(): Promise<string[]> {
       return undefined;
     }
   };
-  if (genai && (refs.genai = await measure('onnxruntime-genai', '--genai', genai)))
-    results[`onnxruntime-genai ${refs.genai.version} · builder int4`] = refs.genai;
-  if (gguf && (refs.llamacpp = await measure('llama.cpp', '--gguf', gguf)))
-    results[`llama.cpp (llama-cpp-python ${refs.llamacpp.version}) · ${path.basename(gguf)}`] = refs.llamacpp;
+  const rounds = new Map<string, Row[]>();
+  const keep = (key: string, row: Row | undefined) => {
+    if (row) rounds.set(key, [...(rounds.get(key) ?? []), row]);
+  };
+  for (let round = 0; round < ROUNDS; round++) {
+    note(`round ${round + 1} of ${ROUNDS}`);
+    for (const { label, dir } of packs) {
+      note(`measuring Loupe on ${dir} …`);
+      const { name, niceness: n, ...row } = await loupe(dir);
+      keep(`Loupe (onnxruntime-node) · ${name === 'checkpoint' ? '' : `${name}, `}${label}`, row);
+      niceness = n;
+      contextTokens = row.context_tokens;
+    }
+    if (genai && !failures.length) keep('genai', await measure('onnxruntime-genai', '--genai', genai));
+    if (gguf && !failures.length) keep('llamacpp', await measure('llama.cpp', '--gguf', gguf));
+  }
+  const medianRow = (rows: Row[]): Row => ({ ...rows[0]!, ...medians(rows.map((r) => pick(r))) });
+  for (const [key, rows] of rounds) {
+    const row = medianRow(rows);
+    if (key === 'genai') {
+      refs.genai = row;
+      results[`onnxruntime-genai ${row.version} · builder int4`] = row;
+    } else if (key === 'llamacpp') {
+      refs.llamacpp = row;
+      results[`llama.cpp (llama-cpp-python ${row.version}) · ${path.basename(gguf!)}`] = row;
+    } else results[key] = row;
+  }
 
   const load = os.loadavg().map((l) => Number(l.toFixed(2)));
   const flat: Record<string, number> = {};
@@ -287,7 +317,13 @@ async function main(): Promise<string[]> {
   ];
   for (const [suffix, row] of rows) if (row) for (const k of METRICS) flat[`${k}${suffix}`] = row[k];
   if (opts.json) {
-    const meta = { date: new Date().toISOString(), threads: THREADS, new_tokens: NEW, repeats: REPEATS };
+    const meta = {
+      date: new Date().toISOString(),
+      threads: THREADS,
+      new_tokens: NEW,
+      repeats: REPEATS,
+      rounds: ROUNDS,
+    };
     console.log(
       JSON.stringify(
         { ...meta, context_tokens: contextTokens, ...flat, load_average: load, results },
@@ -299,7 +335,7 @@ async function main(): Promise<string[]> {
   }
   const fmt = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : '–');
   console.log(
-    `Real-model speed — ${THREADS} threads, ${contextTokens} context tokens, ${NEW} greedy tokens, medians of ${REPEATS} ` +
+    `Real-model speed — ${THREADS} threads, ${contextTokens} context tokens, ${NEW} greedy tokens, medians of ${ROUNDS} rounds × ${REPEATS} ` +
       `after a warm-up; load average ${load.join(' ')}; cache ${CACHE}\n`,
   );
   console.log(

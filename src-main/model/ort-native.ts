@@ -298,6 +298,8 @@ function statusChecker(fn: Fns): (status: unknown) => void {
 
 /** onnxruntime-node's shared library (the one its binding links), beside the binding for this platform. */
 function ortLibrary(require: NodeJS.Require): string {
+  const override = process.env.LOUPE_ORT_LIBRARY;
+  if (override) return override;
   const dir = path.join(
     path.dirname(require.resolve('onnxruntime-node')),
     '..',
