@@ -192,24 +192,67 @@ export class NativeKvCache implements KvCache {
 }
 
 /**
- * Whether a decoder graph's attention is GroupQueryAttention (its op type is stored as plain text in the
- * ONNX protobuf; weights kept in external data are not read). Read in chunks so a big single-file graph is
- * never held twice.
+ * Whether a decoder graph's attention is GroupQueryAttention. Walks the ONNX protobuf's framing only as far as
+ * it must: ModelProto.graph (field 7), then each of the graph's nodes (field 1), whose op types are plain text;
+ * every other field, the weights (initializers) above all, is skipped by position without being read, so a
+ * graph that keeps gigabytes of weights inline costs what its node list costs.
  */
 export async function usesGroupQueryAttention(file: string): Promise<boolean> {
   const needle = Buffer.from('GroupQueryAttention');
   const handle = await open(file, 'r');
   try {
-    const chunk = Buffer.alloc(16 << 20);
-    let carry = Buffer.alloc(0);
-    for (let position = 0; ;) {
-      const { bytesRead } = await handle.read(chunk, 0, chunk.length, position);
-      if (bytesRead === 0) return false;
-      const window = Buffer.concat([carry, chunk.subarray(0, bytesRead)]);
-      if (window.includes(needle)) return true;
-      carry = window.subarray(window.length - needle.length + 1);
-      position += bytesRead;
-    }
+    const { size } = await handle.stat();
+    // a read-ahead window: the nodes lie one after another, so one read serves many of them (64 KiB ahead);
+    // a field's tag reads little ahead, since the next one may lie past megabytes of weights
+    let window = Buffer.alloc(0);
+    let windowAt = 0;
+    const bytes = async (position: number, length: number, ahead = 64 << 10): Promise<Buffer> => {
+      if (position < windowAt || position + length > windowAt + window.length) {
+        const chunk = Buffer.alloc(Math.min(Math.max(length, ahead), size - position));
+        const { bytesRead } = await handle.read(chunk, 0, chunk.length, position);
+        window = chunk.subarray(0, bytesRead);
+        windowAt = position;
+        if (bytesRead < length)
+          throw new LoupeError('MODEL_INVALID', `${file} is not a complete ONNX graph.`);
+      }
+      return window.subarray(position - windowAt, position - windowAt + length);
+    };
+    const varint = async (position: number): Promise<[value: number, next: number]> => {
+      const head = await bytes(position, Math.min(10, size - position), 4 << 10);
+      let value = 0;
+      for (let i = 0; i < head.length; i++) {
+        value += (head[i]! & 0x7f) * 2 ** (7 * i);
+        if (!(head[i]! & 0x80)) return [value, position + i + 1];
+      }
+      throw new LoupeError('MODEL_INVALID', `${file} is not a valid ONNX graph.`);
+    };
+    /** Calls `visit` on each length-delimited field of the message in [from, to); others are stepped over. */
+    const fields = async (
+      from: number,
+      to: number,
+      visit: (field: number, start: number, length: number) => Promise<boolean>,
+    ): Promise<boolean> => {
+      for (let position = from; position < to;) {
+        const [tag, next] = await varint(position);
+        const wire = tag & 7;
+        if (wire === 0) position = (await varint(next))[1];
+        else if (wire === 1) position = next + 8;
+        else if (wire === 5) position = next + 4;
+        else if (wire === 2) {
+          const [length, start] = await varint(next);
+          if (await visit(Math.floor(tag / 8), start, length)) return true;
+          position = start + length;
+        } else throw new LoupeError('MODEL_INVALID', `${file} is not a valid ONNX graph.`);
+      }
+      return false;
+    };
+    return await fields(0, size, (field, start, length) =>
+      field !== 7
+        ? Promise.resolve(false)
+        : fields(start, start + length, async (f, nodeAt, nodeLength) =>
+            f === 1 ? (await bytes(nodeAt, nodeLength)).includes(needle) : false,
+          ),
+    );
   } finally {
     await handle.close();
   }
