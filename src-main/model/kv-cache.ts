@@ -54,6 +54,7 @@ export class JsKvCache implements KvCache {
   private count = 0;
   /** Two buffers per cache tensor: one holds the past, the decoder writes the present into the other. */
   private readonly kvBuffers = new Map<string, [Float32Array, Float32Array]>();
+  private readonly names: { past: string[]; present: string[] };
 
   constructor(
     private readonly decoder: Session,
@@ -61,6 +62,7 @@ export class JsKvCache implements KvCache {
     /** Cache size from which presents are written into preallocated buffers (see bindsCache). */
     private readonly bindFromBytes: number,
   ) {
+    this.names = decoderNames(shape);
     this.past = this.emptyCache();
     this.saved = { past: this.past, length: 0 };
   }
@@ -72,7 +74,7 @@ export class JsKvCache implements KvCache {
   private emptyCache(): Record<string, Tensor> {
     const { numKeyValueHeads, headDim } = this.shape;
     const past: Record<string, Tensor> = {};
-    for (const name of decoderNames(this.shape).past)
+    for (const name of this.names.past)
       past[name] = floatTensor(new Float32Array(0), [1, numKeyValueHeads, 0, headDim]);
     return past;
   }
@@ -97,7 +99,7 @@ export class JsKvCache implements KvCache {
     const { numKeyValueHeads, headDim } = this.shape;
     const size = numKeyValueHeads * total * headDim;
     const views: Record<string, Tensor> = {};
-    const { past, present } = decoderNames(this.shape);
+    const { past, present } = this.names;
     past.forEach((pastName, i) => {
       const held = this.past[pastName]!.data as Float32Array;
       const kept = this.saved.past[pastName]!.data as Float32Array;
@@ -126,7 +128,7 @@ export class JsKvCache implements KvCache {
         [1, count],
       );
     const out = await this.decoder.run(feeds, this.bindsCache(total) ? this.presentViews(total) : {});
-    const { past, present } = decoderNames(this.shape);
+    const { past, present } = this.names;
     const next: Record<string, Tensor> = {};
     past.forEach((name, i) => (next[name] = out[present[i]!]!));
     this.past = next;

@@ -229,8 +229,8 @@ async function openDecoder(
   const wanted = options.kvCache ?? 'auto';
   let why = 'kvCache: js was asked for';
   if (wanted !== 'js') {
-    const availability = OrtNative.availability();
-    if (provider.used !== 'cpu')
+    const availability = provider.used === 'cpu' ? OrtNative.availability() : null;
+    if (!availability)
       why = `the native KV cache runs on the CPU provider only for now (this model runs on ${provider.used})`;
     else if (!availability.ok) why = availability.why;
     else {

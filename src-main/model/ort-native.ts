@@ -120,7 +120,7 @@ export class OrtNative {
         cause: error,
       });
     }
-    const file = ortLibrary(require);
+    const file = ortLibrary();
     const lib = koffi.load(file);
     const base = lib.func('void *OrtGetApiBase()')() as Ptr;
     const slot = (table: Ptr, index: number) => koffi.decode(table, index * 8, 'void *') as Ptr;
@@ -296,18 +296,17 @@ function statusChecker(fn: Fns): (status: unknown) => void {
   };
 }
 
+/** Where onnxruntime-node keeps its binding and shared libraries for this platform (ort.ts reads it too). */
+export function onnxruntimeBindingDir(): string {
+  const entry = createRequire(import.meta.url).resolve('onnxruntime-node');
+  return path.join(path.dirname(entry), '..', 'bin', 'napi-v6', process.platform, process.arch);
+}
+
 /** onnxruntime-node's shared library (the one its binding links), beside the binding for this platform. */
-function ortLibrary(require: NodeJS.Require): string {
+function ortLibrary(): string {
   const override = process.env.LOUPE_ORT_LIBRARY;
   if (override) return override;
-  const dir = path.join(
-    path.dirname(require.resolve('onnxruntime-node')),
-    '..',
-    'bin',
-    'napi-v6',
-    process.platform,
-    process.arch,
-  );
+  const dir = onnxruntimeBindingDir();
   const pattern =
     process.platform === 'win32'
       ? /^onnxruntime\.dll$/

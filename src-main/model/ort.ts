@@ -4,11 +4,11 @@
  * reported with the names, dtypes and shapes it was given.
  */
 import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { LoupeError } from '../errors.ts';
+import { onnxruntimeBindingDir } from './ort-native.ts';
 
 export type ProviderName = 'cpu' | 'cuda' | 'dml' | 'coreml' | 'webgpu';
 export type ProviderRequest = ProviderName | 'auto';
@@ -33,14 +33,7 @@ export function providerCandidates(requested: ProviderRequest, platform: NodeJS.
  * installed beside the binding (CUDA on Linux is a separate download, see docs/install.md).
  */
 export function supportedProviders(): string[] {
-  const bindingDir = path.join(
-    path.dirname(createRequire(import.meta.url).resolve('onnxruntime-node')),
-    '..',
-    'bin',
-    'napi-v6',
-    process.platform,
-    process.arch,
-  );
+  const bindingDir = onnxruntimeBindingDir();
   const libName = (name: string) =>
     process.platform === 'win32'
       ? `onnxruntime_providers_${name}.dll`
