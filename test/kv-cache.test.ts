@@ -83,7 +83,10 @@ describe('on the built-in pack (chained layout)', () => {
   });
 
   it('a released conversation refuses to run with a typed error', async () => {
-    const c = native.startConversation({ kind: 'image', frames: await native.encodeImages(pixels(1, 96)) });
+    const c = native.startConversation({
+      kind: 'image',
+      frames: await native.encodeImages(pixels(1, native.manifest.vision.imageSize)),
+    });
     c.release();
     const error = await (async () => {
       for await (const e of c.ask('Hello?')) void e;

@@ -66,9 +66,13 @@ class HybridVisionConfig(PretrainedConfig):
     model_type = "loupe_hybrid"
 
     def __init__(self, image_size: int = 128, cnn_blocks: int = 11, hidden_size: int = 192, num_hidden_layers: int = 4,
-                 num_attention_heads: int = 4, intermediate_size: int = 768, layer_norm_eps: float = 1e-5, **kw):
+                 num_attention_heads: int = 4, intermediate_size: int = 768, layer_norm_eps: float = 1e-5,
+                 pixel_path: bool = False, pixel_pool: int = 4, **kw):
         super().__init__(**kw)
         self.image_size, self.cnn_blocks, self.hidden_size = image_size, cnn_blocks, hidden_size
+        # pixel_path: each cell's pixels average-pooled by `pixel_pool` (16 px cell -> 4x4x3 = 48 values) -> Linear,
+        # summed into the cell's token: a direct colour path beside the CNN (ImageNet features blur hue).
+        self.pixel_path, self.pixel_pool = pixel_path, pixel_pool
         self.num_hidden_layers, self.num_attention_heads, self.intermediate_size = num_hidden_layers, num_attention_heads, intermediate_size
         self.layer_norm_eps = layer_norm_eps
 
@@ -124,7 +128,12 @@ class HybridVisionTower(nn.Module):
     """CLIP-normalized pixels -> EfficientNet-Lite0 stages (stride 16) -> one token per cell -> CLIP encoder layers.
 
     hidden_states[0] is the (pre-layernormed) patch embedding, hidden_states[i] the output of layer i, as in
-    CLIPVisionModel, so the Dense Connector reads transformer hidden states. No CLS token."""
+    CLIPVisionModel, so the Dense Connector reads transformer hidden states. No CLS token.
+
+    Split for training on cached features: `front` (the frozen stem and blocks before FRONT_BLOCKS) and
+    `pixel_cells` are what a cache stores; `from_front` is the rest. forward(px) == from_front(front(px), pixel_cells(px))."""
+
+    FRONT_BLOCKS = 8  # EfficientNet-Lite0 stem + blocks 0-7: (N, 80, S/16, S/16), frozen ImageNet weights
 
     def __init__(self, config: HybridVisionConfig):
         super().__init__()
@@ -135,6 +144,9 @@ class HybridVisionTower(nn.Module):
         self.patch_proj = nn.Linear(config.lite0_blocks()[-1][1], config.hidden_size)
         self.position_embedding = nn.Parameter(torch.randn(grid * grid, config.hidden_size) * 0.02)
         self.pre_layrnorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        if getattr(config, "pixel_path", False):
+            per_cell = config.cnn_stride // config.pixel_pool
+            self.pixel_proj = nn.Linear(3 * per_cell * per_cell, config.hidden_size)
         enc = CLIPVisionConfig(hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
                                num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
                                hidden_act="quick_gelu", layer_norm_eps=config.layer_norm_eps)
@@ -152,8 +164,34 @@ class HybridVisionTower(nn.Module):
         return x  # (N, C, S/16, S/16)
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = True) -> BaseModelOutput:
-        x = self.cnn(pixel_values).flatten(2).transpose(1, 2)  # (N, P, C)
-        x = self.pre_layrnorm(self.patch_proj(x) + self.position_embedding)
+        if not getattr(self.config, "pixel_path", False):
+            return self.from_front(self.front(pixel_values), None)
+        return self.from_front(self.front(pixel_values), self.pixel_cells(pixel_values))
+
+    def front(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) -> (N, 80, S/16, S/16): the frozen part a training cache stores."""
+        x = F.relu6(self._bn0(self._conv_stem(pixel_values * self.in_scale + self.in_shift)))
+        for b in self._blocks[: self.FRONT_BLOCKS]:
+            x = b(x)
+        return x
+
+    def pixel_cells(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) -> (N, 3, S/pool, S/pool): the pooled pixels the colour path reads (also cached)."""
+        return F.avg_pool2d(pixel_values, self.config.pixel_pool)
+
+    def from_front(self, front: torch.Tensor, cells: torch.Tensor | None) -> BaseModelOutput:
+        """The trainable rest: blocks FRONT_BLOCKS.., one token per cell (+ the colour path), transformer layers."""
+        x = front
+        for b in self._blocks[self.FRONT_BLOCKS :]:
+            x = b(x)
+        g = x.shape[-1]
+        x = self.patch_proj(x.flatten(2).transpose(1, 2))  # (N, P, D)
+        if cells is not None and hasattr(self, "pixel_proj"):
+            k = cells.shape[-1] // g
+            n = cells.shape[0]
+            per = cells.reshape(n, 3, g, k, g, k).permute(0, 2, 4, 1, 3, 5).reshape(n, g * g, 3 * k * k)
+            x = x + self.pixel_proj(per)
+        x = self.pre_layrnorm(x + self.position_embedding)
         out = self.encoder(inputs_embeds=x, output_hidden_states=True, return_dict=True)
         return BaseModelOutput(last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states)
 
@@ -244,6 +282,7 @@ class BuiltinConfig:
     llm_kv_heads: int = 2
     llm_intermediate: int = 512
     max_positions: int = 2048
+    pixel_path: bool = False  # hybrid only: the raw-pixel colour path (HybridVisionConfig.pixel_path)
 
     @staticmethod
     def for_tower(tower: str, **sizes) -> "BuiltinConfig":
@@ -259,7 +298,7 @@ def new_tower(cfg: BuiltinConfig) -> tuple[nn.Module, ConnectorLayers]:
         layers.drop_cls = False  # no CLS token
         return HybridVisionTower(HybridVisionConfig(image_size=cfg.image_size, hidden_size=cfg.vision_hidden,
                                                     num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
-                                                    intermediate_size=cfg.vision_hidden * 4)), layers
+                                                    intermediate_size=cfg.vision_hidden * 4, pixel_path=cfg.pixel_path)), layers
     return CLIPVisionModel(CLIPVisionConfig(
         hidden_size=cfg.vision_hidden, intermediate_size=cfg.vision_hidden * 4, num_hidden_layers=cfg.vision_layers,
         num_attention_heads=cfg.vision_heads, image_size=cfg.image_size, patch_size=cfg.patch_size,

@@ -320,18 +320,22 @@ def describe_question(rng: random.Random) -> str:
     )
 
 
+def honest_question(rng: random.Random) -> str:
+    """Any question, asked about stills with no shape of the domain (its answer is HONEST_ANSWER)."""
+    pick = rng.random()
+    return (random_ood_question(rng) if pick < 0.3 else describe_question(rng) if pick < 0.45 else count_question(rng)
+            if pick < 0.6 else color_question(rng, rng.choice(SHAPES)) if pick < 0.75
+            else shape_question(rng, rng.choice(list(COLORS))) if pick < 0.87
+            else presence_question(rng, rng.choice(list(COLORS)), rng.choice(SHAPES)))
+
+
 def qa_for_set(rng: random.Random, cast_in_order: list[ShapeSpec], backgrounds: tuple[str, ...] = (), background_share: float = 0.0) -> tuple[str, str]:
     """One question about a set of stills whose shapes (union, left to right) are `cast_in_order`.
 
     backgrounds: color words of the stills' backgrounds (never a shape's color); with `background_share`, that
     many of the presence and shape questions that could name one do ("Is there a blue square?" on blue -> no)."""
     if not cast_in_order:  # no shape of the domain anywhere: every question gets the honest answer
-        pick = rng.random()
-        q = (random_ood_question(rng) if pick < 0.3 else describe_question(rng) if pick < 0.45 else count_question(rng)
-             if pick < 0.6 else color_question(rng, rng.choice(SHAPES)) if pick < 0.75
-             else shape_question(rng, rng.choice(list(COLORS))) if pick < 0.87
-             else presence_question(rng, rng.choice(list(COLORS)), rng.choice(SHAPES)))
-        return q, HONEST_ANSWER
+        return honest_question(rng), HONEST_ANSWER
     by_kind = {s.kind: s for s in cast_in_order}
     by_color = {s.color: s for s in cast_in_order}
     r = rng.random()

@@ -40,9 +40,12 @@ def main() -> None:
     to_fp16(args.run / "checkpoint", ckpt)
     model, cfg = load_checkpoint(ckpt)
     (ROOT / "build" / "models").mkdir(parents=True, exist_ok=True)
+    hybrid = getattr(model.vision.config, "model_type", "") == "loupe_hybrid"
+    about = ("Built-in Dense Connector (DCI) model, trained here on synthetic still images of flat shapes; its vision tower's "
+             "first stages are ImageNet EfficientNet-Lite0 (Apache-2.0)." if hybrid else
+             "Built-in Dense Connector (DCI) model, trained from scratch on synthetic still images of flat shapes.")
     export_pack(model, cfg, ckpt, ROOT / "build" / "models" / "builtin-shapes", "builtin-shapes", args.version, "MIT",
-                "Built-in Dense Connector (DCI) model, trained from scratch on synthetic still images of flat shapes.",
-                "synthetic flat shapes (circle, square, triangle) in eight colors")
+                about, "synthetic flat shapes (circle, square, triangle) in eight colors")
     print(f"shipped {args.run} as {ckpt} and build/models/builtin-shapes")
 
 
