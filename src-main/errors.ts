@@ -24,6 +24,8 @@ export const ERROR_CODES = {
   BAD_REQUEST: 2,
   /** An id the library or the conversation map does not know (any more). */
   NOT_FOUND: 3,
+  /** A file outside what the user let Loupe read (the library, allowed folders). */
+  FORBIDDEN: 3,
   CANCELLED: 1,
   DISK_FULL: 1,
   INTERNAL: 1,

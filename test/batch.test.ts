@@ -240,6 +240,9 @@ describe('summarizing a folder of clips', () => {
       for (const t of s.frames) expect(t >= s.from && t <= s.to).toBe(true);
     }
     expect(second!.segments).toBeUndefined();
+    // one conversation per prompt and per segment, each closed when answered
+    const stats = await (await services.engine()).workerStats();
+    expect(stats).toMatchObject({ openConversations: 0, liveKvCaches: 0 });
   });
 
   it('yields to an interactive question and to a pause, then carries on', async () => {

@@ -42,6 +42,7 @@ async function pacedClip(...args: Parameters<typeof ClipConversation.open>): Pro
         yield event;
       }
     },
+    close: () => real.close(),
   };
 }
 
@@ -199,12 +200,8 @@ describe('the Loupe app in web mode', () => {
       /eos|length/,
     );
     const answer = (await answers().first().textContent())!.trim().toLowerCase();
-    if (process.env.LOUPE_EXPECT_ACCURATE) expect(answer).toContain('red');
-    else
-      expect(
-        COLOR_WORDS.some((c) => answer.includes(c)),
-        `"${answer}" names a color`,
-      ).toBe(true);
+    expect(answer).toContain('red'); // the built-in model answers its own domain right (models/README.md)
+    expect(COLOR_WORDS.filter((c) => answer.includes(c))).toEqual(['red']);
     // Each answer shows its frames with timestamps; clicking one seeks the player there.
     const frames = page.getByRole('list', { name: 'Frames the model saw' }).getByRole('button');
     expect(await frames.count()).toBeGreaterThan(1);

@@ -192,6 +192,8 @@ describe('moment search and the feature cache', () => {
       // Another step is another set of instants: decoded again.
       await collect(findMoments(model, media, services.cache, { ...request, step: 0.3 }));
       expect(decodes).toBe(3);
+      // every instant's conversation was closed: the worker holds no cache after the scans
+      expect(await engine.workerStats()).toMatchObject({ openConversations: 0, liveKvCaches: 0 });
     } finally {
       await services.dispose();
     }

@@ -1,9 +1,10 @@
 /** Model-pack validation names exactly what is wrong; the CLI maps errors to exit codes. */
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { cp, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Engine } from '../src-main/model/engine.ts';
+import { Engine, liveWorkerCount } from '../src-main/model/engine.ts';
 import { DEFAULT_PREPROCESS, loadPack } from '../src-main/model/pack.ts';
 import { builtinPackDir } from '../src-main/paths.ts';
 import { makeShapesClip, COLORS } from './fixtures/clips.ts';
@@ -101,6 +102,66 @@ describe('model pack validation', () => {
       code: 'MODEL_INVALID',
       message: expect.stringContaining('decoder graph lacks input "inputs_embeds"'),
     });
+  });
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a manifest being broken on purpose
+  type Manifest = Record<string, any>;
+
+  /** A pack copy whose manifest was edited (and whose hashes were kept true to its files). */
+  const fuzzedPack = async (name: string, edit: (m: Manifest, dir: string) => Promise<void> | void) => {
+    const dir = await copyPack(name);
+    const file = path.join(dir, 'manifest.json');
+    const manifest = JSON.parse(await readFile(file, 'utf8'));
+    await edit(manifest, dir);
+    for (const f of Object.keys(manifest.files)) {
+      const bytes = await readFile(path.join(dir, f));
+      manifest.files[f] = { sha256: createHash('sha256').update(bytes).digest('hex'), bytes: bytes.length };
+    }
+    await writeFile(file, JSON.stringify(manifest));
+    return dir;
+  };
+
+  it.each([
+    ['a wrong vocabulary', (m: Manifest) => void (m.decoder.vocabSize += 7), 'decoder.vocabSize'],
+    ['a wrong hidden size', (m: Manifest) => void (m.decoder.hiddenSize *= 2), 'decoder.hiddenSize'],
+    [
+      'a wrong KV head count',
+      (m: Manifest) => void (m.decoder.numKeyValueHeads += 1),
+      'decoder.numKeyValueHeads',
+    ],
+    ['a wrong head size', (m: Manifest) => void (m.decoder.headDim /= 2), 'decoder.headDim'],
+    ['a wrong image size', (m: Manifest) => void (m.vision.imageSize += 16), 'vision.imageSize'],
+    [
+      'a wrong token count',
+      (m: Manifest) => void ((m.vision.tokensPerImage *= 2), (m.vision.tokensPerFrame *= 2)),
+      'vision.tokensPerImage',
+    ],
+  ])('refuses a manifest with %s before any native read, naming the field', async (_, edit, field) => {
+    const dir = await fuzzedPack(`fuzz-${field}`, edit);
+    await expect(Engine.load(dir, { provider: 'cpu' })).rejects.toMatchObject({
+      code: 'MODEL_INVALID',
+      message: expect.stringContaining(field),
+    });
+  });
+
+  it('refuses a truncated graph and a graph of another kind with typed errors, and leaves no worker', async () => {
+    const truncated = await fuzzedPack('fuzz-truncated', async (_, dir) => {
+      const f = path.join(dir, 'decoder_model_merged.onnx');
+      const bytes = await readFile(f);
+      await writeFile(f, bytes.subarray(0, Math.floor(bytes.length / 3)));
+    });
+    await expect(Engine.load(truncated, { provider: 'cpu' })).rejects.toMatchObject({
+      code: 'MODEL_INVALID',
+    });
+    // the vision encoder in the embedding's place: valid ONNX of another graph, refused by its inputs
+    const swapped = await fuzzedPack('fuzz-swapped', (_, dir) =>
+      cp(path.join(dir, 'vision_encoder.onnx'), path.join(dir, 'embed_tokens.onnx')),
+    );
+    await expect(Engine.load(swapped, { provider: 'cpu' })).rejects.toMatchObject({
+      code: 'MODEL_INVALID',
+      message: expect.stringContaining('embed graph lacks input "input_ids"'),
+    });
+    expect(liveWorkerCount()).toBe(0);
   });
 });
 

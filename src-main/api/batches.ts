@@ -139,17 +139,36 @@ export class BatchManager {
     return manager;
   }
 
-  /** A batch is running or paused (a model switch must wait for it). */
+  /** A start or resume between its check and its launch (they await files and the model in between). */
+  private claimed = false;
+
+  /** A batch is running or paused, or one is being started (a model switch must wait for it). */
   get busy(): boolean {
-    return [...this.runs.values()].some((r) => r.live);
+    return this.claimed || [...this.runs.values()].some((r) => r.live);
   }
 
-  async start(input: ParsedCallInput<'startBatch'>): Promise<{ batchId: string }> {
-    if (this.busy)
-      throw new LoupeError(
-        'USAGE',
-        'A batch is already running: wait for it to finish, or cancel it, before starting another.',
-      );
+  /**
+   * Check that no batch runs and claim the right to launch one, in one synchronous step: two starts (or a start
+   * and a resume) that arrive together cannot both pass the check while the first awaits the disk and the model.
+   */
+  private async claimLaunch<T>(busyMessage: string, body: () => Promise<T>): Promise<T> {
+    if (this.busy) throw new LoupeError('USAGE', busyMessage);
+    this.claimed = true;
+    try {
+      return await body(); // a launched run is live from here on, so `busy` stays true after the claim ends
+    } finally {
+      this.claimed = false;
+    }
+  }
+
+  start(input: ParsedCallInput<'startBatch'>): Promise<{ batchId: string }> {
+    return this.claimLaunch(
+      'A batch is already running: wait for it to finish, or cancel it, before starting another.',
+      () => this.startClaimed(input),
+    );
+  }
+
+  private async startClaimed(input: ParsedCallInput<'startBatch'>): Promise<{ batchId: string }> {
     const folder = path.resolve(input.folder);
     const info = await stat(folder).catch(() => null);
     if (!info?.isDirectory())
@@ -245,12 +264,12 @@ export class BatchManager {
     }
     if (run.meta.state === 'done')
       throw new LoupeError('USAGE', 'This batch is finished: there is nothing left to resume.');
-    if (this.busy)
-      throw new LoupeError('USAGE', 'Another batch is running: wait for it, or cancel it, first.');
-    run.meta.error = null;
-    this.setState(run, 'running');
-    await this.save(run);
-    this.launch(run);
+    await this.claimLaunch('Another batch is running: wait for it, or cancel it, first.', async () => {
+      run.meta.error = null;
+      this.setState(run, 'running');
+      await this.save(run);
+      this.launch(run);
+    });
   }
 
   async cancel(batchId: string): Promise<void> {

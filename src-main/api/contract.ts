@@ -254,6 +254,51 @@ export const BatchEventSchema = z.discriminatedUnion('type', [
 ]);
 export type BatchEvent = z.infer<typeof BatchEventSchema>;
 
+/** Longest data URL a chat part may carry (32 MiB of media, base64). */
+export const MAX_DATA_URL_CHARS = Math.ceil((32 * 1024 * 1024 * 4) / 3) + 256;
+/** Where a chat's image or video comes from: a file (in the library or an allowed folder) or a data URL. */
+const MediaSourceSchema = z.union([
+  z.strictObject({ path: z.string().min(1).max(4096) }),
+  z.strictObject({ dataUrl: z.string().min(5).max(MAX_DATA_URL_CHARS) }),
+]);
+export const ChatPartSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('text'), text: z.string().max(20_000) }),
+  z.strictObject({ type: z.literal('image'), source: MediaSourceSchema }),
+  z.strictObject({
+    type: z.literal('video'),
+    source: MediaSourceSchema,
+    /** The clip: seconds on the player's clock (default: the whole video). */
+    from: seconds.optional(),
+    to: seconds.optional(),
+    frames: z.number().int().min(1).max(64).optional(),
+    /** exact: the frame shown at each instant; fast: nearby keyframes; auto (default): fast for long clips. */
+    sampling: z.enum(['auto', 'exact', 'fast']).optional(),
+  }),
+]);
+export type ChatPart = z.infer<typeof ChatPartSchema>;
+export const ChatMessageSchema = z.strictObject({
+  role: z.enum(['system', 'user', 'assistant']),
+  parts: z.array(ChatPartSchema).max(64),
+});
+export const ChatEventSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('token'), text: z.string() }),
+  z.object({
+    type: z.literal('done'),
+    text: z.string(),
+    /** stop: the model ended its answer, or a stop sequence was met; length: max tokens reached. */
+    finishReason: z.enum(['stop', 'length']),
+    model: z.string(),
+    usage: z.object({
+      /** The whole conversation's tokens, visual tokens included. */
+      promptTokens: z.number().int(),
+      /** Of those, how many an earlier request had already run (the model's cache was reused). */
+      cachedTokens: z.number().int(),
+      completionTokens: z.number().int(),
+    }),
+  }),
+]);
+export type ChatEvent = z.infer<typeof ChatEventSchema>;
+
 // ─── Methods ────────────────────────────────────────────────────────────────────────────────────────
 
 const empty = z.strictObject({});
@@ -411,6 +456,23 @@ export const streams = {
   },
   /** Moment search across a folder, resumable: which clips show the query, with their intervals. */
   findFolder: { input: folderFindInput, event: FolderFindEventSchema },
+  /**
+   * A whole conversation about one image or video, as other tools send it (the OpenAI-compatible routes map to
+   * this): answered statelessly, reusing the model's cache of an earlier request that it continues.
+   */
+  chat: {
+    input: z.strictObject({
+      /** A model name from listModels (default: the model in use). */
+      model: z.string().max(200).optional(),
+      messages: z.array(ChatMessageSchema).min(1).max(200),
+      maxTokens: z.number().int().min(1).max(8192).optional(),
+      temperature: z.number().min(0).max(2).optional(),
+      topP: z.number().gt(0).max(1).optional(),
+      seed: z.number().int().optional(),
+      stop: z.array(z.string().min(1).max(200)).max(4).default([]),
+    }),
+    event: ChatEventSchema,
+  },
 } as const;
 
 export type CallName = keyof typeof calls;

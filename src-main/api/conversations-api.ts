@@ -24,6 +24,8 @@ import { thumbsAt, type LibraryApi } from './library-api.ts';
 export interface ClipSession {
   readonly clip: { range: { from: number; to: number }; frames: { timeSec: number }[] };
   ask(question: string, options: GenerateOptions): AsyncIterable<AnswerEvent>;
+  /** Free the model's cache (during an answer: when it ends). */
+  close(): void;
 }
 
 export type OpenClip = (services: Services, request: ClipRequest) => Promise<ClipSession>;
@@ -195,9 +197,16 @@ export class ConversationsApi {
   }
 
   close(id: string): void {
-    this.live.get(id)?.controller?.abort();
+    const live = this.live.get(id);
+    live?.controller?.abort();
+    live?.session.close(); // an answering one frees its cache when the stopped answer ends
     this.live.delete(id);
     this.released.delete(id);
+  }
+
+  /** Conversations whose model cache is held (at most LIVE_CONVERSATIONS). */
+  get liveCount(): number {
+    return this.live.size;
   }
 
   /**
@@ -208,8 +217,9 @@ export class ConversationsApi {
     const idle = [...this.live.values()]
       .filter((l) => !l.controller && l.id !== keep)
       .sort((a, b) => a.lastUsed - b.lastUsed);
-    for (const { id, videoId, record, request, lastUsed } of idle) {
+    for (const { id, videoId, record, request, lastUsed, session } of idle) {
       if (this.live.size <= LIVE_CONVERSATIONS) break;
+      session.close(); // the model's cache goes now, not when garbage collection happens to run
       this.live.delete(id);
       this.released.set(id, { id, videoId, record, request, lastUsed });
       if (this.released.size > RELEASED_KEPT) this.released.delete(this.released.keys().next().value!);

@@ -29,6 +29,7 @@ import { CONTENT_SECURITY_POLICY } from '../csp.ts';
 import { LoupeError } from '../errors.ts';
 import { log } from '../log.ts';
 import { fileReply } from '../playback/range.ts';
+import { addOpenAiRoutes, openAiError } from './openai.ts';
 import {
   dispatchCall,
   dispatchStream,
@@ -106,17 +107,41 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
     for (const [k, v] of Object.entries(SECURITY_HEADERS)) c.res.headers.set(k, v);
   });
 
-  // 1–3. Host, Origin, then the token (from the printed URL once, then a cookie; or a header).
+  // 1–3. Host, Origin, then the token (from the printed URL once, then a cookie; or a header; or, for the
+  //      OpenAI-compatible routes, `Authorization: Bearer <token>`). Refusals of /v1 are OpenAI error objects.
   app.use('*', async (c, next) => {
+    const openai = c.req.path.startsWith('/v1/');
+    const refuse = (status: number, text: string) =>
+      openai
+        ? c.body(
+            JSON.stringify(
+              openAiError(
+                status === 401 ? 'authentication_error' : 'permission_error',
+                text,
+                status === 401 ? 'invalid_api_key' : 'forbidden',
+              ),
+            ),
+            status as 200,
+            { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' },
+          )
+        : plain(c, status, text);
     const allowedHosts = [`127.0.0.1:${port}`, `localhost:${port}`];
     // A rebound DNS name reaches us with its own Host.
     if (!allowedHosts.includes(c.req.header('host') ?? ''))
-      return plain(c, 403, 'Forbidden: unexpected Host header.');
+      return refuse(403, 'Forbidden: unexpected Host header.');
     const origin = c.req.header('origin');
     if (origin !== undefined && !allowedHosts.some((h) => origin === `http://${h}`))
-      return plain(c, 403, 'Forbidden: requests from other origins are refused.');
-    if (c.req.header('sec-fetch-site') === 'cross-site')
-      return plain(c, 403, 'Forbidden: cross-site request.');
+      return refuse(403, 'Forbidden: requests from other origins are refused.');
+    if (c.req.header('sec-fetch-site') === 'cross-site') return refuse(403, 'Forbidden: cross-site request.');
+    if (openai) {
+      const bearer = /^Bearer\s+(.+)$/i.exec(c.req.header('authorization') ?? '')?.[1]?.trim();
+      if (!tokenMatches(bearer ?? c.req.header(TOKEN_HEADER)))
+        return refuse(
+          401,
+          'Send the token `loupe serve --openai` printed as the API key (Authorization: Bearer <token>).',
+        );
+      return next();
+    }
 
     const url = new URL(c.req.url);
     const fromQuery = url.searchParams.get('token');
@@ -175,6 +200,9 @@ export async function startWebServer(options: WebServerOptions): Promise<WebServ
     });
   });
   app.all('/api/*', (c) => plain(c, 404, 'No such API route.'));
+
+  // 4b. The OpenAI-compatible routes (openai.ts): /v1/models, /v1/chat/completions.
+  addOpenAiRoutes(app, options.api);
 
   // 5. Local videos, with range requests.
   app.on(['GET', 'HEAD'], '/media/:id', async (c) => {

@@ -11,11 +11,14 @@
 import type { Dirent } from 'node:fs';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { forgetFindMemos } from '../find/scan.ts';
 import { LibraryStore } from '../library/store.ts';
+import { forgetMediaMemos } from '../media/index.ts';
 import { log, LOG_FILE, logFile, openLog } from '../log.ts';
 import { ProxyMaker } from '../playback/proxy.ts';
 import type { Services } from '../services.ts';
 import { BatchManager } from './batches.ts';
+import { ChatApi } from './chat-api.ts';
 import { FindApi } from './find.ts';
 import type {
   BatchEvent,
@@ -39,6 +42,8 @@ export interface ServiceOptions {
   mediaUrl: (videoId: string, proxy: boolean) => string;
   /** Opens a conversation on a clip; tests may wrap the real one (e.g. to pace tokens). */
   openClip?: OpenClip;
+  /** Folders whose files `chat` (the OpenAI-compatible routes) may read besides the library's videos. */
+  allowedFolders?: readonly string[];
 }
 
 export class LoupeService implements LoupeApi {
@@ -47,6 +52,8 @@ export class LoupeService implements LoupeApi {
   readonly models: ModelsApi;
   /** Moment search (api/find.ts); the methods below only hand through. */
   readonly finds: FindApi;
+  /** Stateless chat about one image or video (api/chat-api.ts), for the OpenAI-compatible routes. */
+  readonly chats: ChatApi;
   /** Set once by `create` (the manager needs the service to add finished clips to the library). */
   batches!: BatchManager;
 
@@ -63,7 +70,14 @@ export class LoupeService implements LoupeApi {
     this.conversations = new ConversationsApi(services, store, this.library, options.openClip);
     this.models = new ModelsApi(services, store, {
       batchBusy: () => this.batches.busy,
-      closeConversations: () => this.conversations.closeAll(),
+      closeConversations: () => {
+        this.conversations.closeAll();
+        this.chats.closeAll();
+      },
+    });
+    this.chats = new ChatApi(services, {
+      libraryPaths: () => this.store.data.videos.map((v) => v.path),
+      allowedFolders: options.allowedFolders ?? [],
     });
     this.finds = new FindApi(services, (videoId) => this.library.playableVideo(videoId).path);
   }
@@ -112,6 +126,7 @@ export class LoupeService implements LoupeApi {
   openConversation = (input: ParsedCallInput<'openConversation'>) =>
     this.conversations.openConversation(input);
   ask = (input: ParsedStreamInput<'ask'>, signal: AbortSignal) => this.conversations.ask(input, signal);
+  chat = (input: ParsedStreamInput<'chat'>, signal: AbortSignal) => this.chats.chat(input, signal);
   stop = (input: ParsedCallInput<'stop'>) => this.conversations.stop(input);
   history = (input: ParsedCallInput<'history'>) => this.conversations.history(input);
 
@@ -203,8 +218,10 @@ export class LoupeService implements LoupeApi {
 
   async clearHistory(): Promise<CallOutput<'clearHistory'>> {
     this.conversations.closeAll();
+    this.chats.closeAll();
     await this.store.update((d) => void (d.conversations = []));
     await this.finds.history.clear(); // moment searches are history too
+    forgetFindMemos(); // and the scores they remembered
     return { ok: true };
   }
 
@@ -213,12 +230,15 @@ export class LoupeService implements LoupeApi {
     await this.proxies.clear();
     await this.services.cache?.clear();
     await rm(path.join(this.services.dataDir, 'cache'), { recursive: true, force: true });
+    forgetFindMemos();
+    forgetMediaMemos();
     return { ok: true };
   }
 
   /** End every running answer and batch (app quit). */
   dispose(): void {
     this.conversations.closeAll();
+    this.chats.closeAll();
     this.batches.dispose();
   }
 }

@@ -227,9 +227,27 @@ export function buildProgram(): Command {
       return n;
     })
     .option('--model <dir>', 'model pack folder (default: the built-in pack)')
-    .action(async (opts: { port?: number; model?: string }) => {
-      const { serveUntilInterrupted } = await import('./serve.ts');
-      await serveUntilInterrupted({ port: opts.port, packDir: opts.model });
+    .option('--openai', 'print the OpenAI-compatible API’s base URL and key (/v1/chat/completions)')
+    .option(
+      '--allow <dir>',
+      'a folder whose files OpenAI clients may name as file:// URLs (repeatable)',
+      (v: string, all: string[]) => [...all, path.resolve(v)],
+      [] as string[],
+    )
+    .action(async (opts: { port?: number; model?: string; openai?: boolean; allow: string[] }) => {
+      const [{ serveUntilInterrupted }, { ensurePages }, { rendererDir }] = await Promise.all([
+        import('./serve.ts'),
+        import('./pages.ts'),
+        import('../paths.ts'),
+      ]);
+      // right after `npm install` the pages are not built yet: build them here rather than answer 503
+      await ensurePages(rendererDir(), (line) => process.stderr.write(`${line}\n`));
+      await serveUntilInterrupted({
+        port: opts.port,
+        packDir: opts.model,
+        openai: opts.openai,
+        allowedFolders: opts.allow,
+      });
     });
   program
     .command('start')

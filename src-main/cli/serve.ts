@@ -15,6 +15,10 @@ export interface ServeOptions extends ServicesOptions {
   /** Where the URL line goes (default stdout); null prints nothing. */
   log?: ((line: string) => void) | null;
   openClip?: ServiceOptions['openClip'];
+  /** Print the OpenAI-compatible base URL and API key (`loupe serve --openai`). */
+  openai?: boolean;
+  /** Folders whose files OpenAI clients may name as file:// URLs (besides the library's videos). */
+  allowedFolders?: readonly string[];
 }
 
 export interface RunningWeb {
@@ -29,6 +33,7 @@ export async function serve(options: ServeOptions = {}): Promise<RunningWeb> {
   const service = await LoupeService.create(services, {
     mediaUrl: (videoId, proxy) => `/media/${encodeURIComponent(videoId)}${proxy ? '?v=proxy' : ''}`,
     openClip: options.openClip,
+    allowedFolders: options.allowedFolders,
   });
   const web = await startWebServer({
     api: service,
@@ -40,6 +45,14 @@ export async function serve(options: ServeOptions = {}): Promise<RunningWeb> {
   const log = options.log === undefined ? (line: string) => process.stdout.write(line + '\n') : options.log;
   log?.(`Loupe (web mode) is running: open ${web.openUrl}`);
   log?.('Only this machine can reach it; the link carries this run’s access token. Press Ctrl+C to stop.');
+  if (options.openai) {
+    log?.(`OpenAI-compatible API: base URL ${web.url}v1  API key ${web.token}`);
+    log?.(
+      options.allowedFolders?.length
+        ? `file:// URLs may name library videos and files under: ${options.allowedFolders.join(', ')}`
+        : 'file:// URLs may name library videos only (allow a folder with --allow DIR); data: URLs always work.',
+    );
+  }
   for (const notice of service.store.notices) log?.(`Note: ${notice}`);
   return {
     web,

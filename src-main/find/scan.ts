@@ -94,6 +94,12 @@ function modelId(model: FindModel): string {
   }
   return id;
 }
+/** Forget remembered scores and probes (Clear caches, Clear history): the next search computes them again. */
+export function forgetFindMemos(): void {
+  scoreMemo.clear();
+  probes.clear();
+}
+
 function remember(key: string, score: number): void {
   if (scoreMemo.size >= SCORE_MEMO_MAX) scoreMemo.delete(scoreMemo.keys().next().value!);
   scoreMemo.set(key, score);
@@ -173,12 +179,16 @@ export async function* findMoments(
     const t = performance.now();
     let logits: Float32Array | undefined;
     const conversation = model.startConversation({ kind: 'image', frames: [features] });
-    for await (const event of conversation.ask(question, {
-      maxNewTokens: 1,
-      signal,
-      onPromptLogits: (l) => (logits = l),
-    }))
-      void event;
+    try {
+      for await (const event of conversation.ask(question, {
+        maxNewTokens: 1,
+        signal,
+        onPromptLogits: (l) => (logits = l),
+      }))
+        void event;
+    } finally {
+      conversation.close(); // one instant, one cache: freed now, not when garbage collection happens to run
+    }
     timings.scoreMs += performance.now() - t;
     return yesProbability(logits!, ids);
   };

@@ -208,13 +208,17 @@ export async function* runBatch(
         frames,
       });
     const conversation = model.startConversation(clip.visual);
-    let tokens = 0;
-    for await (const event of conversation.ask(prompt, { maxNewTokens, signal })) {
-      if (event.type === 'done') return { text: event.text.trim(), tokens: event.tokens };
-      onToken(++tokens);
-      if (gate.interactiveBusy || pause.paused) await stepAside(() => lease.checkpoint(signal));
+    try {
+      let tokens = 0;
+      for await (const event of conversation.ask(prompt, { maxNewTokens, signal })) {
+        if (event.type === 'done') return { text: event.text.trim(), tokens: event.tokens };
+        onToken(++tokens);
+        if (gate.interactiveBusy || pause.paused) await stepAside(() => lease.checkpoint(signal));
+      }
+      throw new LoupeError('MODEL_RUNTIME', 'The model stopped without finishing its answer.');
+    } finally {
+      conversation.close();
     }
-    throw new LoupeError('MODEL_RUNTIME', 'The model stopped without finishing its answer.');
   };
 
   // 3. The answer stage for one clip.

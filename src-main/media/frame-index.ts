@@ -6,6 +6,7 @@
  * player's clock, the keyframes, and their byte positions, so sampling can start decoding at a keyframe's byte
  * offset and pick frames by position. Built once per file (size + mtime) and kept in memory.
  */
+import { cancelled } from '../errors.ts';
 import { runProcess } from './process.ts';
 
 /** ffmpeg's own rule (`-dts_delta_threshold`): a jump of more than 10 s (or backwards) is a discontinuity. */
@@ -101,7 +102,20 @@ export function needsFrameIndex(container: string): boolean {
   return container === 'mpegts' || container === 'mpeg';
 }
 
-const memo = new Map<string, Promise<FrameIndex>>();
+/**
+ * One ffprobe pass per file, shared by every caller that asks while it runs. The pass belongs to no caller: each
+ * waits with its own signal, and the pass is stopped only when every caller that could stop has left (one
+ * caller's Stop never cancels the others'). A caller without a signal keeps it running.
+ */
+interface SharedIndex {
+  promise: Promise<FrameIndex>;
+  controller: AbortController;
+  /** Callers waiting now; those without a signal are never subtracted. */
+  waiting: number;
+  settled: boolean;
+}
+
+const memo = new Map<string, SharedIndex>();
 const MEMO_MAX = 16;
 
 /** The index of `path`'s video stream (one ffprobe pass, remembered per size + mtime). */
@@ -112,17 +126,67 @@ export function frameIndex(
   fps: number,
   signal?: AbortSignal,
 ): Promise<FrameIndex> {
+  if (signal?.aborted) return Promise.reject(cancelled());
   const key = `${file.path}\0${file.sizeBytes}\0${file.mtimeMs}\0${file.streamIndex}`;
-  let index = memo.get(key);
-  if (!index) {
+  let shared = memo.get(key);
+  if (!shared) {
     const args = ['-v', 'error', '-select_streams', String(file.streamIndex)];
     args.push('-show_entries', 'packet=pts_time,dts_time,duration_time,pos,flags', '-of', 'csv=p=0');
-    index = runProcess(ffprobe, [...args, file.input], { signal, timeoutMs: 300_000 }).then(({ stdout }) =>
-      buildFrameIndex(parsePackets(stdout.toString('utf8')), startTimeSec, fps),
+    const controller = new AbortController();
+    const made: SharedIndex = { controller, waiting: 0, settled: false, promise: Promise.resolve(null!) };
+    made.promise = runProcess(ffprobe, [...args, file.input], {
+      signal: controller.signal,
+      timeoutMs: 300_000,
+    }).then(({ stdout }) => buildFrameIndex(parsePackets(stdout.toString('utf8')), startTimeSec, fps));
+    made.promise.then(
+      () => void (made.settled = true),
+      () => {
+        made.settled = true;
+        if (memo.get(key) === made) memo.delete(key);
+      },
     );
-    index.catch(() => memo.delete(key));
     if (memo.size >= MEMO_MAX) memo.delete(memo.keys().next().value!);
-    memo.set(key, index);
+    memo.set(key, made);
+    shared = made;
   }
-  return index;
+  return waitFor(shared, key, signal);
+}
+
+/** Forget the remembered indexes (Clear caches); passes that run keep serving their waiters. */
+export function forgetFrameIndexes(): void {
+  memo.clear();
+}
+
+function waitFor(shared: SharedIndex, key: string, signal: AbortSignal | undefined): Promise<FrameIndex> {
+  shared.waiting++;
+  if (!signal) return shared.promise; // never leaves: the pass runs to its end
+  return new Promise<FrameIndex>((resolve, reject) => {
+    let left = false;
+    const leave = () => {
+      if (left) return;
+      left = true;
+      signal.removeEventListener('abort', onAbort);
+      shared.waiting--;
+      if (shared.waiting === 0 && !shared.settled) {
+        // the last caller left: nobody wants the pass any more
+        shared.controller.abort();
+        if (memo.get(key) === shared) memo.delete(key);
+      }
+    };
+    const onAbort = () => {
+      leave();
+      reject(cancelled());
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    shared.promise.then(
+      (index) => {
+        leave();
+        resolve(index);
+      },
+      (error: unknown) => {
+        leave();
+        reject(error);
+      },
+    );
+  });
 }

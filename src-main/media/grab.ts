@@ -84,17 +84,24 @@ interface Got {
 
 /** Whether inputs that decode many frames ask for hardware decoding (`-hwaccel auto`); see setHardwareDecoding. */
 let hardware: 'auto' | 'off' = process.env.LOUPE_HWACCEL === 'off' ? 'off' : 'auto';
-let hardwareFailed = false;
+/** Input and decoder pairs whose hardware decoding failed: they decode in software from then on (others do not). */
+const hardwareFailed = new Set<string>();
+const HARDWARE_FAILED_MAX = 1000;
+
+const hardwareKey = (info: { path: string; codec: string }) => `${info.path}\0${info.codec}`;
 
 /** Turn hardware decoding on ("auto": where a GPU device is present) or off. */
 export function setHardwareDecoding(mode: 'auto' | 'off'): void {
   hardware = mode;
-  hardwareFailed = false;
+  hardwareFailed.clear();
 }
 
-/** Whether the next runs use `-hwaccel auto` (a GPU device node exists and it has not failed before). */
-export function hardwareDecoding(): boolean {
-  if (hardware === 'off' || hardwareFailed) return false;
+/**
+ * Whether the next runs use `-hwaccel auto`: a GPU device node exists, and (given an input) hardware decoding
+ * has not failed before for that input and decoder.
+ */
+export function hardwareDecoding(input?: { path: string; codec: string }): boolean {
+  if (hardware === 'off' || (input && hardwareFailed.has(hardwareKey(input)))) return false;
   return ['/dev/nvidia0', '/dev/dri/renderD128'].some((device) => existsSync(device));
 }
 
@@ -295,18 +302,23 @@ async function runInputs(context: RunContext, inputs: InputPlan[]): Promise<Map<
   return results;
 }
 
-/** One process; where hardware decoding fails, the same again in software (and software from then on). */
+/**
+ * One process; where hardware decoding fails, the same again in software (and software from then on for this
+ * input and decoder: another file, or another codec, still tries the hardware).
+ */
 async function runChunk(
   context: RunContext,
   inputs: InputPlan[],
   processes: number,
 ): Promise<Map<number, Got>> {
-  const useHardware = hardwareDecoding();
+  const { info } = context.request;
+  const useHardware = hardwareDecoding(info);
   try {
     return await runBatch(context, inputs, useHardware, processes);
   } catch (error) {
     if (!useHardware || LoupeError.from(error).code !== 'FFMPEG_FAILED') throw error;
-    hardwareFailed = true;
+    if (hardwareFailed.size >= HARDWARE_FAILED_MAX) hardwareFailed.clear();
+    hardwareFailed.add(hardwareKey(info));
     return runBatch(context, inputs, false, processes);
   }
 }

@@ -4,6 +4,7 @@ export type { BinarySource, MediaBinaries, ResolvedBinary } from './binaries.ts'
 export { runProcess, liveProcessCount, killAllProcesses } from './process.ts';
 export type { RunOptions, RunResult } from './process.ts';
 export { probe, fileInput } from './probe.ts';
+export { forgetMediaMemos } from './memos.ts';
 export type { MediaInfo, ProbeOptions } from './probe.ts';
 export { frameTimes, parseTime, formatTime, clampRange } from './frame-times.ts';
 export { sampleFrames, sampleFramesAt, decodeFramesAt, hashSampledBytes, PIL_BICUBIC } from './sample.ts';

@@ -96,6 +96,11 @@ export const CORRUPTION_PATTERN =
 const recent = new Map<string, MediaInfo>();
 const RECENT_MAX = 64;
 
+/** Forget the remembered probes (Clear caches): the next probe of each file asks ffprobe again. */
+export function forgetProbes(): void {
+  recent.clear();
+}
+
 /** The lines of an ffmpeg log that complain about damaged data (the file's own name aside, which may say "corrupt"). */
 export function corruptionLines(stderr: string, path: string): string[] {
   return stderr

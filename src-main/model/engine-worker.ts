@@ -8,6 +8,7 @@
  * It runs as a Node child process (IPC with structured clone) or as an Electron utility process.
  */
 import { LoupeError } from '../errors.ts';
+import { liveKvCaches } from './kv-cache.ts';
 import { LocalEngine, type LocalConversation, type RunControl } from './local-engine.ts';
 import { loadPack } from './pack.ts';
 import { ASK_WINDOW, type FromWorker, type ToWorker, type WorkerResult } from './worker-protocol.ts';
@@ -55,6 +56,7 @@ async function handle(message: ToWorker): Promise<WorkerResult | undefined> {
       return { kind: 'encoded', frames: frames.map((f) => ({ data: f.data, dims: [f.dims[0], f.dims[1]] })) };
     }
     case 'open':
+      conversations.get(message.conversation)?.release(); // opened again: the old cache goes
       conversations.set(message.conversation, loaded().startConversation(message.visual, message.history));
       return undefined;
     case 'close':
@@ -76,6 +78,15 @@ async function handle(message: ToWorker): Promise<WorkerResult | undefined> {
     case 'ask':
       await ask(message);
       return { kind: 'answered' };
+    case 'stats':
+      return {
+        kind: 'stats',
+        stats: {
+          openConversations: conversations.size,
+          liveKvCaches: liveKvCaches(),
+          rssBytes: process.memoryUsage.rss(),
+        },
+      };
     case 'dispose':
       conversations.forEach((c) => c.release());
       conversations.clear();

@@ -20,9 +20,10 @@ import { loadPack, type Manifest, type Pack } from './pack.ts';
 import { PromptBuilder, type ChatMessage } from './prompt.ts';
 import { tensor, type Tokens2D } from './tensor.ts';
 import type { AnswerEvent, EngineOptions, GenerateOptions, KvCacheReport, VisualInput } from './types.ts';
-import type { FromWorker, ToWorker, WorkerChannel, WorkerResult } from './worker-protocol.ts';
+import type { FromWorker, ToWorker, WorkerChannel, WorkerResult, WorkerStats } from './worker-protocol.ts';
 
 export type { AnswerEvent, AnswerTimings, EngineOptions, GenerateOptions, VisualInput } from './types.ts';
+export type { WorkerStats } from './worker-protocol.ts';
 
 /** How the engine worker process is started: a Node child process by default; Electron installs its utility process. */
 export type WorkerSpawner = (entry: { file: string; execArgv: string[] }) => WorkerChannel;
@@ -252,6 +253,20 @@ export class Engine {
     return this.starting;
   }
 
+  /** What the running worker holds (open conversations, live KV caches, RSS); null when none is running. */
+  async workerStats(): Promise<WorkerStats | null> {
+    const link = this.link;
+    if (!link || link.dead) return null;
+    const result = await link.request((id) => ({ type: 'stats', id })).done;
+    if (result.kind !== 'stats') throw new LoupeError('INTERNAL', `worker answered ${result.kind} to stats`);
+    return result.stats;
+  }
+
+  /** Conversations open in the running worker, as this side knows them. */
+  get openConversations(): number {
+    return this.link?.conversations.size ?? 0;
+  }
+
   /** Whether a worker is running now (false after a crash, until the next call starts one). */
   get workerRunning(): boolean {
     return Boolean(this.link && !this.link.dead);
@@ -287,8 +302,11 @@ export class Engine {
     }
   }
 
-  startConversation(visual: VisualInput): Conversation {
-    return new Conversation(this, this.nextConversation++, visual);
+  /** A conversation about `visual`; `history` (earlier turns) is prefilled with its first question. */
+  startConversation(visual: VisualInput, history: readonly ChatMessage[] = []): Conversation {
+    const conversation = new Conversation(this, this.nextConversation++, visual);
+    conversation.messages = history.map((m) => ({ ...m }));
+    return conversation;
   }
 
   /** @internal Conversation's way to the worker. */
@@ -310,9 +328,24 @@ export class Engine {
   }
 }
 
-/** A conversation nobody holds any more frees its cache in the worker. */
+let leaked = 0;
+
+/** Conversations garbage-collected without close() since the process started (a leak detector; tests read it). */
+export function leakedConversationCount(): number {
+  return leaked;
+}
+
+/**
+ * A leak detector, not the way caches are freed: whoever opens a conversation closes it (`close()`, or
+ * `await using`). One that is garbage-collected open is reported, and its worker cache freed then.
+ */
 const closeWhenCollected = new FinalizationRegistry<{ link: WorkerLink; conversation: number }>(
   ({ link, conversation }) => {
+    leaked++;
+    process.emitWarning(
+      `A model conversation was garbage-collected without close(): its KV cache was held until then.`,
+      { code: 'LOUPE_CONVERSATION_LEAK' },
+    );
     link.conversations.delete(conversation);
     if (!link.dead) link.post({ type: 'close', conversation });
   },
@@ -327,6 +360,8 @@ export class Conversation {
   private openIn: WorkerLink | null = null;
   private busy = false;
   private cached = 0;
+  /** close() was called during an ask: the cache goes when that ask ends. */
+  private closing = false;
 
   constructor(
     private readonly engine: Engine,
@@ -353,8 +388,15 @@ export class Conversation {
     return link;
   }
 
-  /** Free the cache in the worker now (a later ask rebuilds it from the turns). */
+  /**
+   * Free the cache in the worker (a later ask rebuilds it from the turns). During an ask, when that ask ends;
+   * idempotent.
+   */
   close(): void {
+    if (this.busy) {
+      this.closing = true;
+      return;
+    }
     const link = this.openIn;
     if (!link) return;
     this.openIn = null;
@@ -363,12 +405,21 @@ export class Conversation {
     if (!link.dead) link.post({ type: 'close', conversation: this.id });
   }
 
-  /** Ask a question; yields answer tokens as they decode, then a `done` event. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+  }
+
+  /**
+   * Ask a question; yields answer tokens as they decode, then a `done` event. A consumer that leaves early
+   * (break, return, a throw) without aborting stops the worker's turn here, so the conversation stays usable.
+   */
   async *ask(question: string, options: GenerateOptions = {}): AsyncGenerator<AnswerEvent> {
     if (this.busy)
       throw new LoupeError('USAGE', 'This conversation is still answering; wait or stop it first.');
     this.busy = true;
     let unsubscribe = () => {};
+    /** The running request, until it has ended (answered, failed or stopped). */
+    let running: { link: WorkerLink; id: number; done: Promise<WorkerResult> } | null = null;
     try {
       if (options.signal?.aborted) throw cancelled();
       const link = await this.open();
@@ -393,6 +444,7 @@ export class Conversation {
         (message) => queue.push(message),
       );
       unsubscribe = link.stopOn(id, options.signal);
+      running = { link, id, done };
       done.catch((error: LoupeError) => void (failure = error)).finally(() => queue.close());
       let taken = 0;
       for (;;) {
@@ -403,6 +455,7 @@ export class Conversation {
           throw cancelled();
         }
         if (next.done) {
+          running = null;
           if (failure) throw failure as LoupeError;
           return;
         }
@@ -416,7 +469,18 @@ export class Conversation {
       }
     } finally {
       unsubscribe();
+      if (running) {
+        // left before the turn ended: stop it, and wait until the worker is done with it (it would otherwise
+        // wait for its reader forever, and every later ask would find the conversation busy)
+        const { link, id, done } = running;
+        if (!link.dead) link.channel.send({ type: 'stop', id });
+        await done.catch(() => undefined);
+      }
       this.busy = false;
+      if (this.closing) {
+        this.closing = false;
+        this.close();
+      }
     }
   }
 }

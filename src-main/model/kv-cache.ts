@@ -4,6 +4,7 @@
  * native memory) and `JsKvCache` (here: the cache crosses into JavaScript after every run, through
  * onnxruntime-node; the fallback where the native path cannot load).
  */
+import { LoupeError } from '../errors.ts';
 import { floatTensor, int64Tensor, type Session } from './ort.ts';
 
 /** The decoder's dimensions, from the manifest. */
@@ -27,6 +28,24 @@ export interface KvCache {
   rollback(): void;
   /** Frees what the cache holds; the cache is unusable afterwards. */
   release(): void;
+}
+
+let live = 0;
+
+/** KV caches alive in this process: created and not yet released (the worker reports it; tests check it returns to 0). */
+export function liveKvCaches(): number {
+  return live;
+}
+
+/** Counts a new cache as live; the function it returns uncounts it, once, however often it is called. */
+export function trackCache(): () => void {
+  live++;
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    live--;
+  };
 }
 
 /** The decoder's input and output names for `layers` layers. */
@@ -55,6 +74,7 @@ export class JsKvCache implements KvCache {
   /** Two buffers per cache tensor: one holds the past, the decoder writes the present into the other. */
   private readonly kvBuffers = new Map<string, [Float32Array, Float32Array]>();
   private readonly names: { past: string[]; present: string[] };
+  private readonly untrack = trackCache();
 
   constructor(
     private readonly decoder: Session,
@@ -134,6 +154,13 @@ export class JsKvCache implements KvCache {
     this.past = next;
     this.count = total;
     // (1, count, vocab), or (1, 1, vocab) from a graph exported to compute the last position only
+    const dims = out.logits!.dims;
+    if (dims.length !== 3 || dims[2] !== vocabSize)
+      throw new LoupeError(
+        'MODEL_INVALID',
+        `The decoder's logits are [${dims.join(', ')}]; the manifest's decoder.vocabSize says ${vocabSize}.`,
+        { field: 'decoder.vocabSize', dims },
+      );
     const logits = out.logits!.data as Float32Array;
     return logits.subarray(logits.length - vocabSize);
   }
@@ -152,5 +179,6 @@ export class JsKvCache implements KvCache {
     this.saved = { past: this.past, length: 0 };
     this.kvBuffers.clear();
     this.count = 0;
+    this.untrack();
   }
 }

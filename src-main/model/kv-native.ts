@@ -13,7 +13,7 @@
  */
 import { open } from 'node:fs/promises';
 import { LoupeError } from '../errors.ts';
-import { decoderNames, type DecoderShape, type KvCache } from './kv-cache.ts';
+import { decoderNames, trackCache, type DecoderShape, type KvCache } from './kv-cache.ts';
 import { OrtNative, type NativeSession, type NativeTensor } from './ort-native.ts';
 
 export type KvLayout = 'shared' | 'chained';
@@ -49,6 +49,12 @@ export class NativeDecoder {
   get outputNames(): readonly string[] {
     return this.session.outputNames;
   }
+  get inputInfo(): NativeSession['inputInfo'] {
+    return this.session.inputInfo;
+  }
+  get outputInfo(): NativeSession['outputInfo'] {
+    return this.session.outputInfo;
+  }
 
   newCache(): NativeKvCache {
     return new NativeKvCache(this.session, this.shape, this.layout, this.contextLength);
@@ -71,6 +77,8 @@ export class NativeKvCache implements KvCache {
   /** Chained layout: the tensors and length a rollback returns to (kept alive until the next checkpoint). */
   private saved: { kv: NativeTensor[]; length: number } = { kv: [], length: 0 };
   private released = false;
+  /** Counts this cache as live until release (liveKvCaches). */
+  private readonly untrack = trackCache();
 
   constructor(
     private readonly session: NativeSession,
@@ -103,14 +111,22 @@ export class NativeKvCache implements KvCache {
     let capacity = Math.max(SHARED_MIN_CAPACITY, this.capacity);
     while (capacity < total) capacity *= 2;
     capacity = Math.min(Math.max(capacity, total), Math.max(this.contextLength, total));
-    const grown = this.names.past.map(() => this.ort.tensor('float32', [1, heads, capacity, headDim]));
-    if (this.count > 0)
-      this.kv.forEach((old, i) => {
-        for (let h = 0; h < heads; h++) {
-          const rows = this.ort.readFloats(old.handle, h * this.capacity * headDim, this.count * headDim);
-          this.ort.write(grown[i]!, 'float32', rows, h * capacity * headDim);
-        }
-      });
+    const grown: NativeTensor[] = [];
+    try {
+      for (let i = 0; i < this.names.past.length; i++)
+        grown.push(this.ort.tensor('float32', [1, heads, capacity, headDim]));
+      if (this.count > 0)
+        this.kv.forEach((old, i) => {
+          for (let h = 0; h < heads; h++) {
+            const rows = this.ort.readFloats(old.handle, h * this.capacity * headDim, this.count * headDim);
+            this.ort.write(grown[i]!, 'float32', rows, h * capacity * headDim);
+          }
+        });
+    } catch (error) {
+      // out of memory part-way: what was allocated goes, the cache stays as it was
+      grown.forEach((t) => this.ort.release(t.handle));
+      throw error;
+    }
     this.kv.forEach((t) => this.ort.release(t.handle));
     this.kv = grown;
     this.saved = { kv: grown, length: this.saved.length };
@@ -159,7 +175,13 @@ export class NativeKvCache implements KvCache {
       this.count = total;
       // (1, count, vocab), or (1, 1, vocab) from a graph that computes the last position only
       const dims = ort.dims(logitsHandle);
-      const rows = dims[1] ?? 1;
+      const rows = dims[1] ?? 0;
+      if (dims.length !== 3 || dims[0] !== 1 || dims[2] !== vocabSize || (rows !== count && rows !== 1))
+        throw new LoupeError(
+          'MODEL_INVALID',
+          `The decoder's logits are [${dims.join(', ')}], not [1, ${count} or 1, ${vocabSize}] as the manifest's decoder.vocabSize says.`,
+          { field: 'decoder.vocabSize', dims },
+        );
       return ort.readFloats(logitsHandle, (rows - 1) * vocabSize, vocabSize);
     } finally {
       ort.release(logitsHandle);
@@ -188,6 +210,7 @@ export class NativeKvCache implements KvCache {
     all.forEach((t) => this.ort.release(t.handle));
     this.kv = [];
     this.saved = { kv: [], length: 0 };
+    this.untrack();
   }
 }
 
@@ -207,6 +230,9 @@ export async function usesGroupQueryAttention(file: string): Promise<boolean> {
     let window = Buffer.alloc(0);
     let windowAt = 0;
     const bytes = async (position: number, length: number, ahead = 64 << 10): Promise<Buffer> => {
+      // a field that claims to run past the end of the file: a truncated or damaged graph
+      if (position < 0 || length < 0 || position + length > size)
+        throw new LoupeError('MODEL_INVALID', `${file} is not a complete ONNX graph.`);
       if (position < windowAt || position + length > windowAt + window.length) {
         const chunk = Buffer.alloc(Math.min(Math.max(length, ahead), size - position));
         const { bytesRead } = await handle.read(chunk, 0, chunk.length, position);

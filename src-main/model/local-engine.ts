@@ -11,6 +11,7 @@ import {
   int64Tensor,
   type ProviderReport,
   type Session,
+  type ValueInfo,
 } from './ort.ts';
 import { JsKvCache, decoderNames, type DecoderShape, type KvCache } from './kv-cache.ts';
 import { NativeDecoder } from './kv-native.ts';
@@ -129,7 +130,15 @@ export class LocalEngine {
       const result = await this.sessions.vision.run({
         pixel_values: floatTensor(input, [group.length, 3, imageSize, imageSize]),
       });
-      const features = result.image_features!.data as Float32Array; // (n, tokensPerImage, hidden)
+      const output = result.image_features!;
+      const want = [group.length, tokensPerImage, hidden];
+      if (output.dims.length !== 3 || output.dims.some((d, i) => d !== want[i]))
+        throw new LoupeError(
+          'MODEL_INVALID',
+          `The vision encoder gave [${output.dims.join(', ')}], not [${want.join(', ')}] as the manifest's vision.tokensPerImage and decoder.hiddenSize say.`,
+          { dims: output.dims },
+        );
+      const features = output.data as Float32Array; // (n, tokensPerImage, hidden)
       const size = tokensPerImage * hidden;
       for (let i = 0; i < group.length; i++)
         out.push(tensor(features.slice(i * size, (i + 1) * size), [tokensPerImage, hidden] as const));
@@ -180,31 +189,104 @@ export class LocalEngine {
   }
 }
 
-/** Graph names, checked for any session kind (onnxruntime-node's or the native one). */
+/** Graph names and declared types, checked for any session kind (onnxruntime-node's or the native one). */
 interface Named {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
+  readonly inputInfo: ReadonlyMap<string, ValueInfo>;
+  readonly outputInfo: ReadonlyMap<string, ValueInfo>;
 }
 
-function checkGraphs(manifest: Manifest, sessions: Record<'vision' | 'embed', Named>, decoder: Named): void {
-  const expect = (graph: string, session: Named, inputs: string[], outputs: string[]) => {
-    for (const name of inputs)
-      if (!session.inputNames.includes(name))
-        throw new LoupeError(
-          'MODEL_INVALID',
-          `${graph} graph lacks input "${name}" (has ${session.inputNames.join(', ')}).`,
-        );
-    for (const name of outputs)
-      if (!session.outputNames.includes(name))
-        throw new LoupeError(
-          'MODEL_INVALID',
-          `${graph} graph lacks output "${name}" (has ${session.outputNames.join(', ')}).`,
-        );
+/**
+ * The manifest against the graphs, before anything runs: names, element types, and every dim the graph fixes
+ * that the manifest also states (vocabulary, hidden size, KV heads, head size, image size, tokens per image).
+ * A pack whose manifest disagrees with its graphs is MODEL_INVALID, naming the field; it never reaches native
+ * code that would read memory at the manifest's sizes.
+ */
+export function checkGraphs(
+  manifest: Manifest,
+  sessions: Record<'vision' | 'embed', Named>,
+  decoder: Named,
+): void {
+  const { hiddenSize, vocabSize, numKeyValueHeads, headDim } = manifest.decoder;
+  const { imageSize, tokensPerImage } = manifest.vision;
+  /** Expected (dtype, dims) per name; a dim of null is not checked, nor is one the graph leaves free (-1). */
+  type Want = Record<string, [dtype: string, dims: (number | null)[], fields: (string | null)[]]>;
+  const expect = (graph: string, session: Named, inputs: Want, outputs: Want) => {
+    for (const [kind, want, names, info] of [
+      ['input', inputs, session.inputNames, session.inputInfo],
+      ['output', outputs, session.outputNames, session.outputInfo],
+    ] as const)
+      for (const [name, [dtype, dims, fields]] of Object.entries(want)) {
+        if (!names.includes(name))
+          throw new LoupeError(
+            'MODEL_INVALID',
+            `${graph} graph lacks ${kind} "${name}" (has ${names.join(', ')}).`,
+          );
+        const got = info.get(name);
+        if (!got) continue;
+        if (got.dtype !== dtype)
+          throw new LoupeError(
+            'MODEL_INVALID',
+            `${graph} graph's ${kind} "${name}" is ${got.dtype}, not ${dtype}.`,
+            { graph, name, dtype: got.dtype },
+          );
+        if (got.dims.length && got.dims.length !== dims.length)
+          throw new LoupeError(
+            'MODEL_INVALID',
+            `${graph} graph's ${kind} "${name}" has ${got.dims.length} dims, not ${dims.length}.`,
+            { graph, name, dims: got.dims },
+          );
+        got.dims.forEach((d, i) => {
+          const wanted = dims[i];
+          if (wanted == null || d < 0 || d === wanted) return;
+          const field = fields[i] ?? 'the graph';
+          throw new LoupeError(
+            'MODEL_INVALID',
+            `The manifest's ${field} is ${wanted}, but the ${graph} graph's ${kind} "${name}" has ${d} there ([${got.dims.join(', ')}]).`,
+            { field, manifest: wanted, graph: d, name },
+          );
+        });
+      }
   };
+  const h = 'decoder.hiddenSize';
+  expect(
+    'vision',
+    sessions.vision,
+    {
+      pixel_values: [
+        'float32',
+        [null, 3, imageSize, imageSize],
+        [null, null, 'vision.imageSize', 'vision.imageSize'],
+      ],
+    },
+    { image_features: ['float32', [null, tokensPerImage, hiddenSize], [null, 'vision.tokensPerImage', h]] },
+  );
+  expect(
+    'embed',
+    sessions.embed,
+    { input_ids: ['int64', [null, null], [null, null]] },
+    { inputs_embeds: ['float32', [null, null, hiddenSize], [null, null, h]] },
+  );
   const { past, present } = decoderNames(decoderShape(manifest));
-  expect('vision', sessions.vision, ['pixel_values'], ['image_features']);
-  expect('embed', sessions.embed, ['input_ids'], ['inputs_embeds']);
-  expect('decoder', decoder, ['inputs_embeds', 'attention_mask', ...past], ['logits', ...present]);
+  const cache = (): Want[string] => [
+    'float32',
+    [null, numKeyValueHeads, null, headDim],
+    [null, 'decoder.numKeyValueHeads', null, 'decoder.headDim'],
+  ];
+  expect(
+    'decoder',
+    decoder,
+    {
+      inputs_embeds: ['float32', [null, null, hiddenSize], [null, null, h]],
+      attention_mask: ['int64', [null, null], [null, null]],
+      ...Object.fromEntries(past.map((n) => [n, cache()])),
+    },
+    {
+      logits: ['float32', [null, null, vocabSize], [null, null, 'decoder.vocabSize']],
+      ...Object.fromEntries(present.map((n) => [n, cache()])),
+    },
+  );
 }
 
 function decoderShape(manifest: Manifest): DecoderShape {

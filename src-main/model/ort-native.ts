@@ -20,9 +20,29 @@ type Ptr = unknown;
 /** ONNX element types used here (ONNXTensorElementDataType). */
 export const DTYPE = { float32: 1, int64: 7 } as const;
 type DType = keyof typeof DTYPE;
+/** ONNXTensorElementDataType -> a name, for error messages and shape checks (as onnxruntime-node names them). */
+const DTYPE_NAMES: Record<number, string> = {
+  1: 'float32',
+  2: 'uint8',
+  3: 'int8',
+  5: 'int16',
+  6: 'int32',
+  7: 'int64',
+  9: 'bool',
+  10: 'float16',
+  11: 'float64',
+  16: 'bfloat16',
+};
+
+/** A graph input's or output's declared type: element type and dims (-1 where the graph leaves a dim free). */
+export interface ValueInfo {
+  readonly dtype: string;
+  readonly dims: readonly number[];
+}
 
 /** OrtApi indices (onnxruntime_c_api.h, counting from CreateStatus = 0). */
 const FN = {
+  GetErrorCode: [1, 'int GetErrorCode(void *status)'],
   GetErrorMessage: [2, 'const char *GetErrorMessage(void *status)'],
   CreateEnv: [3, 'void *CreateEnv(int level, const char *id, _Out_ void **out)'],
   CreateSession: [7, 'void *CreateSession(void *env, PATH path, void *options, _Out_ void **out)'],
@@ -36,6 +56,14 @@ const FN = {
   SetInterOpNumThreads: [25, 'void *SetInterOpNumThreads(void *options, int threads)'],
   SessionGetInputCount: [30, 'void *SessionGetInputCount(void *session, _Out_ size_t *out)'],
   SessionGetOutputCount: [31, 'void *SessionGetOutputCount(void *session, _Out_ size_t *out)'],
+  SessionGetInputTypeInfo: [
+    33,
+    'void *SessionGetInputTypeInfo(void *session, size_t index, _Out_ void **out)',
+  ],
+  SessionGetOutputTypeInfo: [
+    34,
+    'void *SessionGetOutputTypeInfo(void *session, size_t index, _Out_ void **out)',
+  ],
   SessionGetInputName: [
     36,
     'void *SessionGetInputName(void *session, size_t index, void *allocator, _Out_ void **out)',
@@ -49,6 +77,8 @@ const FN = {
     'void *CreateTensorAsOrtValue(void *allocator, const int64_t *shape, size_t rank, int type, _Out_ void **out)',
   ],
   GetTensorMutableData: [51, 'void *GetTensorMutableData(void *value, _Out_ void **out)'],
+  CastTypeInfoToTensorInfo: [55, 'void *CastTypeInfoToTensorInfo(void *typeInfo, _Out_ void **out)'],
+  GetTensorElementType: [60, 'void *GetTensorElementType(void *info, _Out_ int *out)'],
   GetDimensionsCount: [61, 'void *GetDimensionsCount(void *info, _Out_ size_t *out)'],
   GetDimensions: [62, 'void *GetDimensions(void *info, _Out_ int64_t *dims, size_t count)'],
   GetTensorTypeAndShape: [65, 'void *GetTensorTypeAndShape(void *value, _Out_ void **out)'],
@@ -57,6 +87,7 @@ const FN = {
   ReleaseStatus: [93, 'void ReleaseStatus(void *status)'],
   ReleaseSession: [95, 'void ReleaseSession(void *session)'],
   ReleaseValue: [96, 'void ReleaseValue(void *value)'],
+  ReleaseTypeInfo: [98, 'void ReleaseTypeInfo(void *typeInfo)'],
   ReleaseTensorTypeAndShapeInfo: [99, 'void ReleaseTensorTypeAndShapeInfo(void *info)'],
   ReleaseSessionOptions: [100, 'void ReleaseSessionOptions(void *options)'],
   AddSessionConfigEntry: [
@@ -144,108 +175,199 @@ export class OrtNative {
       ) => unknown;
     const check = statusChecker(fn);
     const env = [null];
-    check(fn.CreateEnv(3 /* ORT_LOGGING_LEVEL_ERROR */, 'loupe', env));
+    check(fn.CreateEnv(3 /* ORT_LOGGING_LEVEL_ERROR */, 'loupe', env), 'CreateEnv');
     const allocator = [null];
-    check(fn.GetAllocatorWithDefaultOptions(allocator));
+    check(fn.GetAllocatorWithDefaultOptions(allocator), 'GetAllocatorWithDefaultOptions');
     return new OrtNative(koffi, fn, env[0], allocator[0], version);
   }
 
-  private check(status: unknown): void {
-    statusChecker(this.fn)(status);
+  /** Throws ORT's failure of `call` (its error code and message) as a typed error; `details` are added to it. */
+  private check(status: unknown, call: FnName, details: Record<string, unknown> = {}): void {
+    statusChecker(this.fn)(status, call, details);
   }
 
   /** A session on `file`, CPU provider, `threads` intra-op threads (spinning: the hot decode loop). */
   createSession(file: string, { threads, spinning }: { threads: number; spinning: boolean }): NativeSession {
     const options = [null];
-    this.check(this.fn.CreateSessionOptions(options));
+    this.check(this.fn.CreateSessionOptions(options), 'CreateSessionOptions');
+    const session: Ptr[] = [null];
     try {
-      this.check(this.fn.SetIntraOpNumThreads(options[0], threads));
-      this.check(this.fn.SetInterOpNumThreads(options[0], 1));
-      this.check(this.fn.SetSessionGraphOptimizationLevel(options[0], 99 /* ORT_ENABLE_ALL */));
+      this.check(this.fn.SetIntraOpNumThreads(options[0], threads), 'SetIntraOpNumThreads');
+      this.check(this.fn.SetInterOpNumThreads(options[0], 1), 'SetInterOpNumThreads');
+      this.check(
+        this.fn.SetSessionGraphOptimizationLevel(options[0], 99 /* ORT_ENABLE_ALL */),
+        'SetSessionGraphOptimizationLevel',
+      );
       this.check(
         this.fn.AddSessionConfigEntry(options[0], 'session.intra_op.allow_spinning', spinning ? '1' : '0'),
+        'AddSessionConfigEntry',
       );
-      const session = [null];
-      this.check(this.fn.CreateSession(this.env, file, options[0], session));
-      return new NativeSession(
-        this,
-        session[0],
-        this.names(session[0], 'input'),
-        this.names(session[0], 'output'),
-      );
+      this.check(this.fn.CreateSession(this.env, file, options[0], session), 'CreateSession', { file });
+      const inputs = this.values(session[0], 'input');
+      const outputs = this.values(session[0], 'output');
+      return new NativeSession(this, session[0], inputs, outputs);
+    } catch (error) {
+      // a session whose names or types could not be read is released, not leaked
+      if (session[0]) this.fn.ReleaseSession(session[0]);
+      throw error;
     } finally {
       this.fn.ReleaseSessionOptions(options[0]);
     }
   }
 
-  private names(session: Ptr, kind: 'input' | 'output'): string[] {
+  /** A session's inputs or outputs: names, element types and declared dims, in the graph's order. */
+  private values(session: Ptr, kind: 'input' | 'output'): [string, ValueInfo][] {
+    const input = kind === 'input';
     const count = [0];
     this.check(
-      kind === 'input'
-        ? this.fn.SessionGetInputCount(session, count)
-        : this.fn.SessionGetOutputCount(session, count),
+      input ? this.fn.SessionGetInputCount(session, count) : this.fn.SessionGetOutputCount(session, count),
+      input ? 'SessionGetInputCount' : 'SessionGetOutputCount',
     );
-    const out: string[] = [];
+    const out: [string, ValueInfo][] = [];
     for (let i = 0; i < Number(count[0]); i++) {
       const name = [null];
       this.check(
-        kind === 'input'
+        input
           ? this.fn.SessionGetInputName(session, i, this.allocator, name)
           : this.fn.SessionGetOutputName(session, i, this.allocator, name),
+        input ? 'SessionGetInputName' : 'SessionGetOutputName',
       );
-      out.push(this.koffi.decode(name[0], 'char', -1) as string);
-      this.check(this.fn.AllocatorFree(this.allocator, name[0]));
+      let text: string;
+      try {
+        text = this.koffi.decode(name[0], 'char', -1) as string;
+      } finally {
+        this.check(this.fn.AllocatorFree(this.allocator, name[0]), 'AllocatorFree');
+      }
+      out.push([text, this.typeInfo(session, i, input)]);
     }
     return out;
   }
 
+  private typeInfo(session: Ptr, index: number, input: boolean): ValueInfo {
+    const typeInfo = [null];
+    this.check(
+      input
+        ? this.fn.SessionGetInputTypeInfo(session, index, typeInfo)
+        : this.fn.SessionGetOutputTypeInfo(session, index, typeInfo),
+      input ? 'SessionGetInputTypeInfo' : 'SessionGetOutputTypeInfo',
+    );
+    try {
+      const tensorInfo = [null];
+      this.check(this.fn.CastTypeInfoToTensorInfo(typeInfo[0], tensorInfo), 'CastTypeInfoToTensorInfo');
+      if (!tensorInfo[0]) return { dtype: 'non-tensor', dims: [] };
+      return this.describe(tensorInfo[0]); // owned by the type info
+    } finally {
+      this.fn.ReleaseTypeInfo(typeInfo[0]);
+    }
+  }
+
+  /** Element type and dims of an OrtTensorTypeAndShapeInfo. */
+  private describe(info: Ptr): ValueInfo {
+    const type = [0];
+    this.check(this.fn.GetTensorElementType(info, type), 'GetTensorElementType');
+    const count = [0];
+    this.check(this.fn.GetDimensionsCount(info, count), 'GetDimensionsCount');
+    const dims = new BigInt64Array(Number(count[0]));
+    this.check(this.fn.GetDimensions(info, dims, dims.length), 'GetDimensions');
+    return { dtype: DTYPE_NAMES[Number(type[0])] ?? `type ${type[0]}`, dims: Array.from(dims, Number) };
+  }
+
   /** A new native tensor of `dims`, filled from `data` when given (else left uninitialized). */
   tensor(type: DType, dims: readonly number[], data?: Float32Array | BigInt64Array): NativeTensor {
+    if (!dims.every((d) => Number.isSafeInteger(d) && d >= 0))
+      throw new LoupeError(
+        'INTERNAL',
+        `a native tensor's dims must be whole numbers ≥ 0: [${dims.join(', ')}]`,
+      );
+    const elements = dims.reduce((a, b) => a * b, 1);
+    if (data && data.length !== elements)
+      throw new LoupeError(
+        'INTERNAL',
+        `${data.length} values do not fill a [${dims.join(', ')}] tensor (${elements} elements)`,
+      );
     const out = [null];
     const shape = BigInt64Array.from(dims, (d) => BigInt(d));
-    this.check(this.fn.CreateTensorAsOrtValue(this.allocator, shape, dims.length, DTYPE[type], out));
+    this.check(
+      this.fn.CreateTensorAsOrtValue(this.allocator, shape, dims.length, DTYPE[type], out),
+      'CreateTensorAsOrtValue',
+      {
+        dtype: type,
+        dims,
+      },
+    );
     const tensor = { handle: out[0], dims: [...dims] };
-    if (data?.length) this.write(tensor, type, data);
+    try {
+      if (data?.length) this.write(tensor, type, data);
+    } catch (error) {
+      this.release(tensor.handle);
+      throw error;
+    }
     return tensor;
   }
 
-  /** Copy `data` into the start of a tensor's native buffer (plus `offset` elements). */
+  /** Element type and dims of a native tensor, as ORT reports them (never as the caller believes them). */
+  info(handle: Ptr): ValueInfo {
+    const info = [null];
+    this.check(this.fn.GetTensorTypeAndShape(handle, info), 'GetTensorTypeAndShape');
+    try {
+      return this.describe(info[0]);
+    } finally {
+      this.fn.ReleaseTensorTypeAndShapeInfo(info[0]);
+    }
+  }
+
+  /** Checks that elements [offset, offset + count) of a `type` tensor exist before native memory is touched. */
+  private checkRange(handle: Ptr, type: DType, offset: number, count: number, what: string): void {
+    const { dtype, dims } = this.info(handle);
+    const elements = dims.reduce((a, b) => a * b, 1);
+    if (dtype !== type)
+      throw new LoupeError('MODEL_RUNTIME', `${what}: the tensor holds ${dtype}, not ${type}.`, { dims });
+    if (
+      !Number.isSafeInteger(offset) ||
+      !Number.isSafeInteger(count) ||
+      offset < 0 ||
+      count < 0 ||
+      offset + count > elements
+    )
+      throw new LoupeError(
+        'MODEL_RUNTIME',
+        `${what}: elements ${offset}..${offset + count} lie outside a [${dims.join(', ')}] tensor (${elements} elements).`,
+        { dims, offset, count },
+      );
+  }
+
+  /** Copy `data` into a tensor's native buffer from element `offset`; the range is checked against its dims. */
   write(tensor: NativeTensor, type: DType, data: Float32Array | BigInt64Array, offset = 0): void {
+    if ((type === 'float32') !== data instanceof Float32Array)
+      throw new LoupeError('INTERNAL', `writing ${data.constructor.name} into a ${type} tensor`);
+    this.checkRange(tensor.handle, type, offset, data.length, 'write');
     const ptr = this.dataPointer(tensor.handle);
     const size = type === 'float32' ? 4 : 8;
     this.koffi.encode(ptr, offset * size, type === 'float32' ? 'float' : 'int64_t', data, data.length);
   }
 
-  /** A copy of `count` floats of a tensor's native buffer, from element `offset`. */
+  /** A copy of `count` floats of a tensor's native buffer, from element `offset` (checked against its dims). */
   readFloats(handle: Ptr, offset: number, count: number): Float32Array {
+    this.checkRange(handle, 'float32', offset, count, 'read');
     const ptr = this.dataPointer(handle);
     return this.koffi.decode(ptr, offset * 4, 'float', count) as Float32Array;
   }
 
   /** The dimensions of a tensor ORT allocated (an output). */
   dims(handle: Ptr): number[] {
-    const info = [null];
-    this.check(this.fn.GetTensorTypeAndShape(handle, info));
-    try {
-      const count = [0];
-      this.check(this.fn.GetDimensionsCount(info[0], count));
-      const dims = new BigInt64Array(Number(count[0]));
-      this.check(this.fn.GetDimensions(info[0], dims, dims.length));
-      return Array.from(dims, Number);
-    } finally {
-      this.fn.ReleaseTensorTypeAndShapeInfo(info[0]);
-    }
+    return [...this.info(handle).dims];
   }
 
   private dataPointer(handle: Ptr): Ptr {
     const out = [null];
-    this.check(this.fn.GetTensorMutableData(handle, out));
+    this.check(this.fn.GetTensorMutableData(handle, out), 'GetTensorMutableData');
     return out[0];
   }
 
   /**
    * Run a session. `outputs[i]` is a preallocated tensor ORT writes into (the same handle as an input shares
-   * that buffer between past and present), or null for ORT to allocate one; returns the output handles.
+   * that buffer between past and present), or null for ORT to allocate one; returns the output handles. A
+   * failure names the feeds: their names, element types and shapes.
    */
   run(
     session: Ptr,
@@ -254,10 +376,33 @@ export class OrtNative {
     outputNames: readonly string[],
     outputs: Ptr[],
   ): Ptr[] {
+    if (inputs.length !== inputNames.length || outputs.length !== outputNames.length)
+      throw new LoupeError(
+        'INTERNAL',
+        `run: ${inputs.length} inputs for ${inputNames.length} names, ${outputs.length} outputs for ${outputNames.length}`,
+      );
     const out = [...outputs];
-    this.check(
-      this.fn.Run(session, null, inputNames, inputs, inputs.length, outputNames, outputNames.length, out),
+    const status = this.fn.Run(
+      session,
+      null,
+      inputNames,
+      inputs,
+      inputs.length,
+      outputNames,
+      outputNames.length,
+      out,
     );
+    if (status) {
+      const feeds = inputNames.map((name, i) => {
+        try {
+          const { dtype, dims } = this.info(inputs[i]);
+          return `${name}: ${dtype}[${dims.join(', ')}]`;
+        } catch {
+          return `${name}: ?`;
+        }
+      });
+      this.check(status, 'Run', { feeds });
+    }
     return out;
   }
 
@@ -273,12 +418,22 @@ export class OrtNative {
 /** A session created through the C API; its inputs and outputs are native tensors. */
 export class NativeSession {
   private released = false;
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  /** Declared element types and dims of the graph's inputs and outputs, by name. */
+  readonly inputInfo: ReadonlyMap<string, ValueInfo>;
+  readonly outputInfo: ReadonlyMap<string, ValueInfo>;
   constructor(
     readonly ort: OrtNative,
     readonly handle: Ptr,
-    readonly inputNames: readonly string[],
-    readonly outputNames: readonly string[],
-  ) {}
+    inputs: readonly [string, ValueInfo][],
+    outputs: readonly [string, ValueInfo][],
+  ) {
+    this.inputNames = inputs.map(([name]) => name);
+    this.outputNames = outputs.map(([name]) => name);
+    this.inputInfo = new Map(inputs);
+    this.outputInfo = new Map(outputs);
+  }
 
   release(): void {
     if (this.released) return;
@@ -287,12 +442,42 @@ export class NativeSession {
   }
 }
 
-function statusChecker(fn: Fns): (status: unknown) => void {
-  return (status) => {
+/** OrtErrorCode names (onnxruntime_c_api.h). */
+const ORT_ERROR_CODES = [
+  'ORT_OK',
+  'ORT_FAIL',
+  'ORT_INVALID_ARGUMENT',
+  'ORT_NO_SUCHFILE',
+  'ORT_NO_MODEL',
+  'ORT_ENGINE_ERROR',
+  'ORT_RUNTIME_EXCEPTION',
+  'ORT_INVALID_PROTOBUF',
+  'ORT_MODEL_LOADED',
+  'ORT_NOT_IMPLEMENTED',
+  'ORT_INVALID_GRAPH',
+  'ORT_EP_FAIL',
+];
+
+function statusChecker(fn: Fns): (status: unknown, call: string, details?: Record<string, unknown>) => void {
+  return (status, call, details = {}) => {
     if (!status) return;
+    const code = Number(fn.GetErrorCode(status));
     const message = fn.GetErrorMessage(status) as string;
     fn.ReleaseStatus(status);
-    throw new LoupeError('MODEL_RUNTIME', `onnxruntime: ${message}`);
+    const ortCode = ORT_ERROR_CODES[code] ?? `ORT error ${code}`;
+    // a file ORT cannot parse as a model is the pack's fault, not the runtime's
+    const invalid =
+      call === 'CreateSession' &&
+      (ortCode === 'ORT_INVALID_PROTOBUF' || ortCode === 'ORT_INVALID_GRAPH' || ortCode === 'ORT_NO_MODEL');
+    throw new LoupeError(
+      invalid ? 'MODEL_INVALID' : 'MODEL_RUNTIME',
+      `onnxruntime ${call} failed (${ortCode}): ${message}`,
+      {
+        ortCall: call,
+        ortCode,
+        ...details,
+      },
+    );
   };
 }
 

@@ -52,6 +52,23 @@ export const floatTensor = (data: Float32Array, dims: readonly number[]): ort.Te
 export const int64Tensor = (data: BigInt64Array, dims: readonly number[]): ort.Tensor =>
   new ort.Tensor('int64', data, dims);
 
+/** A graph input's or output's declared type: element type and dims (-1 where the graph leaves a dim free). */
+export interface ValueInfo {
+  readonly dtype: string;
+  readonly dims: readonly number[];
+}
+
+function valueInfo(metadata: readonly ort.InferenceSession.ValueMetadata[]): ReadonlyMap<string, ValueInfo> {
+  return new Map(
+    metadata.map((m) => [
+      m.name,
+      m.isTensor
+        ? { dtype: m.type, dims: m.shape.map((d) => (typeof d === 'number' && d >= 0 ? d : -1)) }
+        : { dtype: 'non-tensor', dims: [] },
+    ]),
+  );
+}
+
 export class Session {
   private constructor(
     readonly name: string,
@@ -81,6 +98,14 @@ export class Session {
   }
   get outputNames(): readonly string[] {
     return this.session.outputNames;
+  }
+
+  /** Declared element types and dims of the graph's inputs (-1 where a dim is left free). */
+  get inputInfo(): ReadonlyMap<string, ValueInfo> {
+    return valueInfo(this.session.inputMetadata);
+  }
+  get outputInfo(): ReadonlyMap<string, ValueInfo> {
+    return valueInfo(this.session.outputMetadata);
   }
 
   /**

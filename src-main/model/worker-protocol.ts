@@ -35,6 +35,8 @@ export type ToWorker =
   /** The app took events up to `taken`: the worker runs at most ASK_WINDOW tokens ahead of its reader. */
   | { type: 'taken'; id: number; taken: number }
   | { type: 'close'; conversation: number }
+  /** What the worker holds now (tests check that closed conversations gave their memory back). */
+  | { type: 'stats'; id: number }
   | { type: 'dispose'; id: number };
 
 /** The two ends' transport: a Node child process (IPC, structured clone) or Electron's utility process. */
@@ -60,7 +62,15 @@ export type WorkerResult =
   | { kind: 'loaded'; provider: ProviderReport; kvCache: KvCacheReport }
   | { kind: 'encoded'; frames: { data: Float32Array; dims: [number, number] }[] }
   | { kind: 'answered' }
+  | { kind: 'stats'; stats: WorkerStats }
   | { kind: 'disposed' };
+
+/** What the worker holds: open conversations, live KV caches (native or JavaScript), its resident memory. */
+export interface WorkerStats {
+  openConversations: number;
+  liveKvCaches: number;
+  rssBytes: number;
+}
 
 /** Tokens the worker may decode before the app has read them (a paused reader pauses the decode). */
 export const ASK_WINDOW = 4;

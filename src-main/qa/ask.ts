@@ -4,6 +4,7 @@
  */
 import { LoupeError } from '../errors.ts';
 import type { AnswerEvent, Conversation, Engine, GenerateOptions } from '../model/engine.ts';
+import type { ChatMessage } from '../model/prompt.ts';
 import type { ClipFeatureExtractor, ClipFeatures, ClipRequest, UsedFrame } from './clip-features.ts';
 
 export type AskEvent =
@@ -28,6 +29,8 @@ export class ClipConversation {
     engine: Engine | Promise<Engine>,
     extractor: ClipFeatureExtractor,
     req: ClipRequest,
+    /** Earlier turns, as a stateless client sends them: prefilled with the first question asked here. */
+    history: readonly ChatMessage[] = [],
   ): Promise<ClipConversation> {
     const [loaded, clip] = await Promise.all([engine, extractor.extract(req)]);
     engine = loaded;
@@ -39,7 +42,7 @@ export class ClipConversation {
         `${needed} frames do not fit the model's context of ${engine.manifest.decoder.contextLength} tokens: use at most ${fits}.`,
         { frames: needed, maxFrames: fits },
       );
-    return new ClipConversation(clip, engine.startConversation(clip.visual));
+    return new ClipConversation(clip, engine.startConversation(clip.visual, history));
   }
 
   get framesEvent(): AskEvent {
@@ -61,6 +64,11 @@ export class ClipConversation {
     if (!question.trim()) throw new LoupeError('USAGE', 'The question is empty.');
     return this.conversation.ask(question.trim(), options);
   }
+
+  /** Free the model's cache of this conversation (during an answer: when it ends). Idempotent. */
+  close(): void {
+    this.conversation.close();
+  }
 }
 
 /** One-shot: open a conversation on the clip, announce the frames used, stream the answer. */
@@ -70,6 +78,10 @@ export async function* askAboutClip(
   req: ClipRequest & GenerateOptions & { question: string },
 ): AsyncGenerator<AskEvent> {
   const conversation = await ClipConversation.open(engine, extractor, req);
-  yield conversation.framesEvent;
-  yield* conversation.ask(req.question, req);
+  try {
+    yield conversation.framesEvent;
+    yield* conversation.ask(req.question, req);
+  } finally {
+    conversation.close();
+  }
 }

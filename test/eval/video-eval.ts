@@ -206,7 +206,11 @@ export async function runVideoEval(opts: {
       frames: opts.frames,
     });
     let got = '';
-    for await (const e of conversation.ask(item.question)) if (e.type === 'done') got = e.text;
+    try {
+      for await (const e of conversation.ask(item.question)) if (e.type === 'done') got = e.text;
+    } finally {
+      conversation.close();
+    }
     const row = (result.byType[item.type] ??= { correct: 0, total: 0 });
     row.total++;
     if (got.trim().toLowerCase() === item.expected.toLowerCase()) row.correct++;
