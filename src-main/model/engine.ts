@@ -262,11 +262,6 @@ export class Engine {
     return result.stats;
   }
 
-  /** Conversations open in the running worker, as this side knows them. */
-  get openConversations(): number {
-    return this.link?.conversations.size ?? 0;
-  }
-
   /** Whether a worker is running now (false after a crash, until the next call starts one). */
   get workerRunning(): boolean {
     return Boolean(this.link && !this.link.dead);
