@@ -118,7 +118,7 @@ export class NativeKvCache implements KvCache {
       if (this.count > 0)
         this.kv.forEach((old, i) => {
           for (let h = 0; h < heads; h++) {
-            const rows = this.ort.readFloats(old.handle, h * this.capacity * headDim, this.count * headDim);
+            const rows = this.ort.readFloats(old, h * this.capacity * headDim, this.count * headDim);
             this.ort.write(grown[i]!, 'float32', rows, h * capacity * headDim);
           }
         });
@@ -164,8 +164,10 @@ export class NativeKvCache implements KvCache {
     try {
       if (this.layout === 'chained') {
         const { numKeyValueHeads, headDim } = this.shape;
+        // handed to the next run only, never read here (checkGraphs checked the presents are float32 caches)
         const next = outputs.slice(1).map((handle) => ({
           handle,
+          dtype: 'float32',
           dims: [1, numKeyValueHeads, total, headDim],
         }));
         // the checkpoint's tensors stay alive for a rollback; others are done with
@@ -174,7 +176,8 @@ export class NativeKvCache implements KvCache {
       }
       this.count = total;
       // (1, count, vocab), or (1, 1, vocab) from a graph that computes the last position only
-      const dims = ort.dims(logitsHandle);
+      const logits = ort.output(logitsHandle);
+      const dims = logits.dims;
       const rows = dims[1] ?? 0;
       if (dims.length !== 3 || dims[0] !== 1 || dims[2] !== vocabSize || (rows !== count && rows !== 1))
         throw new LoupeError(
@@ -182,7 +185,7 @@ export class NativeKvCache implements KvCache {
           `The decoder's logits are [${dims.join(', ')}], not [1, ${count} or 1, ${vocabSize}] as the manifest's decoder.vocabSize says.`,
           { field: 'decoder.vocabSize', dims },
         );
-      return ort.readFloats(logitsHandle, (rows - 1) * vocabSize, vocabSize);
+      return ort.readFloats(logits, (rows - 1) * vocabSize, vocabSize);
     } finally {
       ort.release(logitsHandle);
     }

@@ -101,6 +101,8 @@ type Fns = Record<FnName, (...args: unknown[]) => unknown>;
 /** A tensor in ORT's native memory. `release()` frees it; using it afterwards is a bug. */
 export interface NativeTensor {
   readonly handle: Ptr;
+  /** Its element type and dims as ORT made it: set by `tensor()`, or read from ORT (`output()`) for its outputs. */
+  readonly dtype: string;
   readonly dims: readonly number[];
 }
 
@@ -295,7 +297,7 @@ export class OrtNative {
         dims,
       },
     );
-    const tensor = { handle: out[0], dims: [...dims] };
+    const tensor: NativeTensor = { handle: out[0], dtype: type, dims: [...dims] };
     try {
       if (data?.length) this.write(tensor, type, data);
     } catch (error) {
@@ -316,9 +318,17 @@ export class OrtNative {
     }
   }
 
-  /** Checks that elements [offset, offset + count) of a `type` tensor exist before native memory is touched. */
-  private checkRange(handle: Ptr, type: DType, offset: number, count: number, what: string): void {
-    const { dtype, dims } = this.info(handle);
+  /** An output ORT allocated, with the element type and dims ORT reports for it (never what a caller believes). */
+  output(handle: Ptr): NativeTensor {
+    return { handle, ...this.info(handle) };
+  }
+
+  /**
+   * Checks that elements [offset, offset + count) of a `type` tensor exist before native memory is touched.
+   * The dims are ORT's own: from `tensor()`, which made the tensor at them, or from `output()`.
+   */
+  private checkRange(tensor: NativeTensor, type: DType, offset: number, count: number, what: string): void {
+    const { dtype, dims } = tensor;
     const elements = dims.reduce((a, b) => a * b, 1);
     if (dtype !== type)
       throw new LoupeError('MODEL_RUNTIME', `${what}: the tensor holds ${dtype}, not ${type}.`, { dims });
@@ -340,16 +350,16 @@ export class OrtNative {
   write(tensor: NativeTensor, type: DType, data: Float32Array | BigInt64Array, offset = 0): void {
     if ((type === 'float32') !== data instanceof Float32Array)
       throw new LoupeError('INTERNAL', `writing ${data.constructor.name} into a ${type} tensor`);
-    this.checkRange(tensor.handle, type, offset, data.length, 'write');
+    this.checkRange(tensor, type, offset, data.length, 'write');
     const ptr = this.dataPointer(tensor.handle);
     const size = type === 'float32' ? 4 : 8;
     this.koffi.encode(ptr, offset * size, type === 'float32' ? 'float' : 'int64_t', data, data.length);
   }
 
   /** A copy of `count` floats of a tensor's native buffer, from element `offset` (checked against its dims). */
-  readFloats(handle: Ptr, offset: number, count: number): Float32Array {
-    this.checkRange(handle, 'float32', offset, count, 'read');
-    const ptr = this.dataPointer(handle);
+  readFloats(tensor: NativeTensor, offset: number, count: number): Float32Array {
+    this.checkRange(tensor, 'float32', offset, count, 'read');
+    const ptr = this.dataPointer(tensor.handle);
     return this.koffi.decode(ptr, offset * 4, 'float', count) as Float32Array;
   }
 
