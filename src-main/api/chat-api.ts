@@ -11,8 +11,9 @@
  *   A few conversations are kept for that (least recently used first out), each closed when it goes.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, realpath, stat, writeFile, rename } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { writeAtomic } from '../atomic.ts';
 import { LoupeError } from '../errors.ts';
 import type { AnswerEvent } from '../model/engine.ts';
 import type { ChatMessage } from '../model/prompt.ts';
@@ -158,13 +159,7 @@ export class ChatApi {
       dir,
       `${hash}${EXTENSIONS[mime] ?? (mime.startsWith('image/') ? '.img' : '.video')}`,
     );
-    const known = await stat(file).catch(() => null);
-    if (!known) {
-      await mkdir(dir, { recursive: true });
-      const tmp = `${file}.${process.pid}.tmp`;
-      await writeFile(tmp, bytes);
-      await rename(tmp, file);
-    }
+    if (!(await stat(file).catch(() => null))) await writeAtomic(file, bytes);
     return { file, identity: `data:${hash}` };
   }
 

@@ -39,27 +39,28 @@ export interface OpenAiError {
   error: { message: string; type: OpenAiErrorType; param: string | null; code: string | null };
 }
 
-/** Status, OpenAI error type and code for a Loupe error. */
+/** Status, OpenAI error type and code for each Loupe error code (others: 500 server_error). */
+const ERRORS: Record<string, [number, OpenAiErrorType, string]> = {
+  BAD_REQUEST: [400, 'invalid_request_error', 'invalid_request'],
+  USAGE: [400, 'invalid_request_error', 'invalid_request'],
+  CONTEXT_OVERFLOW: [400, 'invalid_request_error', 'context_length_exceeded'],
+  FORBIDDEN: [403, 'permission_error', 'file_not_allowed'],
+  FILE_NOT_FOUND: [404, 'not_found_error', 'file_not_found'],
+  MODEL_NOT_FOUND: [404, 'not_found_error', 'model_not_found'],
+  NOT_FOUND: [404, 'not_found_error', 'not_found'],
+  NOT_A_VIDEO: [400, 'invalid_request_error', 'unreadable_media'],
+  NO_VIDEO_STREAM: [400, 'invalid_request_error', 'unreadable_media'],
+  CORRUPT_MEDIA: [400, 'invalid_request_error', 'unreadable_media'],
+  ZERO_DURATION: [400, 'invalid_request_error', 'unreadable_media'],
+  UNSUPPORTED_MEDIA: [400, 'invalid_request_error', 'unreadable_media'],
+  RANGE_OUTSIDE: [400, 'invalid_request_error', 'clip_out_of_range'],
+  FFMPEG_FAILED: [400, 'invalid_request_error', 'unreadable_media'],
+  CANCELLED: [499, 'invalid_request_error', 'cancelled'],
+};
+
 function describe(error: SerializedError): { status: number; body: OpenAiError } {
-  const table: Record<string, [number, OpenAiErrorType, string]> = {
-    BAD_REQUEST: [400, 'invalid_request_error', 'invalid_request'],
-    USAGE: [400, 'invalid_request_error', 'invalid_request'],
-    CONTEXT_OVERFLOW: [400, 'invalid_request_error', 'context_length_exceeded'],
-    FORBIDDEN: [403, 'permission_error', 'file_not_allowed'],
-    FILE_NOT_FOUND: [404, 'not_found_error', 'file_not_found'],
-    MODEL_NOT_FOUND: [404, 'not_found_error', 'model_not_found'],
-    NOT_FOUND: [404, 'not_found_error', 'not_found'],
-    NOT_A_VIDEO: [400, 'invalid_request_error', 'unreadable_media'],
-    NO_VIDEO_STREAM: [400, 'invalid_request_error', 'unreadable_media'],
-    CORRUPT_MEDIA: [400, 'invalid_request_error', 'unreadable_media'],
-    ZERO_DURATION: [400, 'invalid_request_error', 'unreadable_media'],
-    UNSUPPORTED_MEDIA: [400, 'invalid_request_error', 'unreadable_media'],
-    RANGE_OUTSIDE: [400, 'invalid_request_error', 'clip_out_of_range'],
-    FFMPEG_FAILED: [400, 'invalid_request_error', 'unreadable_media'],
-    CANCELLED: [499, 'invalid_request_error', 'cancelled'],
-  };
-  const [status, type, code] = table[error.code] ?? [500, 'server_error', error.code.toLowerCase()];
-  return { status, body: { error: { message: error.message, type, param: null, code } } };
+  const [status, type, code] = ERRORS[error.code] ?? [500, 'server_error', error.code.toLowerCase()];
+  return { status, body: openAiError(type, error.message, code) };
 }
 
 export function openAiError(type: OpenAiErrorType, message: string, code: string | null = null): OpenAiError {

@@ -363,11 +363,6 @@ export class OrtNative {
     return this.koffi.decode(ptr, offset * 4, 'float', count) as Float32Array;
   }
 
-  /** The dimensions of a tensor ORT allocated (an output). */
-  dims(handle: Ptr): number[] {
-    return [...this.info(handle).dims];
-  }
-
   private dataPointer(handle: Ptr): Ptr {
     const out = [null];
     this.check(this.fn.GetTensorMutableData(handle, out), 'GetTensorMutableData');
