@@ -1,14 +1,17 @@
 /**
  * Moment search on a 10-minute 640×360 H.264 video (25 fps, testsrc2: every frame differs) at 0.5 s steps with
- * the built-in model: cold (empty feature cache: one dense decode pass, 1200 vision runs, 1200 scores), then a
- * second, different query on the same video, range and step (features from the cache: no ffmpeg, no vision
- * encoder, 1200 scores), then the first query again. References in the same run: the dense decode pass alone.
+ * the built-in model: cold and coarse to fine (the default: empty feature cache, a 2 s grid, refined where it
+ * matters), with the main process's peak RSS; a second, different query (cached features where the first scan
+ * computed them); the first query again; then the full grid cold (1200 instants decoded, encoded and scored in
+ * batches), with the worker's RSS after the first 100 instants and at the end. References in the same run: the
+ * dense decode pass alone (every frame prepared), the full grid.
  * `bench/run.ts` calls benchFind(); `npx tsx bench/find.ts` prints it alone.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, rename } from 'node:fs/promises';
 import path from 'node:path';
-import { findMoments, type FindResult } from '../src-main/find/scan.ts';
+import { intervalIoU } from '../src-main/find/intervals.ts';
+import { findMoments, forgetFindMemos, type FindResult } from '../src-main/find/scan.ts';
 import { decodeDense } from '../src-main/media/index.ts';
 import { Services } from '../src-main/services.ts';
 import { ffmpeg } from '../test/fixtures/clips.ts';
@@ -30,11 +33,35 @@ async function tenMinutes(): Promise<string> {
   return FILE;
 }
 
-async function find(services: Services, file: string, query: string): Promise<FindResult> {
+async function find(
+  services: Services,
+  file: string,
+  query: string,
+  options: { full?: boolean; onProgress?: (done: number) => Promise<void> | void } = {},
+): Promise<FindResult> {
   const engine = await services.engine();
-  for await (const e of findMoments(engine, services.denseMedia, services.cache, { path: file, query }))
+  for await (const e of findMoments(engine, services.denseMedia, services.cache, {
+    path: file,
+    query,
+    full: options.full,
+  })) {
+    if (e.type === 'progress') await options.onProgress?.(e.done);
     if (e.type === 'done') return e.result;
+  }
   throw new Error('no result');
+}
+
+/** Peak RSS of this (the main) process while `work` runs, sampled every 50 ms. */
+async function peakRss<T>(work: () => Promise<T>): Promise<{ value: T; peakMb: number }> {
+  let peak = process.memoryUsage.rss();
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 50);
+  try {
+    const value = await work();
+    peak = Math.max(peak, process.memoryUsage.rss());
+    return { value, peakMb: peak / 2 ** 20 };
+  } finally {
+    clearInterval(timer);
+  }
 }
 
 export async function benchFind(): Promise<Record<string, number>> {
@@ -54,22 +81,55 @@ export async function benchFind(): Promise<Record<string, number>> {
       from: 0,
       to: 600,
       step: 0.5,
-    }))
+    })) {
+      void f.pixels; // prepared, as a full scan prepares every frame
       frames += f.ticks.length;
+    }
     out.find_decode_ms_10min = performance.now() - t;
+    // Cold, coarse to fine (the default): empty feature cache, fresh process memos.
     t = performance.now();
-    const cold = await find(services, file, 'red circle');
+    const { value: cold, peakMb } = await peakRss(() => find(services, file, 'red circle'));
     out.find_ms_10min = performance.now() - t;
+    out.find_main_rss_mb = peakMb;
+    out.find_scored_instants_10min = cold.scoredFrames;
+    out.find_vision_ms_10min = cold.timings.encodeMs;
     t = performance.now();
     const second = await find(services, file, 'blue square');
     out.find_ms_10min_cached = performance.now() - t;
+    out.find_score_ms_per_instant = second.timings.scoreMs / Math.max(1, second.scoredFrames);
     t = performance.now();
     await find(services, file, 'red circle');
     out.find_ms_10min_repeat = performance.now() - t;
-    if (frames !== 1200 || cold.encodedFrames !== 1200 || second.encodedFrames || second.decodedFrames)
-      throw new Error(`unexpected frame counts: ${frames}, ${cold.encodedFrames}, ${second.encodedFrames}`);
-    out.find_vision_ms_10min = cold.timings.encodeMs;
-    out.find_score_ms_per_instant = second.timings.scoreMs / 1200;
+    // The full grid, cold (every instant decoded, encoded and scored in batches); the worker's memory after the
+    // first 100 instants and at the end (nothing per instant may stay behind).
+    await services.cache!.clear();
+    forgetFindMemos();
+    let first100: number | null = null;
+    t = performance.now();
+    const { value: full, peakMb: fullPeak } = await peakRss(() =>
+      find(services, file, 'red circle', {
+        full: true,
+        onProgress: async (done) => {
+          if (first100 === null && done >= 100) first100 = (await engine.workerStats())!.rssBytes / 2 ** 20;
+        },
+      }),
+    );
+    out.find_ms_10min_full = performance.now() - t;
+    out.find_main_rss_mb_full = fullPeak;
+    const stats = (await engine.workerStats())!;
+    out.find_worker_rss_mb_first100 = first100 ?? NaN;
+    out.find_worker_rss_mb_end = stats.rssBytes / 2 ** 20;
+    out.find_worker_live_caches_end = stats.liveKvCaches;
+    if (
+      frames !== 1200 ||
+      full.encodedFrames !== 1200 ||
+      full.scoredFrames !== 1200 ||
+      cold.encodedFrames !== cold.scoredFrames ||
+      second.decodedFrames > cold.decodedFrames
+    )
+      throw new Error(`unexpected frame counts: ${frames}, ${full.encodedFrames}, ${cold.encodedFrames}`);
+    // how far the default scan's intervals are from the full grid's (the same, on this video)
+    out.find_coarse_full_iou = intervalIoU(cold.intervals, full.intervals);
     return out;
   } finally {
     await services.dispose();

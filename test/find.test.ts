@@ -161,9 +161,9 @@ describe('moment search and the feature cache', () => {
         prompt: engine.prompt,
         provider: engine.provider,
         encodeImages: (px, s) => ((encodes += px.length), engine.encodeImages(px, s)),
-        startConversation: (v) => engine.startConversation(v),
+        promptLogits: (v, q, s) => engine.promptLogits(v, q, s),
       };
-      const request = { path: clip, query: 'red circle', from: 1, to: 6, step: 0.5 };
+      const request = { path: clip, query: 'red circle', from: 1, to: 6, step: 0.5, full: true };
       const first = resultOf(await collect(findMoments(model, media, services.cache, request)));
       expect([decodes, encodes, first.decodedFrames, first.cachedFrames]).toEqual([1, 10, 10, 0]);
       const spawnedBefore = liveProcessCount();
@@ -194,6 +194,39 @@ describe('moment search and the feature cache', () => {
       expect(decodes).toBe(3);
       // every instant's conversation was closed: the worker holds no cache after the scans
       expect(await engine.workerStats()).toMatchObject({ openConversations: 0, liveKvCaches: 0 });
+    } finally {
+      await services.dispose();
+    }
+  });
+
+  it('coarse to fine: the intervals of the full grid, from fewer model runs, with nothing left open', async () => {
+    const services = await testServices({ featureCache: false });
+    try {
+      const engine = await services.engine();
+      const request = { path: clip, query: 'red circle', step: 0.25 };
+      const full = resultOf(
+        await collect(findMoments(engine, services.denseMedia, null, { ...request, full: true })),
+      );
+      const events = await collect(findMoments(engine, services.denseMedia, null, request));
+      const coarse = resultOf(events);
+      expect(full.scan).toEqual({ kind: 'full' });
+      expect(coarse.scan).toEqual({ kind: 'coarse-to-fine', coarseStep: 2 });
+      expect(full.scoredFrames).toBe(40);
+      expect(coarse.scoredFrames).toBeLessThan(full.scoredFrames);
+      expect(coarse.scoredFrames).toBe(coarse.encodedFrames); // no cache: every scored instant encoded once
+      expect(coarse.intervals).toEqual(full.intervals);
+      expect(coarse.intervals).toHaveLength(1);
+      expect(coarse.intervals[0]!.from).toBeGreaterThanOrEqual(1.5);
+      expect(coarse.intervals[0]!.to).toBeLessThanOrEqual(5.5);
+      // every instant is reported once, in order within each event, and the scored ones equal the full grid's
+      const reported = events.flatMap((e) => (e.type === 'progress' ? e.scores : []));
+      expect(reported.map((s) => s.t).sort((a, b) => a - b)).toEqual(full.scores.map((s) => s.t));
+      const fullAt = new Map(full.scores.map((s) => [s.t, s.score]));
+      const scoredTimes = new Set(reported.slice(0, coarse.scoredFrames).map((s) => s.t));
+      for (const s of coarse.scores)
+        if (scoredTimes.has(s.t)) expect(Math.abs(s.score - fullAt.get(s.t)!)).toBeLessThan(2e-3);
+      expect(await engine.workerStats()).toMatchObject({ openConversations: 0, liveKvCaches: 0 });
+      expect(liveProcessCount()).toBe(0);
     } finally {
       await services.dispose();
     }

@@ -12,10 +12,17 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LoupeError } from '../src-main/errors.ts';
-import { JsKvCache, type DecoderShape, type KvCache } from '../src-main/model/kv-cache.ts';
+import {
+  JsKvCache,
+  jsPromptBatch,
+  liveKvCaches,
+  type DecoderShape,
+  type KvCache,
+} from '../src-main/model/kv-cache.ts';
 import { NativeDecoder, usesGroupQueryAttention } from '../src-main/model/kv-native.ts';
 import { LocalEngine } from '../src-main/model/local-engine.ts';
 import { Session } from '../src-main/model/ort.ts';
+import type { VisualInput } from '../src-main/model/types.ts';
 import { OrtNative } from '../src-main/model/ort-native.ts';
 import { builtinPackDir } from '../src-main/paths.ts';
 import { FIXTURES, PYTHON, ROOT } from './helpers.ts';
@@ -80,6 +87,36 @@ describe('on the built-in pack (chained layout)', () => {
     expect(a.cachedTokens).toBe(b.cachedTokens);
     a.release();
     b.release();
+  });
+
+  it('scores prompts side by side (promptLogits) as a fresh conversation scores each, natively and in JS', async () => {
+    const frames = await native.encodeImages(pixels(5, native.manifest.vision.imageSize));
+    // mixed lengths: five stills and one 2-frame clip (another prompt length, its own run)
+    const visuals: VisualInput[] = [
+      ...frames.map((f): VisualInput => ({ kind: 'image', frames: [f] })),
+      { kind: 'frames', frames: frames.slice(0, 2) },
+    ];
+    const question = 'Is there a red circle?';
+    for (const engine of [native, js]) {
+      const batched = await engine.promptLogits(visuals, question);
+      expect(batched).toHaveLength(visuals.length);
+      for (const [i, visual] of visuals.entries()) {
+        const c = engine.startConversation(visual);
+        let logits: Float32Array = new Float32Array(0);
+        try {
+          for await (const e of c.ask(question, { maxNewTokens: 1, onPromptLogits: (l) => (logits = l) }))
+            void e;
+        } finally {
+          c.release();
+        }
+        expect(batched[i]).toHaveLength(engine.manifest.decoder.vocabSize);
+        let worst = 0;
+        for (let v = 0; v < logits.length; v++)
+          worst = Math.max(worst, Math.abs(logits[v]! - batched[i]![v]!));
+        expect(worst).toBeLessThan(1e-3); // batched matrix products round differently, nothing more
+      }
+    }
+    expect(liveKvCaches()).toBe(0); // nothing was kept
   });
 
   it('a released conversation refuses to run with a typed error', async () => {
@@ -150,6 +187,23 @@ describe('on a GroupQueryAttention graph (shared layout)', () => {
     expect(a.length).toBe(SCHEDULE.reduce((x, y) => x + y, 0));
     expect(a.length).toBeGreaterThan(256);
     a.release();
+  });
+
+  it('runs a prompt from an empty cache (no buffer bound) as a cache of its own runs it', async () => {
+    // this graph fixes its batch at 1 (the engine then runs one row at a time); the built-in pack batches
+    expect(decoder.inputInfo.get('inputs_embeds')?.dims[0]).toBe(1);
+    const length = 40;
+    const row = embeddings(length, shape.hiddenSize, 20);
+    const input = { embeds: row, batch: 1, length };
+    const cache = decoder.newCache();
+    const want = await cache.step(row, length);
+    cache.release();
+    for (const got of [decoder.promptBatch(input), await jsPromptBatch(session, shape, input)]) {
+      let worst = 0;
+      for (let v = 0; v < want.length; v++) worst = Math.max(worst, Math.abs(want[v]! - got[v]!));
+      expect(worst).toBeLessThan(1e-4);
+    }
+    expect(() => decoder.promptBatch({ embeds: row.subarray(1), batch: 1, length })).toThrow(LoupeError);
   });
 
   it('rolls a stopped prefill back: what follows is as if it never ran', async () => {

@@ -78,6 +78,14 @@ export class FeatureCache {
     }
   }
 
+  /** Whether an entry exists (nothing is read; a damaged one is found out by get, as a miss). */
+  async has(key: FrameKey): Promise<boolean> {
+    return stat(this.fileFor(frameKey(key))).then(
+      (info) => info.isFile(),
+      () => false,
+    );
+  }
+
   async put(key: FrameKey, value: CachedFrame): Promise<void> {
     const file = this.fileFor(frameKey(key));
     await mkdir(path.dirname(file), { recursive: true });

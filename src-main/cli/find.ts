@@ -7,7 +7,7 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { LoupeError } from '../errors.ts';
-import type { FindResult } from '../find/scan.ts';
+import type { FindResult, FindTokens } from '../find/scan.ts';
 import { formatTime, parseTime } from '../media/frame-times.ts';
 import type { ProviderRequest } from '../model/ort.ts';
 import { parser as arg } from './summarize.ts';
@@ -17,6 +17,9 @@ interface FindCliOptions {
   to?: number;
   step?: number;
   threshold?: number;
+  full?: boolean;
+  coarse?: number;
+  tokens?: FindTokens;
   json?: boolean;
   out?: string;
   resume: boolean;
@@ -45,9 +48,12 @@ export function findJson(result: FindResult, loadMs: number): Record<string, unk
     range: result.range,
     step: result.step,
     threshold: result.threshold,
+    scan: result.scan,
+    tokens: result.tokens,
     intervals: result.intervals,
     scores: result.scores,
     frames: result.frames,
+    scoredFrames: result.scoredFrames,
     cachedFrames: result.cachedFrames,
     decodedFrames: result.decodedFrames,
     encodedFrames: result.encodedFrames,
@@ -66,6 +72,16 @@ export function registerFindCommand(program: Command): void {
     .option('--to <time>', 'end: seconds or [hh:]mm:ss[.ms]', arg(parseTime))
     .option('--step <seconds>', 'seconds between scored instants (default 0.5)', positive)
     .option('--threshold <p>', 'score from which an instant shows the query (default 0.5)', fraction)
+    .option('--full', 'score every instant (default: a coarse grid, refined where the threshold is crossed)')
+    .option('--coarse <seconds>', "seconds between the coarse grid's instants (default 2)", positive)
+    .option(
+      '--tokens <kind>',
+      "what the model sees of each instant: pooled (the video path's frame tokens, default) or image (every token)",
+      arg((value) => {
+        if (value !== 'image' && value !== 'pooled') throw new Error('must be image or pooled');
+        return value;
+      }),
+    )
     .option('--json', 'a video: print one JSON object; a folder: one JSON line per clip')
     .option('--out <file>', 'a folder: write results to a .jsonl or .csv file, resumably')
     .option('--no-resume', 'a folder: start over instead of skipping clips already in --out')
@@ -96,7 +112,16 @@ export function registerFindCommand(program: Command): void {
       try {
         const engine = await services.engine();
         const loadMs = performance.now() - started;
-        const request = { query, from: opts.from, to: opts.to, step: opts.step, threshold: opts.threshold };
+        const request = {
+          query,
+          from: opts.from,
+          to: opts.to,
+          step: opts.step,
+          threshold: opts.threshold,
+          full: opts.full,
+          coarseStep: opts.coarse,
+          tokens: opts.tokens,
+        };
         if (isFolder) {
           const out = opts.out ? path.resolve(opts.out) : undefined;
           const { items } = await discoverInputs([input], {

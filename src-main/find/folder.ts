@@ -11,7 +11,13 @@ import { z } from 'zod';
 import { LoupeError, throwIfAborted } from '../errors.ts';
 import type { BatchInput } from '../jobs/discover.ts';
 import { writeAtomic } from '../atomic.ts';
-import { findMoments, type DenseMediaPort, type FindModel, type FindResult } from './scan.ts';
+import {
+  findMoments,
+  type DenseMediaPort,
+  type FindModel,
+  type FindResult,
+  type FindTokens,
+} from './scan.ts';
 import type { FeatureCache } from '../cache/feature-cache.ts';
 
 export const FindRecordSchema = z.object({
@@ -41,6 +47,10 @@ export interface FolderFindOptions {
   from?: number;
   to?: number;
   threshold?: number;
+  /** Score every instant of each clip (default: coarse to fine; see scan.ts). */
+  full?: boolean;
+  coarseStep?: number;
+  tokens?: FindTokens;
   /** Output file (.jsonl or .csv); a CSV keeps its journal beside it, `<out>.journal.jsonl`. */
   out: string;
   /** Keep the records already in the journal (default); false starts over. */
@@ -157,6 +167,9 @@ export async function findInFolder(
           from: options.from,
           to: options.to,
           threshold: options.threshold,
+          full: options.full,
+          coarseStep: options.coarseStep,
+          tokens: options.tokens,
           signal: options.signal,
         }))
           if (event.type === 'done') result = event.result;

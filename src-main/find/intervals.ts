@@ -62,3 +62,51 @@ export function intervalIoU(a: readonly Interval[], b: readonly Interval[]): num
   const union = length(a) + length(b) - inter;
   return union > 0 ? inter / union : 1;
 }
+
+/**
+ * Coarse to fine: after scoring every `stride`-th instant (0, stride, 2·stride, …), the runs [a, b] of instants
+ * to score at the full step: between two coarse neighbours whose scores lie on either side of the threshold,
+ * or within `margin` of it, and after the last coarse instant (the range's tail). A coarse instant without a
+ * score has its whole neighbourhood scored. Runs at most `stride` instants apart are joined (one decode pass).
+ */
+export function refinementRuns(
+  scores: readonly (number | null)[],
+  stride: number,
+  threshold: number,
+  margin: number,
+): [number, number][] {
+  const n = scores.length;
+  const runs: [number, number][] = [];
+  const add = (a: number, b: number) => {
+    if (b < a) return;
+    const last = runs[runs.length - 1];
+    if (last && a - last[1] <= stride) last[1] = Math.max(last[1], b);
+    else runs.push([a, b]);
+  };
+  const uncertain = (s: number) => Math.abs(s - threshold) < margin;
+  let a = 0;
+  for (let b = stride; b < n; a = b, b += stride) {
+    const sa = scores[a] ?? null;
+    const sb = scores[b] ?? null;
+    if (sa === null || sb === null) add(a, b);
+    else if (sa >= threshold !== sb >= threshold || uncertain(sa) || uncertain(sb)) add(a + 1, b - 1);
+  }
+  if (a < n - 1) add(a + 1, n - 1);
+  return runs;
+}
+
+/**
+ * Every instant's score after a coarse-to-fine scan: an unscored instant lies between two coarse ones that
+ * `refinementRuns` left alone, and takes the straight line between their scores. Pure.
+ */
+export function fillBetween(scores: readonly (number | null)[], stride: number): number[] {
+  const n = scores.length;
+  return scores.map((s, k) => {
+    if (s !== null) return s;
+    const a = k - (k % stride);
+    const b = Math.min(a + stride, n - 1);
+    const sa = scores[a] ?? 0;
+    const sb = scores[b] ?? sa;
+    return sa + ((sb - sa) * (k - a)) / (b - a);
+  });
+}

@@ -1,21 +1,32 @@
 /**
- * Moment search in one video: score every `step` seconds of a range with the loaded MLLM (P("yes") to a
- * presence question, on the image path), then merge the instants that show the query into intervals.
- * Frames come from one dense decode pass; their vision features go through the shared frame-feature cache,
- * so a second query on the same video, range and step decodes nothing and encodes nothing.
+ * Moment search in one video: score the instants every `step` seconds of a range with the loaded MLLM
+ * (P("yes") to a presence question, on the image path), then merge the instants that show the query into
+ * intervals. Coarse to fine by default: a grid every `coarseStep` seconds first, in one decode pass; then, at
+ * the full step, only where two neighbouring coarse scores lie on either side of the threshold or near it (and
+ * the range's tail); the instants in between take the line between their coarse neighbours. `full` scores every
+ * instant. Scores come from batched decoder runs (`promptLogits`: no conversation per instant). Vision features
+ * go through the shared frame-feature cache, so another query on the same video and step decodes and encodes
+ * only what it has not seen.
  */
 import { createHash } from 'node:crypto';
 import { frameKey, type FeatureCache, type FileIdentity, type FrameKey } from '../cache/feature-cache.ts';
 import { throwIfAborted } from '../errors.ts';
 import type { DenseFrame, DenseOptions } from '../media/dense.ts';
 import type { MediaInfo } from '../media/probe.ts';
-import type { Conversation, VisualInput } from '../model/engine.ts';
+import type { VisualInput } from '../model/engine.ts';
 import { frameFormat, type Manifest } from '../model/pack.ts';
 import type { ProviderReport } from '../model/ort.ts';
 import type { PromptBuilder } from '../model/prompt.ts';
 import type { Tokens2D } from '../model/tensor.ts';
 import { fileIdentity, preprocessingKey } from '../qa/clip-features.ts';
-import { DEFAULT_THRESHOLD, toIntervals, type InstantScore, type Interval } from './intervals.ts';
+import {
+  DEFAULT_THRESHOLD,
+  fillBetween,
+  refinementRuns,
+  toIntervals,
+  type InstantScore,
+  type Interval,
+} from './intervals.ts';
 import { answerIds, presenceQuestion, yesProbability } from './question.ts';
 
 /** The part of the engine moment search uses (Engine satisfies it). */
@@ -25,7 +36,12 @@ export interface FindModel {
   readonly prompt: PromptBuilder;
   readonly provider: ProviderReport;
   encodeImages(pixels: readonly Float32Array[], signal?: AbortSignal): Promise<Tokens2D[]>;
-  startConversation(visual: VisualInput): Conversation;
+  /** The logits after the question's first-turn prompt about each visual input, batched; no conversation. */
+  promptLogits(
+    visuals: readonly VisualInput[],
+    question: string,
+    signal?: AbortSignal,
+  ): Promise<Float32Array[]>;
 }
 
 /** The media operations a scan needs; media/ implements them with ffmpeg. */
@@ -45,6 +61,21 @@ export interface FindRequest {
   /** Seconds between scored instants (default 0.5). */
   step?: number;
   threshold?: number;
+  /** Score every instant (default: a coarse grid first, then the full step only where it matters). */
+  full?: boolean;
+  /** Seconds between the coarse grid's instants (default 2; a step at least as long scans the full grid). */
+  coarseStep?: number;
+  /**
+   * Coarse neighbours within this distance of the threshold have the instants between them scored too, even
+   * on the same side of it (default 0: only where the threshold is crossed; see docs/find.md).
+   */
+  refineMargin?: number;
+  /**
+   * What the model sees of each instant: `pooled`, the video path's pooled frame tokens (default: half as many
+   * tokens, a shorter prompt to score, and the same accuracy on test/eval/find-eval.ts), or `image`, every
+   * token of the still.
+   */
+  tokens?: FindTokens;
   signal?: AbortSignal;
 }
 
@@ -54,11 +85,18 @@ export interface FindResult {
   range: { from: number; to: number };
   step: number;
   threshold: number;
+  /** How the instants were scored: every one, or a coarse grid refined where the threshold is crossed or near. */
+  scan: { kind: 'full' } | { kind: 'coarse-to-fine'; coarseStep: number };
+  /** What the model saw of each instant (FindRequest.tokens). */
+  tokens: FindTokens;
   intervals: Interval[];
+  /** One per instant: the model's score, or for instants a coarse scan skipped, the line between its neighbours. */
   scores: InstantScore[];
-  /** Instants scored. */
+  /** Instants in the range. */
   frames: number;
-  /** Of those, instants whose features came from the cache; frames decoded and encoded for the rest. */
+  /** Of those, instants the model scored (all of them in a full scan). */
+  scoredFrames: number;
+  /** Instants whose score (this process remembers them) or features came from a cache; frames decoded and encoded for the rest. */
   cachedFrames: number;
   decodedFrames: number;
   encodedFrames: number;
@@ -72,9 +110,15 @@ export type FindEvent =
   | { type: 'progress'; done: number; total: number; scores: InstantScore[] }
   | { type: 'done'; result: FindResult };
 
+export type FindTokens = 'image' | 'pooled';
 export const DEFAULT_STEP = 0.5;
-/** Frames encoded per vision run (the engine batches by 8 too). */
-const BATCH = 8;
+export const DEFAULT_COARSE_STEP = 2;
+/** Coarse scores this close to the threshold get their neighbourhood scored at the full step too (see refineMargin). */
+export const DEFAULT_REFINE_MARGIN = 0;
+/** Frames encoded (the engine runs its vision graph by 8) and then scored in one decoder run. */
+const DECODE_BATCH = 16;
+/** Cached features read and scored at a time (memory stays at one batch's features). */
+const CACHED_BATCH = 32;
 
 /**
  * Scores already computed in this process, per (instant, question, model): the same search again (a past search
@@ -122,13 +166,12 @@ async function probeOnce(
   return info;
 }
 
-/** Cached features of a whole scan: per instant, the frame time and features (null: a miss). */
-async function cachedTicks(
-  cache: FeatureCache | null,
-  keys: FrameKey[],
-): Promise<({ timeSec: number; features: Tokens2D } | null)[]> {
-  if (!cache) return keys.map(() => null);
-  return Promise.all(keys.map((key) => cache.get(key)));
+/** One grid a decode pass reads: instants `from + j·step`, the j-th being the scan's instant `index(j)`. */
+interface PassGrid {
+  from: number;
+  to: number;
+  step: number;
+  index: (j: number) => number;
 }
 
 export async function* findMoments(
@@ -147,6 +190,7 @@ export async function* findMoments(
   const info = await probeOnce(media, req.path, identity, signal);
   const range = media.clampRange(info, req.from, req.to);
   const times = media.denseTicks(range.from, range.to, step);
+  const n = times.length;
   const v = model.manifest.vision;
   const keys = times.map((requestedSec): FrameKey => ({
     file: identity,
@@ -154,125 +198,183 @@ export async function* findMoments(
     visionId: model.pack.visionId,
     preprocessing: preprocessingKey(v, 'dense-v2'),
   }));
-  const memoKeys = cache ? keys.map((key) => `${frameKey(key)}|${question}|${modelId(model)}`) : [];
-  const remembered = cache && memoKeys.every((k) => scoreMemo.has(k));
-  const hits = remembered ? [] : await cachedTicks(cache, keys);
-  const probeMs = performance.now() - started;
-  yield { type: 'start', question, range, step, total: times.length };
+  const tokens = req.tokens ?? 'pooled';
+  const memoKeys = cache ? keys.map((key) => `${frameKey(key)}|${question}|${modelId(model)}|${tokens}`) : [];
+  /** Coarse instants are every `stride`-th; 1 scans the full grid. */
+  const stride = req.full ? 1 : Math.max(1, Math.round((req.coarseStep ?? DEFAULT_COARSE_STEP) / step));
+  yield { type: 'start', question, range, step, total: n };
 
+  /** Model scores per instant (null: not scored, filled in at the end when no refinement asked for it). */
   const scores: (number | null)[] = times.map(() => null);
-  if (remembered) {
-    memoKeys.forEach((k, i) => (scores[i] = scoreMemo.get(k)!));
-    yield {
-      type: 'progress',
-      done: times.length,
-      total: times.length,
-      scores: times.map((t, i) => ({ t, score: round(scores[i]!) })),
-    };
-  }
-  const timings = { probeMs, decodeMs: 0, encodeMs: 0, scoreMs: 0, totalMs: 0 };
+  const timings = { probeMs: performance.now() - started, decodeMs: 0, encodeMs: 0, scoreMs: 0, totalMs: 0 };
   let decodedFrames = 0;
   let encodedFrames = 0;
+  let cachedFrames = 0;
   let done = 0;
 
-  const score = async (features: Tokens2D): Promise<number> => {
+  /** Features waiting to be scored, each with the instants it shows; scored in one batched run. */
+  let waiting: { features: Tokens2D; ks: number[] }[] = [];
+  const flush = async (): Promise<InstantScore[]> => {
+    if (!waiting.length) return [];
+    const batch = waiting;
+    waiting = [];
     const t = performance.now();
-    let logits: Float32Array | undefined;
-    const conversation = model.startConversation({ kind: 'image', frames: [features] });
-    try {
-      for await (const event of conversation.ask(question, {
-        maxNewTokens: 1,
-        signal,
-        onPromptLogits: (l) => (logits = l),
-      }))
-        void event;
-    } finally {
-      conversation.close(); // one instant, one cache: freed now, not when garbage collection happens to run
-    }
+    const logits = await model.promptLogits(
+      batch.map((w) => ({ kind: tokens === 'image' ? 'image' : 'frames', frames: [w.features] })),
+      question,
+      signal,
+    );
     timings.scoreMs += performance.now() - t;
-    return yesProbability(logits!, ids);
-  };
-  /** Score one frame shown at `ticks`, then report those instants. */
-  const scoreFrame = async (features: Tokens2D, ticks: number[]): Promise<InstantScore[]> => {
-    const s = await score(features);
-    for (const k of ticks) {
-      scores[k] = s;
-      if (cache) remember(memoKeys[k]!, s);
-    }
-    done += ticks.length;
-    return ticks.map((k) => ({ t: times[k]!, score: round(s) }));
-  };
-
-  if (remembered) {
-    // nothing to do: every instant's score is known
-  } else if (hits.every(Boolean)) {
-    // Every instant cached: one score per distinct frame (instants that share a frame share its features).
-    const byFrame = new Map<number, number[]>();
-    hits.forEach((hit, k) => {
-      const list = byFrame.get(hit!.timeSec) ?? [];
-      list.push(k);
-      byFrame.set(hit!.timeSec, list);
-    });
-    let batch: InstantScore[] = [];
-    for (const ticks of byFrame.values()) {
-      throwIfAborted(signal);
-      batch.push(...(await scoreFrame(hits[ticks[0]!]!.features, ticks)));
-      if (batch.length >= 4 * BATCH) {
-        yield { type: 'progress', done, total: times.length, scores: batch };
-        batch = [];
+    const out: InstantScore[] = [];
+    batch.forEach((w, i) => {
+      const s = yesProbability(logits[i]!, ids);
+      for (const k of w.ks) {
+        if (scores[k] !== null) continue;
+        scores[k] = s;
+        if (cache) remember(memoKeys[k]!, s);
+        out.push({ t: times[k]!, score: round(s) });
+        done++;
       }
+    });
+    return out;
+  };
+  const progress = (list: InstantScore[]): FindEvent => ({
+    type: 'progress',
+    done,
+    total: n,
+    scores: list.sort((a, b) => a.t - b.t),
+  });
+
+  /**
+   * Scores the instants `ks` (ascending) that have none yet: remembered scores first, then features from the
+   * cache, then one decode pass over `grid` for the rest (frames and features streamed, never held: a batch at
+   * a time). Yields progress as scores arrive.
+   */
+  async function* scoreInstants(ks: number[], grid: PassGrid): AsyncGenerator<FindEvent> {
+    let todo = ks.filter((k) => scores[k] === null);
+    const known: InstantScore[] = [];
+    if (cache)
+      for (const k of todo) {
+        const s = scoreMemo.get(memoKeys[k]!);
+        if (s === undefined) continue;
+        scores[k] = s;
+        known.push({ t: times[k]!, score: round(s) });
+        done++;
+        cachedFrames++;
+      }
+    if (known.length) yield progress(known);
+    todo = todo.filter((k) => scores[k] === null);
+    if (!todo.length) return;
+    const cached = cache ? await Promise.all(todo.map((k) => cache.has(keys[k]!))) : todo.map(() => false);
+    const fromCache = todo.filter((_, i) => cached[i]);
+    for (let i = 0; i < fromCache.length; i += CACHED_BATCH) {
+      throwIfAborted(signal);
+      const group = fromCache.slice(i, i + CACHED_BATCH);
+      const hits = await Promise.all(group.map((k) => cache!.get(keys[k]!)));
+      group.forEach((k, j) => {
+        const hit = hits[j];
+        if (!hit) return; // evicted or damaged since: decoded below
+        cachedFrames++;
+        waiting.push({ features: hit.features, ks: [k] });
+      });
+      const batch = await flush();
+      if (batch.length) yield progress(batch);
     }
-    if (batch.length) yield { type: 'progress', done, total: times.length, scores: batch };
-  } else {
+    const missing = new Set(todo.filter((k) => scores[k] === null));
+    if (!missing.size) return;
     const frames = media.decodeDense(req.path, {
       ...frameFormat(v),
-      from: range.from,
-      to: range.to,
-      step,
+      from: grid.from,
+      to: grid.to,
+      step: grid.step,
       info,
       signal,
     });
-    let group: DenseFrame[] = [];
-    const flush = async (): Promise<InstantScore[]> => {
-      const misses = group.filter((f) => f.ticks.some((k) => !hits[k]));
+    type Prepared = { timeSec: number; ks: number[]; pixels: Float32Array };
+    const encode = async (group: Prepared[]): Promise<InstantScore[]> => {
       const t = performance.now();
-      const encoded = misses.length
-        ? await model.encodeImages(
-            misses.map((f) => f.pixels),
-            signal,
-          )
-        : [];
+      const encoded = await model.encodeImages(
+        group.map((f) => f.pixels),
+        signal,
+      );
       timings.encodeMs += performance.now() - t;
-      encodedFrames += misses.length;
-      const out: InstantScore[] = [];
-      for (const frame of group) {
-        const m = misses.indexOf(frame);
-        const features = m >= 0 ? encoded[m]! : hits[frame.ticks[0]!]!.features;
-        if (m >= 0 && cache)
-          for (const k of frame.ticks)
+      encodedFrames += group.length;
+      for (let i = 0; i < group.length; i++) {
+        const { timeSec, ks } = group[i]!;
+        const features = encoded[i]!;
+        if (cache)
+          for (const k of ks)
             // A cache that cannot be written costs speed, never the result.
-            await cache.put(keys[k]!, { timeSec: frame.timeSec, features }).catch(() => undefined);
-        out.push(...(await scoreFrame(features, frame.ticks)));
+            await cache.put(keys[k]!, { timeSec, features }).catch(() => undefined);
+        waiting.push({ features, ks });
       }
-      group = [];
-      return out;
+      return flush();
     };
-    let waitStarted = performance.now();
-    for await (const frame of frames) {
-      timings.decodeMs += performance.now() - waitStarted; // time spent waiting for the decoder
-      decodedFrames++;
-      group.push(frame);
-      if (group.length >= BATCH) {
-        const batch = await flush();
-        yield { type: 'progress', done, total: times.length, scores: batch };
+    // Two stages in flight: while the worker encodes and scores one group, this thread decodes and prepares
+    // (resizes) the next one.
+    let group: Prepared[] = [];
+    let inflight: Promise<InstantScore[]> | null = null;
+    try {
+      let waitStarted = performance.now();
+      for await (const frame of frames) {
+        timings.decodeMs += performance.now() - waitStarted; // time spent waiting for the decoder
+        decodedFrames++;
+        const ks = frame.ticks.map(grid.index).filter((k) => k >= 0 && k < n);
+        if (ks.some((k) => missing.has(k))) group.push({ timeSec: frame.timeSec, ks, pixels: frame.pixels });
+        if (group.length >= DECODE_BATCH) {
+          if (inflight) yield progress(await inflight);
+          inflight = encode(group);
+          inflight.catch(() => undefined); // handled where it is awaited; never an unhandled rejection meanwhile
+          group = [];
+        }
+        waitStarted = performance.now();
       }
-      waitStarted = performance.now();
-    }
-    if (group.length) {
-      const batch = await flush();
-      yield { type: 'progress', done, total: times.length, scores: batch };
+      if (inflight) yield progress(await inflight);
+      inflight = null;
+      if (group.length) yield progress(await encode(group));
+    } finally {
+      await inflight?.catch(() => undefined); // stopped or failed: the group in flight ends before we return
     }
   }
+
+  // 1. The coarse grid (every instant when stride is 1), in one decode pass.
+  const coarse = times.map((_, k) => k).filter((k) => k % stride === 0);
+  yield* scoreInstants(coarse, {
+    from: range.from,
+    to: range.to,
+    step: stride * step,
+    index: (j) => j * stride,
+  });
+  // 2. Refinement: the instants between two coarse ones whose scores lie on either side of the threshold or
+  //    near it, and those after the last coarse one, scored at the full step; runs close together share a pass.
+  if (stride > 1)
+    for (const [a, b] of refinementRuns(
+      scores,
+      stride,
+      threshold,
+      req.refineMargin ?? DEFAULT_REFINE_MARGIN,
+    )) {
+      const ks = Array.from({ length: b - a + 1 }, (_, i) => a + i);
+      yield* scoreInstants(ks, {
+        from: times[a]!,
+        // half a step past the run's last instant: the pass has exactly b - a + 1 instants
+        to: Math.min(range.to, times[b]! + step / 2),
+        step,
+        index: (j) => a + j,
+      });
+    }
+  // 3. Instants no pass scored lie between two coarse instants on the same side of the threshold, away from
+  //    it: they take the straight line between those two scores.
+  const scoredFrames = done;
+  const complete = fillBetween(scores, stride);
+  const filled: InstantScore[] = [];
+  complete.forEach((s, k) => {
+    if (scores[k] !== null) return;
+    scores[k] = s;
+    filled.push({ t: times[k]!, score: round(s) });
+    done++;
+  });
+  if (filled.length) yield progress(filled);
 
   const all: InstantScore[] = times.map((t, k) => ({ t, score: round(scores[k]!) }));
   timings.totalMs = performance.now() - started;
@@ -284,10 +386,13 @@ export async function* findMoments(
       range,
       step,
       threshold,
+      scan: stride > 1 ? { kind: 'coarse-to-fine', coarseStep: stride * step } : { kind: 'full' },
+      tokens,
       intervals: toIntervals(all, { step, end: range.to, threshold }),
       scores: all,
-      frames: times.length,
-      cachedFrames: remembered ? times.length : hits.filter(Boolean).length,
+      frames: n,
+      scoredFrames,
+      cachedFrames,
       decodedFrames,
       encodedFrames,
       provider: model.provider,

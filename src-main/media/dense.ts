@@ -26,9 +26,12 @@ export interface DenseFrame {
   timeSec: number;
   /** Indices (into `denseTicks(from, to, step)`) of the instants this frame is shown at. */
   ticks: number[];
-  /** CHW, 3 × size × size, normalized. */
-  pixels: Float32Array<ArrayBuffer>;
+  /** CHW, 3 × size × size, normalized (prepared when first read). */
+  readonly pixels: Float32Array<ArrayBuffer>;
 }
+
+/** Decoded frames (RGB at display size) that may wait for the reader before ffmpeg is paused. */
+const MAX_QUEUED_BYTES = 24 * 1024 * 1024;
 
 /** Most instants one scan may hold (a 10-hour video at 0.5 s). */
 export const MAX_TICKS = 72_000;
@@ -102,25 +105,43 @@ export async function* decodeDense(path: string, options: DenseOptions): AsyncGe
 
   const frameBytes = width * height * 3;
   const pts: number[] = [];
+  /** Whole frames decoded and not yet taken (taken ones are dropped: the queue holds what waits, no more). */
   const bytes: Buffer[] = [];
-  let pending: Buffer = Buffer.alloc(0);
+  let taken = 0; // frames taken from the front of `bytes` so far (bytes[0] is frame number `taken`)
+  let partial: Buffer[] = [];
+  let partialBytes = 0;
   const complaints: string[] = [];
   let wake: (() => void) | null = null;
   const notify = () => {
     wake?.();
     wake = null;
   };
+  // Backpressure: past MAX_QUEUED_BYTES of frames waiting, ffmpeg's pipe is paused until half of them are taken.
+  const maxQueued = Math.max(2, Math.floor(MAX_QUEUED_BYTES / frameBytes));
+  let flow: { pause(): void; resume(): void } | null = null;
+  let paused = false;
   const stop = new AbortController();
   const onAbort = () => stop.abort();
   signal?.addEventListener('abort', onAbort, { once: true });
   const state: { outcome: { error: unknown } | null } = { outcome: null };
   const running = runProcess(ffmpeg.path, args, {
     signal: stop.signal,
+    onFlow: (f) => (flow = f),
     onStdout: (chunk) => {
-      pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
-      while (pending.length >= frameBytes) {
-        bytes.push(pending.subarray(0, frameBytes));
-        pending = pending.subarray(frameBytes);
+      partial.push(chunk);
+      partialBytes += chunk.length;
+      if (partialBytes >= frameBytes) {
+        let joined = partial.length === 1 ? partial[0]! : Buffer.concat(partial, partialBytes);
+        while (joined.length >= frameBytes) {
+          bytes.push(joined.subarray(0, frameBytes));
+          joined = joined.subarray(frameBytes);
+        }
+        partial = joined.length ? [joined] : [];
+        partialBytes = joined.length;
+        if (bytes.length >= maxQueued && !paused) {
+          paused = true;
+          flow?.pause();
+        }
       }
       notify();
     },
@@ -135,22 +156,40 @@ export async function* decodeDense(path: string, options: DenseOptions): AsyncGe
     () => void (state.outcome = { error: null }),
     (error: unknown) => void (state.outcome = { error }),
   );
+  /** The next whole frame, taken off the queue (resuming ffmpeg once the queue has drained to half). */
+  const take = (): Buffer => {
+    const frame = bytes.shift()!;
+    taken++;
+    if (paused && bytes.length <= maxQueued / 2) {
+      paused = false;
+      flow?.resume();
+    }
+    return frame;
+  };
 
   try {
     let next = 0; // first instant not yet given to a frame
     let held: { timeSec: number; ticks: number[]; rgb: Buffer } | null = null;
-    let n = 0;
-    const finish = (frame: NonNullable<typeof held>): DenseFrame => ({
-      timeSec: frame.timeSec,
-      ticks: frame.ticks,
-      pixels: prepareFrame({ width, height, data: new Uint8Array(frame.rgb) }, spec).pixels,
-    });
+    const finish = (frame: NonNullable<typeof held>): DenseFrame => {
+      let pixels: Float32Array<ArrayBuffer> | null = null;
+      const { rgb } = frame;
+      return {
+        timeSec: frame.timeSec,
+        ticks: frame.ticks,
+        // prepared on first read: a caller that skips a frame (its features are cached) pays no resize
+        get pixels() {
+          pixels ??= prepareFrame(
+            { width, height, data: new Uint8Array(rgb.buffer, rgb.byteOffset, rgb.length) },
+            spec,
+          ).pixels;
+          return pixels;
+        },
+      };
+    };
     for (;;) {
-      if (n < bytes.length && n < pts.length) {
-        const t = pts[n]!;
-        const rgb = bytes[n]!;
-        bytes[n] = Buffer.alloc(0); // let the decoded bytes go once used
-        n++;
+      if (bytes.length && taken < pts.length) {
+        const t = pts[taken]!;
+        const rgb = take();
         const a = Math.max(first(t), 0);
         const b = Math.min(end(t), ticks.length);
         if (b <= next) continue; // a frame for instants already given (or none of them)
@@ -168,9 +207,9 @@ export async function* decodeDense(path: string, options: DenseOptions): AsyncGe
       }
       const { outcome } = state;
       if (outcome) {
-        if (n < bytes.length && n >= pts.length && !outcome.error)
+        if (bytes.length && taken >= pts.length && !outcome.error)
           throw new LoupeError('FFMPEG_FAILED', `ffmpeg's frame log does not match its output for ${path}.`);
-        if (!(n < bytes.length && n < pts.length)) break;
+        if (!(bytes.length && taken < pts.length)) break;
         continue;
       }
       await new Promise<void>((resolve) => {

@@ -18,6 +18,11 @@ export interface RunOptions {
   onStderrLine?: (line: string) => void;
   /** Streams stdout to the caller instead of collecting it (the result's stdout is then empty). */
   onStdout?: (chunk: Buffer) => void;
+  /**
+   * Given once the child runs: pause and resume its stdout (backpressure: a paused pipe fills and the child
+   * waits on its write, so a slow reader never has a whole video's frames queued in memory).
+   */
+  onFlow?: (flow: { pause(): void; resume(): void }) => void;
 }
 
 export interface RunResult {
@@ -52,6 +57,7 @@ export function runProcess(
     stderrCapChars = 64 * 1024,
     onStderrLine,
     onStdout,
+    onFlow,
   } = options;
   if (signal?.aborted) return Promise.reject(cancelled());
   if (!exitHookInstalled) {
@@ -93,6 +99,7 @@ export function runProcess(
     };
 
     child.stdout!.on('data', (chunk: Buffer) => (onStdout ? onStdout(chunk) : chunks.push(chunk)));
+    onFlow?.({ pause: () => child.stdout!.pause(), resume: () => child.stdout!.resume() });
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (text: string) => {
       stderr = (stderr + text).slice(-stderrCapChars);

@@ -55,6 +55,10 @@ async function handle(message: ToWorker): Promise<WorkerResult | undefined> {
       const frames = await loaded().encodeImages(message.pixels, control(message.id));
       return { kind: 'encoded', frames: frames.map((f) => ({ data: f.data, dims: [f.dims[0], f.dims[1]] })) };
     }
+    case 'promptLogits': {
+      const logits = await loaded().promptLogits(message.visuals, message.question, control(message.id));
+      return { kind: 'logits', logits };
+    }
     case 'open':
       conversations.get(message.conversation)?.release(); // opened again: the old cache goes
       conversations.set(message.conversation, loaded().startConversation(message.visual, message.history));

@@ -297,6 +297,36 @@ export class Engine {
     }
   }
 
+  /**
+   * The logits after `question`'s first-turn prompt about each visual input: what a fresh conversation's
+   * `onPromptLogits` gives, computed in batched decoder runs in the worker, opening no conversation and keeping
+   * no cache (moment search scores its instants this way). Stop (`signal`) lands between runs.
+   */
+  async promptLogits(
+    visuals: readonly VisualInput[],
+    question: string,
+    signal?: AbortSignal,
+  ): Promise<Float32Array[]> {
+    if (signal?.aborted) throw cancelled();
+    if (!visuals.length) return [];
+    const link = await this.worker();
+    const { id, done } = link.request((id) => ({
+      type: 'promptLogits',
+      id,
+      visuals: [...visuals],
+      question,
+    }));
+    const unsubscribe = link.stopOn(id, signal);
+    try {
+      const result = await done;
+      if (result.kind !== 'logits')
+        throw new LoupeError('INTERNAL', `worker answered ${result.kind} to promptLogits`);
+      return result.logits;
+    } finally {
+      unsubscribe();
+    }
+  }
+
   /** A conversation about `visual`; `history` (earlier turns) is prefilled with its first question. */
   startConversation(visual: VisualInput, history: readonly ChatMessage[] = []): Conversation {
     const conversation = new Conversation(this, this.nextConversation++, visual);

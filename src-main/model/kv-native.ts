@@ -13,7 +13,15 @@
  */
 import { open } from 'node:fs/promises';
 import { LoupeError } from '../errors.ts';
-import { decoderNames, trackCache, type DecoderShape, type KvCache } from './kv-cache.ts';
+import {
+  decoderNames,
+  lastRows,
+  promptBatchInputs,
+  trackCache,
+  type DecoderShape,
+  type KvCache,
+  type PromptBatch,
+} from './kv-cache.ts';
 import { OrtNative, type NativeSession, type NativeTensor } from './ort-native.ts';
 
 export type KvLayout = 'shared' | 'chained';
@@ -58,6 +66,50 @@ export class NativeDecoder {
 
   newCache(): NativeKvCache {
     return new NativeKvCache(this.session, this.shape, this.layout, this.contextLength);
+  }
+
+  /**
+   * Prompts of one length side by side from an empty cache (moment search scores many instants in one run):
+   * batch × vocab floats, each row's last logits. Only the logits are fetched, so ORT allocates no presents;
+   * every tensor made here is released before it returns, whatever happens.
+   */
+  promptBatch(input: PromptBatch): Float32Array {
+    const { batch, length } = input;
+    const { hiddenSize, numKeyValueHeads, headDim, vocabSize, usesPositionIds } = this.shape;
+    const { mask, positions } = promptBatchInputs(this.shape, input);
+    const ort = this.session.ort;
+    const names = decoderNames(this.shape).past;
+    const made: NativeTensor[] = [];
+    try {
+      made.push(ort.tensor('float32', [batch, length, hiddenSize], input.embeds));
+      made.push(ort.tensor('int64', [batch, length], mask));
+      if (usesPositionIds) made.push(ort.tensor('int64', [batch, length], positions));
+      for (let i = 0; i < names.length; i++)
+        made.push(ort.tensor('float32', [batch, numKeyValueHeads, 0, headDim]));
+      const inputNames = [
+        'inputs_embeds',
+        'attention_mask',
+        ...(usesPositionIds ? ['position_ids'] : []),
+        ...names,
+      ];
+      const [handle] = ort.run(
+        this.session.handle,
+        inputNames,
+        made.map((t) => t.handle),
+        ['logits'],
+        [null],
+      );
+      try {
+        const logits = ort.output(handle);
+        return lastRows(logits.dims, batch, length, vocabSize, (offset, count) =>
+          ort.readFloats(logits, offset, count),
+        );
+      } finally {
+        ort.release(handle);
+      }
+    } finally {
+      made.forEach((t) => ort.release(t.handle));
+    }
   }
 
   release(): void {

@@ -13,7 +13,7 @@ import {
   type Session,
   type ValueInfo,
 } from './ort.ts';
-import { JsKvCache, decoderNames, type DecoderShape, type KvCache } from './kv-cache.ts';
+import { JsKvCache, decoderNames, jsPromptBatch, type DecoderShape, type KvCache } from './kv-cache.ts';
 import { NativeDecoder } from './kv-native.ts';
 import { OrtNative } from './ort-native.ts';
 import { loadPack, type Manifest, type Pack } from './pack.ts';
@@ -38,6 +38,14 @@ const PREFILL_FIRST_CHUNK = 64;
 const PREFILL_MIN_CHUNK = 8;
 const PREFILL_MAX_CHUNK = 1024;
 const PREFILL_CHUNK_MS = 100;
+
+/**
+ * A prompt batch's bounds: tokens per decoder run (the activations and, in graphs that compute every
+ * position's logits, rows × vocabulary floats grow with it) and rows per run.
+ */
+const BATCH_MAX_TOKENS = 4096;
+const BATCH_MAX_LOGITS = 16 * 1024 * 1024;
+const BATCH_MAX_ROWS = 64;
 
 /** Vocabulary × hidden values up to which the embedding table is kept in JavaScript (16 MB of floats). */
 const EMBEDDING_TABLE_MAX_VALUES = 4 * 1024 * 1024;
@@ -144,6 +152,81 @@ export class LocalEngine {
         out.push(tensor(features.slice(i * size, (i + 1) * size), [tokensPerImage, hidden] as const));
     }
     return out;
+  }
+
+  /**
+   * The logits after the first-turn prompt of `question` about each visual input (what a fresh conversation's
+   * `onPromptLogits` gives), without opening a conversation: prompts of one length run side by side in batched
+   * decoder runs from an empty cache, and nothing is kept. The text is embedded once for all of them.
+   * Moment search scores its instants this way.
+   */
+  async promptLogits(
+    visuals: readonly VisualInput[],
+    question: string,
+    control?: RunControl,
+  ): Promise<Float32Array[]> {
+    const { manifest, prompt } = this;
+    const { hiddenSize, vocabSize, contextLength } = manifest.decoder;
+    const segments = prompt.encodePrompt([prompt.firstUserMessage(question)]);
+    const texts = await Promise.all(
+      segments.map((seg) => (seg.kind === 'text' && seg.ids.length ? this.embed(seg.ids) : null)),
+    );
+    const textTokens = texts.reduce((n, t) => n + (t ? t.length / hiddenSize : 0), 0);
+    const images = segments.filter((seg) => seg.kind === 'image').length;
+    const out: Float32Array[] = new Array<Float32Array>(visuals.length);
+    // rows of one length run together: the same question about the same number of frames
+    const byLength = new Map<number, number[]>();
+    const tokens = visuals.map((v) => visualTokens(v));
+    tokens.forEach((t, i) => {
+      const length = textTokens + images * t.dims[0];
+      if (length + 1 > contextLength)
+        throw new LoupeError(
+          'CONTEXT_OVERFLOW',
+          `The prompt needs ${length} tokens, more than the model's context of ${contextLength}.`,
+          { prompt: length, context: contextLength },
+        );
+      byLength.set(length, [...(byLength.get(length) ?? []), i]);
+    });
+    for (const [length, rows] of byLength) {
+      const perRun = Math.max(
+        1,
+        Math.min(
+          BATCH_MAX_ROWS,
+          this.decoderBatch,
+          Math.floor(BATCH_MAX_TOKENS / length),
+          Math.floor(BATCH_MAX_LOGITS / (length * vocabSize)),
+        ),
+      );
+      for (let start = 0; start < rows.length; start += perRun) {
+        if (control?.stopped()) throw cancelled();
+        if (start > 0) await control?.between?.();
+        const group = rows.slice(start, start + perRun);
+        const embeds = new Float32Array(group.length * length * hiddenSize);
+        group.forEach((row, b) => {
+          let at = b * length * hiddenSize;
+          segments.forEach((seg, s) => {
+            const piece = seg.kind === 'image' ? tokens[row]!.data : texts[s];
+            if (!piece) return;
+            embeds.set(piece, at);
+            at += piece.length;
+          });
+        });
+        const input = { embeds, batch: group.length, length };
+        const logits =
+          this.decoder.kind === 'native'
+            ? this.decoder.native.promptBatch(input)
+            : await jsPromptBatch(this.decoder.session, decoderShape(manifest), input);
+        group.forEach((row, b) => (out[row] = logits.slice(b * vocabSize, (b + 1) * vocabSize)));
+      }
+    }
+    return out;
+  }
+
+  /** Rows the decoder graph takes per run: its inputs' batch dim when the graph fixes it, else no limit. */
+  private get decoderBatch(): number {
+    const named = this.decoder.kind === 'native' ? this.decoder.native : this.decoder.session;
+    const fixed = named.inputInfo.get('inputs_embeds')?.dims[0] ?? -1;
+    return fixed > 0 ? fixed : Infinity;
   }
 
   startConversation(visual: VisualInput, history: readonly ChatMessage[] = []): LocalConversation {
@@ -289,6 +372,12 @@ export function checkGraphs(
   );
 }
 
+/** The visual prefix's tokens: a still's all, frames pooled by 2 and concatenated. */
+function visualTokens(visual: VisualInput): Tokens2D {
+  const stacked = stackFrames(visual.frames);
+  return visual.kind === 'image' ? flattenFrames(stacked) : poolAndConcatFrames(stacked);
+}
+
 function decoderShape(manifest: Manifest): DecoderShape {
   const { hiddenSize, numLayers, numKeyValueHeads, headDim, vocabSize, usesPositionIds } = manifest.decoder;
   return { hiddenSize, numLayers, numKeyValueHeads, headDim, vocabSize, usesPositionIds };
@@ -417,15 +506,11 @@ export class LocalConversation {
     }
 
     // 2. Embed text pieces and splice the visual tokens in.
-    const visualTokens = first
-      ? this.visual.kind === 'image'
-        ? flattenFrames(stackFrames(this.visual.frames))
-        : poolAndConcatFrames(stackFrames(this.visual.frames))
-      : null;
+    const visual = first ? visualTokens(this.visual) : null;
     const hidden = manifest.decoder.hiddenSize;
     const pieces: Float32Array[] = [];
     for (const seg of segments) {
-      if (seg.kind === 'image') pieces.push(visualTokens!.data);
+      if (seg.kind === 'image') pieces.push(visual!.data);
       else if (seg.ids.length) pieces.push(await this.embed(seg.ids));
     }
     const newTokens = pieces.reduce((n, p) => n + p.length / hidden, 0);

@@ -112,8 +112,14 @@ export class Session {
    * Run the graph. `into` names outputs with preallocated tensors of the exact shape the graph will produce:
    * onnxruntime-node writes those in place instead of copying a fresh native buffer into JavaScript.
    */
-  async run(feeds: Feeds, into: Record<string, ort.Tensor> = {}): Promise<Record<string, ort.Tensor>> {
+  async run(
+    feeds: Feeds,
+    into: Record<string, ort.Tensor> = {},
+    /** Only these outputs (the graph computes only what they need); default all. */
+    only?: readonly string[],
+  ): Promise<Record<string, ort.Tensor>> {
     try {
+      if (only) return await this.session.run(feeds, [...only]);
       if (Object.keys(into).length === 0) return await this.session.run(feeds);
       const fetches: Record<string, ort.Tensor | null> = {};
       for (const name of this.session.outputNames) fetches[name] = into[name] ?? null;

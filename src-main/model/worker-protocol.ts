@@ -30,7 +30,9 @@ export type ToWorker =
       question: string;
       options: WireGenerateOptions;
     }
-  /** Stop request `id` (an encode or an ask) at its next check. */
+  /** The logits after one question's first-turn prompt about each visual input, in batched runs (no conversation). */
+  | { type: 'promptLogits'; id: number; visuals: VisualInput[]; question: string }
+  /** Stop request `id` (an encode, a prompt batch or an ask) at its next check. */
   | { type: 'stop'; id: number }
   /** The app took events up to `taken`: the worker runs at most ASK_WINDOW tokens ahead of its reader. */
   | { type: 'taken'; id: number; taken: number }
@@ -62,6 +64,7 @@ export type WorkerResult =
   | { kind: 'loaded'; provider: ProviderReport; kvCache: KvCacheReport }
   | { kind: 'encoded'; frames: { data: Float32Array; dims: [number, number] }[] }
   | { kind: 'answered' }
+  | { kind: 'logits'; logits: Float32Array[] }
   | { kind: 'stats'; stats: WorkerStats }
   | { kind: 'disposed' };
 

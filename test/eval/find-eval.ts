@@ -2,14 +2,17 @@
  * Moment-search accuracy on clips from a renderer other than the training one (ffmpeg's lavfi): per clip, one
  * shape on screen only during one or two known intervals, among one or two shapes that stay the whole time.
  * Reports the share of clips whose found intervals reach IoU ≥ 0.5 with the truth (target ≥ 90%), and how much
- * of each clip a query for a staying shape covers (target: most of it).
+ * of each clip a query for a staying shape covers (target: most of it), with the default coarse-to-fine scan.
+ * Every query (the transient shape, a staying one, and one that is never on screen) is also run on the full
+ * grid: the summary says on how many the two scans give identical intervals, and what share of instants the
+ * coarse-to-fine scan scored.
  *
- *   npx tsx test/eval/find-eval.ts [--pack DIR] [--n 20] [--seed 11] [--step 0.5] [--out DIR]
+ *   npx tsx test/eval/find-eval.ts [--pack DIR] [--n 20] [--seed 11] [--step 0.5] [--tokens image|pooled] [--out DIR]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { findMoments, type FindResult } from '../../src-main/find/scan.ts';
+import { findMoments, type FindResult, type FindTokens } from '../../src-main/find/scan.ts';
 import { intervalIoU, type Interval } from '../../src-main/find/intervals.ts';
 import { seededRandom } from '../../src-main/model/sampler.ts';
 import { Services } from '../../src-main/services.ts';
@@ -26,16 +29,39 @@ const rand = seededRandom(Number(arg('seed', '11')));
 const KINDS = ['circle', 'square', 'triangle'] as const;
 const NAMES = Object.keys(COLORS) as (keyof typeof COLORS)[];
 const DURATION = 20;
+const TOKENS = arg('tokens', 'pooled') as FindTokens;
 
-async function run(services: Services, file: string, query: string): Promise<FindResult> {
+async function scan(services: Services, file: string, query: string, full: boolean): Promise<FindResult> {
   const engine = await services.engine();
   for await (const e of findMoments(engine, services.denseMedia, services.cache, {
     path: file,
     query,
     step: STEP,
+    tokens: TOKENS,
+    full,
   }))
     if (e.type === 'done') return e.result;
   throw new Error('no result');
+}
+
+const agreement = { queries: 0, identical: 0, scored: 0, instants: 0, iouSum: 0 };
+/** The default scan's result, after checking it against the full grid's. */
+async function run(services: Services, file: string, query: string): Promise<FindResult> {
+  const coarse = await scan(services, file, query, false);
+  const full = await scan(services, file, query, true);
+  const same =
+    JSON.stringify(coarse.intervals.map((i) => [i.from, i.to])) ===
+    JSON.stringify(full.intervals.map((i) => [i.from, i.to]));
+  agreement.queries++;
+  agreement.identical += same ? 1 : 0;
+  agreement.scored += coarse.scoredFrames;
+  agreement.instants += coarse.frames;
+  agreement.iouSum += intervalIoU(coarse.intervals, full.intervals);
+  if (!same)
+    console.error(
+      `  ${query}: coarse ${coarse.intervals.map((x) => `${x.from}–${x.to}`).join(', ') || '—'} vs full ${full.intervals.map((x) => `${x.from}–${x.to}`).join(', ') || '—'}`,
+    );
+  return coarse;
 }
 
 const services = new Services({
@@ -51,6 +77,7 @@ const rows: {
   found: Interval[];
   iou: number;
   stayCover: number;
+  absentCover: number;
 }[] = [];
 for (let i = 0; i < N; i++) {
   const kinds = [...KINDS].sort(() => rand() - 0.5);
@@ -88,6 +115,9 @@ for (let i = 0; i < N; i++) {
   const query = `${colors[0]} ${kinds[0]}`;
   const found = await run(services, file, query);
   const stay = await run(services, file, `${colors[1]} ${kinds[1]}`);
+  // a shape never on screen: the transient shape's kind in a colour no shape has (a hard negative)
+  const absent = await run(services, file, `${colors[stays + 1]} ${kinds[0]}`);
+  const absentCover = absent.intervals.reduce((n, x) => n + x.to - x.from, 0) / DURATION;
   const truthIntervals = rounded.map(([from, to]) => ({ from, to, score: 1 }));
   const iou = intervalIoU(found.intervals, truthIntervals);
   const stayCover = stay.intervals.reduce((n, x) => n + x.to - x.from, 0) / DURATION;
@@ -98,6 +128,7 @@ for (let i = 0; i < N; i++) {
     found: found.intervals,
     iou,
     stayCover,
+    absentCover,
   });
   console.error(
     `${i + 1}/${N} ${query}: truth ${rounded.map((r) => r.join('–')).join(', ')} found ${found.intervals.map((x) => `${x.from}–${x.to}`).join(', ') || '—'} IoU ${iou.toFixed(2)}; staying shape covers ${(100 * stayCover).toFixed(0)}%`,
@@ -111,6 +142,14 @@ const summary = {
   iou_ge_05_share: passed / N,
   mean_iou: rows.reduce((n, r) => n + r.iou, 0) / N,
   staying_shape_mean_cover: rows.reduce((n, r) => n + r.stayCover, 0) / N,
+  absent_shape_mean_cover: rows.reduce((n, r) => n + r.absentCover, 0) / N,
+  tokens: TOKENS,
+  coarse_vs_full: {
+    queries: agreement.queries,
+    identical_intervals: agreement.identical,
+    mean_iou: agreement.iouSum / agreement.queries,
+    scored_share: agreement.scored / agreement.instants,
+  },
 };
 await writeFile(path.join(OUT, 'find-eval.json'), JSON.stringify({ summary, rows }, null, 2));
 console.log(JSON.stringify(summary, null, 2));
