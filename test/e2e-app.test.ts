@@ -364,6 +364,19 @@ describe('the Loupe app in web mode', () => {
     const dialog = page.getByTestId('settings');
     await poll(() => dialog.getByTestId('model-statement').textContent()).toMatch(/never audio/);
     expect(await dialog.getByTestId('data-dir').textContent()).toBe(path.join(dir, 'data'));
+    // The form shows the saved settings (the defaults, from main: the renderer keeps no copy of them).
+    const saved = running.service.store.data.settings;
+    expect(await dialog.locator('#max-tokens').inputValue()).toBe(String(saved.maxNewTokens));
+    expect(await dialog.locator('#sampling').inputValue()).toBe(saved.sampling);
+    // What this build can use, and what the model runs on, said without contradiction.
+    await poll(() => dialog.getByTestId('build-providers').textContent()).toMatch(/^CPU\b/);
+    const runsOn = (await dialog.getByTestId('runs-on').textContent())!;
+    expect(runsOn.trim()).toMatch(/^CPU($| \()/); // "CPU (CUDA … is not part of this build)"
+    expect(runsOn).not.toMatch(/tried|not available/);
+    // The way to a real model is the doc's path, as code (nothing leaves the machine).
+    expect(await dialog.getByTestId('model-statement').locator('code').textContent()).toBe(
+      'docs/real-models.md',
+    );
     await page.screenshot({ path: path.join(SHOTS, '6-settings.png') });
     await dialog.getByText('Dark', { exact: true }).click();
     await poll(() => page.evaluate(() => document.documentElement.dataset.theme)).toBe('dark');
