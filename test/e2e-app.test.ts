@@ -137,6 +137,7 @@ describe('the Loupe app in web mode', () => {
           width: img.offsetWidth,
           height: img.offsetHeight,
           naturalAspect: img.naturalWidth / img.naturalHeight,
+          picture: img.src.slice(-80), // enough of the data: URL to tell frames apart
         })),
       };
     });
@@ -326,7 +327,11 @@ describe('the Loupe app in web mode', () => {
         expect(lane.right).toBeLessThanOrEqual(b.timeline.right + 0.5);
       }
     }
-    // Zoomed tiles are whole frames too, and the zoomed view gets its own frames.
+    // Zoomed tiles are whole frames too, and each gets its own frame (at 4× a tile is about 0.25 s, 10 fps).
+    await poll(async () => {
+      const { tiles } = await tileFacts();
+      return new Set(tiles.map((t) => t.picture)).size === tiles.length;
+    }).toBe(true);
     const zoomed = await tileFacts();
     for (const tile of zoomed.tiles) {
       expect(tile.height).toBe(zoomed.height);
