@@ -124,6 +124,40 @@ describe('the Loupe app in web mode', () => {
   const poll = <T>(fn: () => Promise<T> | T, options: { timeout?: number } = {}) =>
     expect.poll(fn, { timeout: 60_000, ...options });
   const answers = () => page.getByTestId('conversation').getByTestId('answer');
+  /** The strip's inner size and its tiles' boxes (relative to the strip) and pictures' aspect, once decoded. */
+  const tileFacts = () =>
+    page.getByTestId('strip').evaluate(async (strip: HTMLElement) => {
+      const imgs = [...strip.querySelectorAll('img')];
+      await Promise.all(imgs.map((img) => img.decode().catch(() => undefined)));
+      return {
+        width: strip.clientWidth,
+        height: strip.clientHeight,
+        tiles: imgs.map((img) => ({
+          left: img.offsetLeft,
+          width: img.offsetWidth,
+          height: img.offsetHeight,
+          naturalAspect: img.naturalWidth / img.naturalHeight,
+          picture: img.src.slice(-80), // enough of the data: URL to tell frames apart
+        })),
+      };
+    });
+  /** Bounding boxes of the timeline (`section`), its strip, the selection body and the lanes' buttons. */
+  const timelineBoxes = () =>
+    page.getByRole('region', { name: 'Timeline' }).evaluate((section: HTMLElement) => {
+      const box = (el: Element) => {
+        const r = el.getBoundingClientRect();
+        return { left: r.left, right: r.right, top: r.top, bottom: r.bottom };
+      };
+      const strip = section.querySelector('[data-testid="strip"]')!;
+      const sel = strip.querySelector('.sel');
+      return {
+        timeline: box(section),
+        strip: box(strip),
+        selection: sel ? box(sel) : null,
+        shades: [...strip.querySelectorAll('.shade')].map(box),
+        lanes: [...section.querySelectorAll('.marker, .segment')].map(box),
+      };
+    });
 
   it('refuses requests without the token or from another origin', async () => {
     const { web } = running;
@@ -161,23 +195,18 @@ describe('the Loupe app in web mode', () => {
     const broken = items.filter({ hasText: 'broken-download.mp4' });
     await poll(() => broken.getByTestId('video-error').textContent()).toMatch(/\w+/);
     await page.getByRole('button', { name: /^red-circle\.mp4/ }).click();
-    await poll(() => page.locator('.strip img').count()).toBeGreaterThan(10);
-    // Each tile shows the whole frame (letterboxed), not a centre crop: the fraction of the frame's width and
-    // height that the tile's rendering keeps.
-    const shown = await page
-      .locator('.strip img')
-      .first()
-      .evaluate(async (img: HTMLImageElement) => {
-        await img.decode().catch(() => undefined);
-        const fit = getComputedStyle(img).objectFit;
-        const box = img.getBoundingClientRect();
-        const scale =
-          fit === 'cover'
-            ? Math.max(box.width / img.naturalWidth, box.height / img.naturalHeight)
-            : Math.min(box.width / img.naturalWidth, box.height / img.naturalHeight);
-        return Math.min(1, box.width / (img.naturalWidth * scale), box.height / (img.naturalHeight * scale));
-      });
-    expect(shown).toBeGreaterThan(0.999);
+    // The strip is tiled with whole frames at the video's aspect (320×180), each as tall as the strip, edge to edge.
+    await poll(() => page.locator('.strip img').count()).toBeGreaterThan(3);
+    const strip = await tileFacts();
+    expect(strip.tiles.length).toBeGreaterThan(3);
+    for (const [i, tile] of strip.tiles.entries()) {
+      expect(tile.naturalAspect).toBeCloseTo(320 / 180, 1);
+      expect(tile.height).toBe(strip.height);
+      expect(Math.abs(tile.width / tile.height - 320 / 180)).toBeLessThan(0.03);
+      if (i > 0) expect(tile.left).toBe(strip.tiles[i - 1]!.left + strip.tiles[i - 1]!.width); // no seams
+    }
+    expect(strip.tiles[0]!.left).toBe(0);
+    expect(strip.tiles.at(-1)!.left + strip.tiles.at(-1)!.width).toBeGreaterThanOrEqual(strip.width);
     await poll(() => page.locator('.item .thumb img').count()).toBe(2);
     await poll(() => page.locator('video').evaluate((v: HTMLVideoElement) => v.readyState)).toBeGreaterThan(
       0,
@@ -257,12 +286,82 @@ describe('the Loupe app in web mode', () => {
     await page.screenshot({ path: path.join(SHOTS, '4-history-after-reload.png') });
   });
 
+  it('zooms around the selection (+ and − keys), its lanes and tiles kept inside the timeline', async () => {
+    const strip = page.getByTestId('strip');
+    const box = (await strip.boundingBox())!;
+    await page.mouse.move(box.x + box.width * 0.5, box.y + box.height / 2);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width * 0.84, box.y + box.height / 2, { steps: 10 });
+    await page.mouse.up();
+    expect(await page.getByTestId('selection').textContent()).toMatch(/Clip 0:0[23]\.\d – 0:05\.\d/);
+    await strip.focus();
+    await page.keyboard.press('Home'); // the playhead at 0: zooming around it would lose the selection
+    await poll(() => page.locator('video').evaluate((v: HTMLVideoElement) => v.currentTime)).toBe(0);
+    const zoomLevel = page.getByLabel('Zoom level');
+    for (const [key, level] of [
+      ['+', '2.0×'],
+      ['+', '4.0×'],
+      ['-', '2.0×'],
+      ['+', '4.0×'],
+    ] as const) {
+      await page.keyboard.press(key);
+      await poll(() => zoomLevel.textContent()).toBe(level);
+      const b = await timelineBoxes();
+      // The selection (2 s) stays in view: wholly at 2× (a 3 s view), its middle at 4× (a 1.5 s view).
+      const sel = b.selection!;
+      if (level === '2.0×') {
+        expect(sel.left).toBeGreaterThanOrEqual(b.strip.left);
+        expect(sel.right).toBeLessThanOrEqual(b.strip.right);
+      } else {
+        const mid = (sel.left + sel.right) / 2;
+        expect(mid).toBeGreaterThan(b.strip.left);
+        expect(mid).toBeLessThan(b.strip.right);
+        // The selection fills the view: nothing of the strip is shaded as outside it.
+        for (const shade of b.shades)
+          expect(Math.min(shade.right, b.strip.right) - Math.max(shade.left, b.strip.left)).toBeLessThan(1);
+      }
+      // The earlier question (0.5–3.5 s) runs off the view's left edge: its marker is cut at the timeline's edge.
+      expect(b.lanes.length).toBeGreaterThan(0);
+      for (const lane of b.lanes) {
+        expect(lane.left).toBeGreaterThanOrEqual(b.timeline.left - 0.5);
+        expect(lane.right).toBeLessThanOrEqual(b.timeline.right + 0.5);
+      }
+    }
+    // Zoomed tiles are whole frames too, and each gets its own frame (at 4× a tile is about 0.25 s, 10 fps).
+    await poll(async () => {
+      const { tiles } = await tileFacts();
+      return new Set(tiles.map((t) => t.picture)).size === tiles.length;
+    }).toBe(true);
+    const zoomed = await tileFacts();
+    for (const tile of zoomed.tiles) {
+      expect(tile.height).toBe(zoomed.height);
+      expect(Math.abs(tile.width / tile.height - 320 / 180)).toBeLessThan(0.03);
+    }
+    for (const [width, height] of [
+      [1024, 700],
+      [1440, 900],
+    ] as const)
+      for (const theme of ['light', 'dark'] as const) {
+        await page.setViewportSize({ width, height });
+        await page.emulateMedia({ colorScheme: theme });
+        await poll(async () => {
+          const b = await timelineBoxes();
+          return b.lanes.every((l) => l.left >= b.timeline.left - 0.5 && l.right <= b.timeline.right + 0.5);
+        }).toBe(true);
+        await page.screenshot({ path: path.join(SHOTS, `8-zoomed-${width}x${height}-${theme}.png`) });
+      }
+    await page.setViewportSize({ width: 1440, height: 900 });
+    await page.emulateMedia({ colorScheme: 'light' });
+    await page.keyboard.press('0');
+    await poll(() => zoomLevel.textContent()).toBe('1.0×');
+  });
+
   it('shows a corrupt file’s error while the rest keeps working', async () => {
     await page.getByRole('button', { name: /^broken-download\.mp4/ }).click();
     await poll(() => page.getByRole('alert').first().textContent()).toMatch(/cannot be shown/);
     await page.screenshot({ path: path.join(SHOTS, '5-corrupt-file.png') });
     await page.getByRole('button', { name: /^green-square\.mp4/ }).click();
-    await poll(() => page.locator('.strip img').count()).toBeGreaterThan(5);
+    await poll(() => page.locator('.strip img').count()).toBeGreaterThan(3);
   });
 
   it('shows the model, settings and privacy facts, in light and dark', async () => {
@@ -270,6 +369,19 @@ describe('the Loupe app in web mode', () => {
     const dialog = page.getByTestId('settings');
     await poll(() => dialog.getByTestId('model-statement').textContent()).toMatch(/never audio/);
     expect(await dialog.getByTestId('data-dir').textContent()).toBe(path.join(dir, 'data'));
+    // The form shows the saved settings (the defaults, from main: the renderer keeps no copy of them).
+    const saved = running.service.store.data.settings;
+    expect(await dialog.locator('#max-tokens').inputValue()).toBe(String(saved.maxNewTokens));
+    expect(await dialog.locator('#sampling').inputValue()).toBe(saved.sampling);
+    // What this build can use, and what the model runs on, said without contradiction.
+    await poll(() => dialog.getByTestId('build-providers').textContent()).toMatch(/^CPU\b/);
+    const runsOn = (await dialog.getByTestId('runs-on').textContent())!;
+    expect(runsOn.trim()).toMatch(/^CPU($| \()/); // "CPU (CUDA … is not part of this build)"
+    expect(runsOn).not.toMatch(/tried|not available/);
+    // The way to a real model is the doc's path, as code (nothing leaves the machine).
+    expect(await dialog.getByTestId('model-statement').locator('code').textContent()).toBe(
+      'docs/real-models.md',
+    );
     await page.screenshot({ path: path.join(SHOTS, '6-settings.png') });
     await dialog.getByText('Dark', { exact: true }).click();
     await poll(() => page.evaluate(() => document.documentElement.dataset.theme)).toBe('dark');

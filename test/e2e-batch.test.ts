@@ -123,6 +123,48 @@ describe('the Batch view and the model manager in web mode', () => {
     await page.screenshot({ path: path.join(SHOTS, 'b2-batch-finished.png') });
   }, 300_000);
 
+  it('reads a clip’s answers in the list by expanding its row', async () => {
+    const row = clip('a-red-circle.mp4');
+    const toggle = row.getByRole('button', { name: 'Show the answers for a-red-circle.mp4' });
+    expect(await row.getByTestId('clip-answers').count()).toBe(0);
+    await toggle.click();
+    const answers = row.getByTestId('clip-answer');
+    await poll(() => answers.count()).toBe(2); // one per prompt
+    const batchId = running.service.batches.list()[0]!.id;
+    const saved = (await running.service.batchResults({ batchId })).results
+      .filter((r) => r.relPath === 'a-red-circle.mp4')
+      .sort((a, b) => a.promptIndex - b.promptIndex);
+    expect(await answers.allTextContents()).toEqual(saved.map((r) => r.answer));
+    expect(saved[0]!.answer).toMatch(/\w/);
+    const text = (await row.getByTestId('clip-answers').textContent())!;
+    expect(text).toContain('Summarize the video.');
+    expect(text).toContain('What shape is it?');
+    // The segment answers (2 s each) are listed under the first prompt's.
+    expect(await row.getByRole('list', { name: 'Segment answers' }).getByRole('listitem').count()).toBe(2);
+    expect(await row.getByRole('button', { name: /^Hide the answers/ }).getAttribute('aria-expanded')).toBe(
+      'true',
+    );
+    await page.screenshot({ path: path.join(SHOTS, 'b2b-batch-answers.png') });
+    await row.getByRole('button', { name: /^Hide the answers/ }).click();
+    await poll(() => row.getByTestId('clip-answers').count()).toBe(0);
+  });
+
+  it('styles the Find form like the Summaries form', async () => {
+    const look = () =>
+      page.locator('form.side-form').evaluate((form) => {
+        const s = getComputedStyle(form);
+        const label = getComputedStyle(form.querySelector('.label')!);
+        return [s.padding, s.gap, label.fontSize, label.fontWeight, label.color].join(' ');
+      });
+    const summaries = await look();
+    await page.getByRole('group', { name: 'Batch mode' }).getByRole('button', { name: 'Find' }).click();
+    await poll(() => page.locator('#ff-folder').isVisible()).toBe(true);
+    expect(await look()).toBe(summaries);
+    await page.screenshot({ path: path.join(SHOTS, 'b2c-batch-find-form.png') });
+    await page.getByRole('group', { name: 'Batch mode' }).getByRole('button', { name: 'Summaries' }).click();
+    await poll(() => page.locator('#batch-folder').isVisible()).toBe(true);
+  });
+
   it('exports the results as JSONL, Markdown and CSV downloads', async () => {
     const download = async (label: string) => {
       const [file] = await Promise.all([
@@ -162,7 +204,7 @@ describe('the Batch view and the model manager in web mode', () => {
     await poll(() => markers.count()).toBe(2);
     await markers.nth(1).click();
     expect(await page.getByTestId('selection').textContent()).toMatch(/Clip 0:02\.0 – 0:04\.0/);
-    await poll(() => page.locator('.strip img').count()).toBeGreaterThan(5);
+    await poll(() => page.locator('.strip img').count()).toBeGreaterThan(3);
     await page.screenshot({ path: path.join(SHOTS, 'b3-clip-with-summary.png') });
     // The batch's clips are in the library, the damaged one with its error.
     expect(await page.getByRole('complementary', { name: 'Library' }).getByRole('listitem').count()).toBe(4);

@@ -67,6 +67,99 @@ export function zoomView(view: View, duration: number, factor: number, anchor: n
   return panView({ start: anchor - ratio * next, end: anchor - ratio * next + next }, duration);
 }
 
+/**
+ * Zoom by `factor` around the selection when there is one (the playhead `t` otherwise), keeping the selected clip
+ * in view: the anchor keeps its place on screen, then the view shifts just enough to show the whole selection,
+ * or is centred on it when the selection is longer than the new span.
+ */
+export function zoomAround(
+  view: View,
+  duration: number,
+  factor: number,
+  selection: Range | null,
+  t: number,
+): View {
+  if (!selection) return zoomView(view, duration, factor, clamp(t, 0, duration));
+  const mid = (selection.from + selection.to) / 2;
+  const next = zoomView(view, duration, factor, clamp(mid, view.start, view.end));
+  const span = next.end - next.start;
+  if (selection.to - selection.from >= span)
+    return panView({ start: mid - span / 2, end: mid + span / 2 }, duration);
+  if (selection.from < next.start)
+    return panView({ start: selection.from, end: selection.from + span }, duration);
+  if (selection.to > next.end) return panView({ start: selection.to - span, end: selection.to }, duration);
+  return next;
+}
+
+/** A range's place on a strip `width` px wide, cut to the strip: null when none of it is visible. */
+export function visibleSpan(range: Range, view: View, width: number): { x: number; w: number } | null {
+  if (range.to < view.start || range.from > view.end || width <= 0) return null;
+  const x0 = clamp(timeToX(range.from, view, width), 0, width);
+  const x1 = clamp(timeToX(range.to, view, width), 0, width);
+  return { x: x0, w: Math.max(0, x1 - x0) };
+}
+
+/** One thumbnail tile of the strip: it covers [from, to) of the video and shows the frame at `from`. */
+export interface Tile {
+  from: number;
+  to: number;
+  /** Whole pixels, each tile ending where the next begins (no seams). */
+  x: number;
+  w: number;
+}
+
+/** The most tiles a strip draws (a very wide strip of very flat tiles). */
+export const MAX_TILES = 400;
+
+/**
+ * Tiles of the frames along a strip `height` px tall, each as wide as a frame of `aspect` (width / height) at that
+ * height: whole frames, no letterbox, at every zoom level. They sit on a grid that starts at time 0, so they move
+ * with the video when the view scrolls. Only the tiles that touch the view are returned; the last may run past
+ * the strip's edge (the strip clips it).
+ */
+export function frameTiles(
+  view: View,
+  width: number,
+  height: number,
+  aspect: number,
+  duration: number,
+): Tile[] {
+  const span = view.end - view.start;
+  if (!(span > 0 && width > 0 && height > 0 && aspect > 0 && duration > 0)) return [];
+  const tileSec = Math.max(((height * aspect) / width) * span, span / MAX_TILES);
+  const first = Math.max(0, Math.floor(view.start / tileSec));
+  const end = Math.min(view.end, duration);
+  const tiles: Tile[] = [];
+  for (let k = first; k * tileSec < end; k++) {
+    const from = k * tileSec;
+    const x = Math.round(timeToX(from, view, width));
+    const w = Math.round(timeToX(from + tileSec, view, width)) - x;
+    tiles.push({ from, to: Math.min(duration, from + tileSec), x, w });
+  }
+  return tiles;
+}
+
+/** `a` and `b` in time order, one item per time (`b`'s where both have one). */
+export function mergeByTime<T extends { timeSec: number }>(a: readonly T[], b: readonly T[]): T[] {
+  const byTime = new Map(a.map((f) => [f.timeSec, f]));
+  for (const f of b) byTime.set(f.timeSec, f);
+  return [...byTime.values()].sort((x, y) => x.timeSec - y.timeSec);
+}
+
+/** The index of the item of `sorted` (ascending `timeSec`) nearest `t`; -1 when empty. */
+export function nearestIndex(sorted: readonly { timeSec: number }[], t: number): number {
+  if (sorted.length === 0) return -1;
+  let lo = 0;
+  let hi = sorted.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[mid]!.timeSec < t) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo > 0 && t - sorted[lo - 1]!.timeSec <= sorted[lo]!.timeSec - t) return lo - 1;
+  return lo;
+}
+
 /** Shift a view back inside [0, duration] without changing its span. */
 export function panView(view: View, duration: number): View {
   const span = Math.min(view.end - view.start, duration);

@@ -67,7 +67,11 @@ export class AppState {
     const video = this.library.selected;
     void this.player.load(video); // may take a while (a playable copy being made): it reports its own progress
     await Promise.all([
-      this.timeline.reset(video && !video.error ? video.id : null, video?.durationSec ?? 0),
+      this.timeline.reset(
+        video && !video.error ? video.id : null,
+        video?.durationSec ?? 0,
+        video && video.height > 0 ? video.width / video.height : undefined,
+      ),
       this.conversation.load(video && !video.error ? video.id : null),
       this.summary.load(video && !video.error ? video.id : null),
       this.find.load(video && !video.error ? video.id : null),

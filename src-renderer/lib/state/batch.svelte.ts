@@ -1,5 +1,5 @@
 /** The batch view: the form (folder, prompts, segments), the list of batches, and the one being watched. */
-import type { BatchDetail, BatchSummary } from '../../../src-main/api/contract.ts';
+import type { BatchDetail, BatchResult, BatchSummary } from '../../../src-main/api/contract.ts';
 import { ApiError, type ApiClient } from '../api/client.ts';
 import { applyBatchEvent, batchFraction, downloadText, isLive, parseSegmentLength } from '../batch.ts';
 
@@ -17,6 +17,11 @@ export class BatchViewState {
   busy = $state<null | 'starting' | 'exporting'>(null);
   formError = $state<string | null>(null);
   actionError = $state<string | null>(null);
+  /** Clips (relPath) of the shown batch whose answers are open in the list. */
+  expanded = $state<string[]>([]);
+  /** The shown batch's answers, fetched when a clip is first opened and again as opened clips finish. */
+  results = $state.raw<BatchResult[] | null>(null);
+  resultsError = $state<string | null>(null);
 
   readonly fraction = $derived(this.current ? batchFraction(this.current) : 0);
   readonly live = $derived(!!this.current && isLive(this.current.state));
@@ -81,16 +86,57 @@ export class BatchViewState {
     this.watching = controller;
     this.selectedId = batchId;
     this.actionError = null;
-    if (this.current?.id !== batchId) this.current = null;
+    if (this.current?.id !== batchId) {
+      this.current = null;
+      this.expanded = [];
+      this.results = null;
+    }
     try {
       for await (const event of this.api.stream('batchEvents', { batchId }, controller.signal)) {
         this.current = applyBatchEvent(this.current, event);
+        if (
+          event.type === 'clip' &&
+          event.clip.status.state === 'done' &&
+          this.expanded.includes(event.clip.relPath)
+        )
+          void this.loadResults();
         if (event.type === 'overall' || event.type === 'end') this.patchSummary();
         if (event.type === 'end' && this.watching === controller) this.onFinished();
       }
     } catch (error) {
       const e = ApiError.from(error);
       if (e.code !== 'CANCELLED') this.actionError = e.message;
+    }
+  }
+
+  /** Open or close a clip's answers in the list. */
+  async toggleClip(relPath: string): Promise<void> {
+    if (this.expanded.includes(relPath)) {
+      this.expanded = this.expanded.filter((p) => p !== relPath);
+      return;
+    }
+    this.expanded = [...this.expanded, relPath];
+    if (!this.results || !this.results.some((r) => r.relPath === relPath)) await this.loadResults();
+  }
+
+  /** The shown batch's answers for one clip, in prompt order. */
+  resultsOf(relPath: string): BatchResult[] {
+    return (this.results ?? [])
+      .filter((r) => r.relPath === relPath)
+      .sort((a, b) => a.promptIndex - b.promptIndex);
+  }
+
+  private async loadResults(): Promise<void> {
+    const batchId = this.current?.id;
+    if (!batchId) return;
+    try {
+      const { results } = await this.api.call('batchResults', { batchId });
+      if (this.current?.id === batchId) {
+        this.results = results;
+        this.resultsError = null;
+      }
+    } catch (error) {
+      this.resultsError = ApiError.from(error).message;
     }
   }
 

@@ -3,14 +3,11 @@ import type { ModelInfo, Settings } from '../../../src-main/api/contract.ts';
 import { ApiError, type ApiClient } from '../api/client.ts';
 
 export class SettingsState {
-  settings = $state<Settings>({
-    frames: null,
-    maxNewTokens: 256,
-    temperature: 0,
-    theme: 'system',
-    sampling: 'auto',
-    modelPack: null,
-  });
+  /**
+   * The saved settings, null until the first `getSettings` answers: the defaults live in one place, main's
+   * library (DEFAULT_SETTINGS in src-main/library/records.ts), and come through the API like any saved value.
+   */
+  settings = $state<Settings | null>(null);
   model = $state<ModelInfo | null>(null);
   modelError = $state<string | null>(null);
   privacy = $state<{ dataDir: string; logFile: string; cacheBytes: number; conversations: number } | null>(
@@ -21,7 +18,7 @@ export class SettingsState {
   /** The theme in effect (system resolved through prefers-color-scheme). */
   systemDark = $state(false);
   readonly dark = $derived(
-    this.settings.theme === 'dark' || (this.settings.theme === 'system' && this.systemDark),
+    this.settings?.theme === 'dark' || ((this.settings?.theme ?? 'system') === 'system' && this.systemDark),
   );
 
   constructor(private readonly api: ApiClient) {}

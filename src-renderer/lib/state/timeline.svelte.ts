@@ -7,11 +7,22 @@ export class TimelineState {
   duration = $state(0);
   view = $state<tm.View>({ start: 0, end: 0 });
   selection = $state<tm.Range | null>(null);
-  /** Strip width in pixels (bound from the component). */
+  /** Strip width and height in pixels (bound from the component). */
   width = $state(0);
+  height = $state(0);
+  /** The video's display aspect (width / height): each thumbnail tile is a whole frame at this aspect. */
+  aspect = $state(16 / 9);
+  /** Thumbnails made so far, in time order: the whole video's at first, then the tiles' of zoomed views. */
   thumbs = $state.raw<FrameRef[]>([]);
 
   readonly zoom = $derived(tm.zoomLevel(this.view, this.duration));
+  /** The strip's tiles, each with the thumbnail nearest its time (until its own arrives). */
+  readonly tiles = $derived(
+    tm.frameTiles(this.view, this.width, this.height, this.aspect, this.duration).map((tile) => ({
+      ...tile,
+      thumb: this.thumbs[tm.nearestIndex(this.thumbs, tile.from)]?.thumb ?? null,
+    })),
+  );
   readonly selectionLength = $derived(this.selection ? this.selection.to - this.selection.from : 0);
 
   /** Pointer and keyboard gestures that change the selection. */
@@ -21,19 +32,69 @@ export class TimelineState {
 
   private videoId: string | null = null;
 
-  async reset(videoId: string | null, duration: number): Promise<void> {
+  /** Tile times asked for (ms), so that a frame that comes back at another time is not asked for again. */
+  private requested: Record<number, true> = {};
+  private wanted: { videoId: string; times: number[]; tolerance: number } | null = null;
+  private fetching = false;
+
+  async reset(videoId: string | null, duration: number, aspect = 16 / 9): Promise<void> {
     this.videoId = videoId;
     this.duration = duration;
+    this.aspect = aspect > 0 && Number.isFinite(aspect) ? aspect : 16 / 9;
+    this.requested = {};
+    this.wanted = null;
     this.view = { start: 0, end: duration };
     this.selection = null;
     this.thumbs = [];
     if (!videoId || !(duration > 0)) return;
     try {
       const { thumbnails } = await this.api.call('thumbnails', { videoId, count: 24, width: 160 });
-      if (this.videoId === videoId) this.thumbs = thumbnails; // another video may have been opened meanwhile
+      if (this.videoId === videoId) this.addThumbs(thumbnails); // another video may have been opened meanwhile
     } catch {
       // The strip stays plain; the player shows the error.
     }
+  }
+
+  /**
+   * Fetch the frames of the tiles now shown whose nearest thumbnail is further than half a tile from them (a
+   * zoomed view): one request at a time, the latest view's tiles next.
+   */
+  async fetchTiles(): Promise<void> {
+    const videoId = this.videoId;
+    const tiles = this.tiles;
+    if (!videoId || !tiles.length || !this.thumbs.length) return; // the whole video's thumbnails come first
+    this.wanted = {
+      videoId,
+      times: tiles.map((t) => t.from),
+      tolerance: (tiles[0]!.to - tiles[0]!.from) / 2,
+    };
+    if (this.fetching) return;
+    this.fetching = true;
+    try {
+      while (this.wanted) {
+        const { videoId: id, times, tolerance } = this.wanted;
+        this.wanted = null;
+        if (id !== this.videoId) continue;
+        const missing = times
+          .filter((t) => {
+            const near = this.thumbs[tm.nearestIndex(this.thumbs, t)];
+            return (!near || Math.abs(near.timeSec - t) > tolerance) && !this.requested[Math.round(t * 1000)];
+          })
+          .slice(0, 64);
+        if (!missing.length) continue;
+        for (const t of missing) this.requested[Math.round(t * 1000)] = true;
+        const { frames } = await this.api.call('frameThumbs', { videoId: id, times: missing });
+        if (id === this.videoId) this.addThumbs(frames);
+      }
+    } catch {
+      // The tiles keep their nearest thumbnails.
+    } finally {
+      this.fetching = false;
+    }
+  }
+
+  private addThumbs(more: FrameRef[]): void {
+    this.thumbs = tm.mergeByTime(this.thumbs, more);
   }
 
   toX(t: number): number {
@@ -58,6 +119,11 @@ export class TimelineState {
 
   zoomBy(factor: number, anchor: number): void {
     this.view = tm.zoomView(this.view, this.duration, factor, anchor);
+  }
+
+  /** Zoom (the toolbar's buttons, + and −) around the selection, or the playhead `t` when there is none. */
+  zoomAround(factor: number, t: number): void {
+    this.view = tm.zoomAround(this.view, this.duration, factor, this.selection, t);
   }
 
   zoomToFit(): void {
