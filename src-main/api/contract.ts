@@ -223,6 +223,26 @@ const folderFindInput = z.strictObject({
 
 // ─── Streamed events ────────────────────────────────────────────────────────────────────────────────
 
+/**
+ * Where the time before an answer's first word went, as main measured it: from the request that opened the
+ * conversation (the first question) or from the question (a follow-up) to the first token. The parts add up to
+ * `totalMs`; what the client adds (the trip to main and back) is not in it.
+ */
+export const FirstWordSchema = z.object({
+  totalMs: z.number().min(0),
+  /** Probing the file and decoding the frames (0 when their features were cached, and for a follow-up). */
+  samplingMs: z.number().min(0),
+  /** The vision encoder on the frames not cached. */
+  visionMs: z.number().min(0),
+  /** The prompt through the decoder: the frames and question (earlier turns too, for a reopened conversation). */
+  prefillMs: z.number().min(0),
+  /** From the end of prefill to the first token. */
+  firstTokenMs: z.number().min(0),
+  /** The rest: waiting for the model to load or for a batch to yield it, and bookkeeping. */
+  waitMs: z.number().min(0),
+});
+export type FirstWord = z.infer<typeof FirstWordSchema>;
+
 export const AskEventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('token'), text: z.string() }),
   z.object({
@@ -231,6 +251,8 @@ export const AskEventSchema = z.discriminatedUnion('type', [
     tokens: z.number().int(),
     stopped: z.enum(['eos', 'length']),
     timings: TimingsSchema,
+    /** Not stored with the turn: the history keeps `timings` only. */
+    firstWord: FirstWordSchema.optional(),
   }),
   /** Stop was pressed: the partial answer is kept (and saved) as it was. */
   z.object({ type: z.literal('cancelled'), text: z.string() }),
