@@ -343,6 +343,27 @@ export const calls = {
     }),
   },
   removeVideo: { input: z.strictObject({ videoId: id }), output: ok },
+  /**
+   * Path completion for the Add field: the folders and video files (by extension) in the folder a typed path
+   * prefix names, whose names start with its last part (`~` is the home folder). Hidden entries only when the
+   * part starts with a dot; at most `limit`, folders first. A folder that cannot be read answers none.
+   */
+  completePath: {
+    input: z.strictObject({
+      prefix: z.string().min(1).max(4096),
+      limit: z.number().int().min(1).max(200).default(50),
+    }),
+    output: z.object({
+      /** The folder listed (absolute). */
+      folder: z.string(),
+      entries: z.array(
+        /** `path` is absolute; a folder's ends with the separator, ready to type on. */
+        z.object({ path: z.string(), name: z.string(), kind: z.enum(['folder', 'video']) }),
+      ),
+      /** More entries matched than `limit`. */
+      truncated: z.boolean(),
+    }),
+  },
   /** Make a short clip of shapes with ffmpeg (nothing is downloaded) and add it. */
   makeSample: { input: empty, output: z.object({ video: VideoSchema }) },
   thumbnails: {
