@@ -57,7 +57,7 @@ describe('completePath', () => {
     });
 
   it('is refused without the token, or with a wrong one', async () => {
-    for (const headers of [{}, { 'X-Loupe-Token': 'not-the-token' }]) {
+    for (const headers of [{}, { 'X-Loupe-Token': 'not-the-token' }] as Record<string, string>[]) {
       const reply = await complete(clips + path.sep, headers);
       expect(reply.status).toBe(401);
       expect(reply.body.toString()).not.toContain('harbour');

@@ -542,6 +542,10 @@ export interface LoupeBridge {
   call(method: CallName, input: unknown): Promise<Envelope<unknown>>;
   /** Starts a stream; returns a function that stops it. `onMessage` gets events, then one end or error. */
   stream(method: StreamName, input: unknown, onMessage: (message: StreamMessage) => void): () => void;
+  /** Electron only: the system's file or folder picker; the chosen paths ([] when cancelled). */
+  pickPaths?(kind: 'files' | 'folder'): Promise<string[]>;
+  /** Electron only: the path of a dropped file ('' for one that has none). */
+  pathForFile?(file: Blob): string;
 }
 
 /** How a call's result crosses a boundary: never a thrown exception, always data. */
