@@ -189,6 +189,7 @@ export class ConversationState {
         throw e;
       } else Object.assign(turn, { status: 'error', error: e.message });
     }
+    this.busy = null; // the answer has ended: the next question may go while the history refreshes
     const videoId = this.videoId;
     if (!videoId) return;
     const { conversations } = await this.api.call('history', { videoId });

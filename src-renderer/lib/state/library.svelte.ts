@@ -4,6 +4,7 @@
  */
 import type { CallOutput, Video } from '../../../src-main/api/contract.ts';
 import { ApiError, type ApiClient } from '../api/client.ts';
+import { aboutFile } from '../errors.ts';
 
 /** How long the add messages stay (they also go on the next add, or when dismissed). */
 export const ADD_MESSAGE_MS = 8000;
@@ -73,7 +74,7 @@ export class LibraryState {
       await this.load();
       this.showMessages(
         added.length === 0 && skipped.length ? 'Nothing was added.' : null,
-        skipped.map((s) => `${basename(s.path)}: ${s.reason}`),
+        skipped.map((s) => `${basename(s.path)}: ${aboutFile(s.reason, s.path)}`),
       );
       return added;
     } catch (error) {
