@@ -223,6 +223,26 @@ const folderFindInput = z.strictObject({
 
 // ─── Streamed events ────────────────────────────────────────────────────────────────────────────────
 
+/**
+ * Where the time before an answer's first word went, as main measured it: from the request that opened the
+ * conversation (the first question) or from the question (a follow-up) to the first token. The parts add up to
+ * `totalMs`; what the client adds (the trip to main and back) is not in it.
+ */
+export const FirstWordSchema = z.object({
+  totalMs: z.number().min(0),
+  /** Probing the file and decoding the frames (0 when their features were cached, and for a follow-up). */
+  samplingMs: z.number().min(0),
+  /** The vision encoder on the frames not cached. */
+  visionMs: z.number().min(0),
+  /** The prompt through the decoder: the frames and question (earlier turns too, for a reopened conversation). */
+  prefillMs: z.number().min(0),
+  /** From the end of prefill to the first token. */
+  firstTokenMs: z.number().min(0),
+  /** The rest: waiting for the model to load or for a batch to yield it, and bookkeeping. */
+  waitMs: z.number().min(0),
+});
+export type FirstWord = z.infer<typeof FirstWordSchema>;
+
 export const AskEventSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('token'), text: z.string() }),
   z.object({
@@ -231,6 +251,8 @@ export const AskEventSchema = z.discriminatedUnion('type', [
     tokens: z.number().int(),
     stopped: z.enum(['eos', 'length']),
     timings: TimingsSchema,
+    /** Not stored with the turn: the history keeps `timings` only. */
+    firstWord: FirstWordSchema.optional(),
   }),
   /** Stop was pressed: the partial answer is kept (and saved) as it was. */
   z.object({ type: z.literal('cancelled'), text: z.string() }),
@@ -321,6 +343,27 @@ export const calls = {
     }),
   },
   removeVideo: { input: z.strictObject({ videoId: id }), output: ok },
+  /**
+   * Path completion for the Add field: the folders and video files (by extension) in the folder a typed path
+   * prefix names, whose names start with its last part (`~` is the home folder). Hidden entries only when the
+   * part starts with a dot; at most `limit`, folders first. A folder that cannot be read answers none.
+   */
+  completePath: {
+    input: z.strictObject({
+      prefix: z.string().min(1).max(4096),
+      limit: z.number().int().min(1).max(200).default(50),
+    }),
+    output: z.object({
+      /** The folder listed (absolute). */
+      folder: z.string(),
+      entries: z.array(
+        /** `path` is absolute; a folder's ends with the separator, ready to type on. */
+        z.object({ path: z.string(), name: z.string(), kind: z.enum(['folder', 'video']) }),
+      ),
+      /** More entries matched than `limit`. */
+      truncated: z.boolean(),
+    }),
+  },
   /** Make a short clip of shapes with ffmpeg (nothing is downloaded) and add it. */
   makeSample: { input: empty, output: z.object({ video: VideoSchema }) },
   thumbnails: {
@@ -499,6 +542,10 @@ export interface LoupeBridge {
   call(method: CallName, input: unknown): Promise<Envelope<unknown>>;
   /** Starts a stream; returns a function that stops it. `onMessage` gets events, then one end or error. */
   stream(method: StreamName, input: unknown, onMessage: (message: StreamMessage) => void): () => void;
+  /** Electron only: the system's file or folder picker; the chosen paths ([] when cancelled). */
+  pickPaths?(kind: 'files' | 'folder'): Promise<string[]>;
+  /** Electron only: the path of a dropped file ('' for one that has none). */
+  pathForFile?(file: Blob): string;
 }
 
 /** How a call's result crosses a boundary: never a thrown exception, always data. */

@@ -7,28 +7,40 @@ import { randomUUID } from 'node:crypto';
 import { LoupeError } from '../errors.ts';
 import type { LibraryStore } from '../library/store.ts';
 import type { AnswerEvent, GenerateOptions } from '../model/engine.ts';
-import { ClipConversation } from '../qa/ask.ts';
+import { ClipConversation, earlierMessages, type EarlierTurn } from '../qa/ask.ts';
 import type { ClipRequest } from '../qa/clip-features.ts';
 import type { Services } from '../services.ts';
 import type {
   AskEvent,
   CallOutput,
   ConversationRecord,
+  FirstWord,
   ParsedCallInput,
   ParsedStreamInput,
+  Timings,
   Turn,
 } from './contract.ts';
 import { thumbsAt, type LibraryApi } from './library-api.ts';
 
 /** What the service needs of an open clip conversation (qa/ask.ts's ClipConversation has it). */
 export interface ClipSession {
-  readonly clip: { range: { from: number; to: number }; frames: { timeSec: number }[] };
+  readonly clip: {
+    range: { from: number; to: number };
+    frames: { timeSec: number }[];
+    /** How long sampling (probe, decode) and the vision encoder took (qa/clip-features.ts). */
+    timings?: { probeMs: number; decodeMs: number; encodeMs: number };
+  };
   ask(question: string, options: GenerateOptions): AsyncIterable<AnswerEvent>;
   /** Free the model's cache (during an answer: when it ends). */
   close(): void;
 }
 
-export type OpenClip = (services: Services, request: ClipRequest) => Promise<ClipSession>;
+/** Open a clip conversation; `earlier` turns (a reopened conversation) are prefilled with its next question. */
+export type OpenClip = (
+  services: Services,
+  request: ClipRequest,
+  earlier?: readonly EarlierTurn[],
+) => Promise<ClipSession>;
 
 const LIVE_CONVERSATIONS = 8;
 
@@ -42,18 +54,33 @@ interface Live {
   request: ClipRequest;
   /** When it was last opened or asked (a counter): the least recently used idle conversation is released first. */
   lastUsed: number;
+  /** The opening's time, reported with the next answer's first word (then cleared). */
+  opening: Opening | null;
+}
+
+/** What opening a conversation took: `elapsedMs` before the question arrived (0 when reopened by the question). */
+interface Opening {
+  elapsedMs: number;
+  samplingMs: number;
+  visionMs: number;
+}
+
+function openingOf(session: ClipSession, elapsedMs: number): Opening {
+  const t = session.clip.timings;
+  return { elapsedMs, samplingMs: t ? t.probeMs + t.decodeMs : 0, visionMs: t ? t.encodeMs : 0 };
 }
 
 /** A conversation whose model cache was released to keep LIVE_CONVERSATIONS: enough to explain, or reopen it. */
-type Released = Omit<Live, 'session' | 'controller'>;
+type Released = Omit<Live, 'session' | 'controller' | 'opening'>;
 /** How many released conversations are remembered (their ids and records only). */
 const RELEASED_KEPT = 1000;
 
 /** Opens under a model lease: a model switch waits for it, and a clip opened on a model switched away from is refused. */
-export const defaultOpenClip: OpenClip = async (services, request) => {
+export const defaultOpenClip: OpenClip = async (services, request, earlier = []) => {
   const lease = await services.lease();
   try {
-    const session = await ClipConversation.open(lease.engine, lease.extractor, request);
+    const history = earlierMessages(lease.engine, earlier);
+    const session = await ClipConversation.open(lease.engine, lease.extractor, request, history);
     if (!services.isCurrent(lease.engine))
       throw new LoupeError('MODEL_RUNTIME', 'The model was switched while this clip opened: open it again.');
     return session;
@@ -61,6 +88,17 @@ export const defaultOpenClip: OpenClip = async (services, request) => {
     lease.release();
   }
 };
+
+/** The first word's breakdown (contract FirstWord): the opening's parts, the engine's, and the rest as waiting. */
+function firstWord(opening: Opening | null, askedMs: number, timings: Timings): FirstWord {
+  const totalMs = (opening?.elapsedMs ?? 0) + askedMs;
+  const samplingMs = opening?.samplingMs ?? 0;
+  const visionMs = opening?.visionMs ?? 0;
+  const prefillMs = timings.prefillMs;
+  const firstTokenMs = Math.max(0, timings.firstTokenMs - timings.prefillMs);
+  const waitMs = Math.max(0, totalMs - samplingMs - visionMs - prefillMs - firstTokenMs);
+  return { totalMs, samplingMs, visionMs, prefillMs, firstTokenMs, waitMs };
+}
 
 export class ConversationsApi {
   private readonly live = new Map<string, Live>();
@@ -80,6 +118,7 @@ export class ConversationsApi {
     from,
     to,
   }: ParsedCallInput<'openConversation'>): Promise<CallOutput<'openConversation'>> {
+    const started = performance.now();
     const video = this.library.playableVideo(videoId);
     if (to < from) throw new LoupeError('USAGE', 'The clip ends before it starts.', { from, to });
     const { frames, sampling } = this.store.data.settings;
@@ -99,7 +138,17 @@ export class ConversationsApi {
       model: `${engine.manifest.name}@${engine.manifest.version}`,
       turns: [],
     };
-    this.live.set(id, { id, videoId, session, record, controller: null, request, lastUsed: ++this.useCount });
+    const opening = openingOf(session, performance.now() - started);
+    this.live.set(id, {
+      id,
+      videoId,
+      session,
+      record,
+      controller: null,
+      request,
+      lastUsed: ++this.useCount,
+      opening,
+    });
     this.evictIdle(id);
     return { conversationId: id, range: record.range, frames: await thumbsAt(video.path, times) };
   }
@@ -108,10 +157,14 @@ export class ConversationsApi {
     { conversationId, question }: ParsedStreamInput<'ask'>,
     signal: AbortSignal,
   ): AsyncGenerator<AskEvent> {
+    const asked = performance.now();
     const live = this.live.get(conversationId) ?? (await this.reopen(conversationId));
     live.lastUsed = ++this.useCount;
     if (live.controller)
       throw new LoupeError('USAGE', 'This conversation is still answering: wait, or press Stop.');
+    const opening = live.opening;
+    live.opening = null;
+    let firstTokenAt: number | null = null;
     const controller = new AbortController();
     const onAbort = () => controller.abort();
     signal.addEventListener('abort', onAbort, { once: true });
@@ -141,6 +194,7 @@ export class ConversationsApi {
         signal: controller.signal,
       })) {
         if (event.type === 'token') {
+          firstTokenAt ??= performance.now();
           if (!event.text) continue; // the API streams text; ids without text show nothing
           turn.answer += event.text;
           yield { type: 'token', text: event.text };
@@ -153,6 +207,7 @@ export class ConversationsApi {
             tokens: event.tokens,
             stopped: event.stopped,
             timings: event.timings,
+            firstWord: firstWord(opening, (firstTokenAt ?? performance.now()) - asked, event.timings),
           };
         }
       }
@@ -227,42 +282,61 @@ export class ConversationsApi {
   }
 
   /**
-   * A conversation asked after its cache was released: one that had no turns yet is opened again on the same
-   * frames (the caller does not notice, but for the time it takes); one with turns cannot be, since its cache
-   * held them, and the error says so. An id Loupe never knew (or forgot: a restart, a cleared history) says that.
+   * A conversation asked after its cache was released (to keep LIVE_CONVERSATIONS, or by a restart): opened again
+   * on the same clip, its stored turns prefilled with the new question (the caller does not notice, but for the
+   * time it takes). Only an id Loupe does not know (a cleared history, a removed video) is refused.
    */
   private reopen(conversationId: string): Promise<Live> {
-    const released = this.released.get(conversationId);
+    let pending = this.reopening.get(conversationId);
+    if (pending) return pending;
+    const released = this.released.get(conversationId) ?? this.storedConversation(conversationId);
     if (!released)
       throw new LoupeError(
         'NOT_FOUND',
-        'This conversation is closed (Loupe was restarted, or its history was cleared). Ask again to start a new one.',
+        'This conversation is closed (its history was cleared, or its video removed). Ask again to start a new one.',
         { conversationId, reason: 'closed' },
       );
-    if (released.record.turns.length > 0)
-      throw new LoupeError(
-        'NOT_FOUND',
-        `Loupe released this conversation's model memory to make room for newer ones (it keeps ${LIVE_CONVERSATIONS} at a time). ` +
-          'Its questions and answers are saved in the history; select the clip again to ask more.',
-        { conversationId, reason: 'evicted' },
-      );
-    let pending = this.reopening.get(conversationId);
-    if (!pending) {
-      const open = this.openClip;
-      pending = this.services.gate
-        .runInteractive(() => open(this.services, released.request))
-        .then((session) => {
-          const live: Live = { ...released, session, controller: null, lastUsed: ++this.useCount };
-          if (!this.released.delete(conversationId))
-            throw new LoupeError('NOT_FOUND', 'This conversation was closed meanwhile.', { conversationId });
-          this.live.set(conversationId, live);
-          this.evictIdle(conversationId);
-          return live;
-        })
-        .finally(() => this.reopening.delete(conversationId));
-      this.reopening.set(conversationId, pending);
-    }
+    this.released.set(conversationId, released);
+    const open = this.openClip;
+    const earlier = released.record.turns.filter(
+      (t) => t.stopped !== 'error' && (t.answer !== '' || t.stopped !== 'cancelled'),
+    );
+    pending = this.services.gate
+      .runInteractive(() => open(this.services, released.request, earlier))
+      .then((session) => {
+        const live: Live = {
+          ...released,
+          session,
+          controller: null,
+          lastUsed: ++this.useCount,
+          opening: openingOf(session, 0),
+        };
+        if (!this.released.delete(conversationId)) {
+          session.close();
+          throw new LoupeError('NOT_FOUND', 'This conversation was closed meanwhile.', { conversationId });
+        }
+        this.live.set(conversationId, live);
+        this.evictIdle(conversationId);
+        return live;
+      })
+      .finally(() => this.reopening.delete(conversationId));
+    this.reopening.set(conversationId, pending);
     return pending;
+  }
+
+  /** A conversation of an earlier run, from the library: how to open its clip again. */
+  private storedConversation(conversationId: string): Released | null {
+    const record = this.store.data.conversations.find((c) => c.id === conversationId);
+    const video = record && this.store.data.videos.find((v) => v.id === record.videoId && !v.error);
+    if (!record || !video) return null;
+    const request: ClipRequest = {
+      path: video.path,
+      from: record.range.from,
+      to: record.range.to,
+      frames: record.frameTimes.length || undefined,
+      mode: this.store.data.settings.sampling,
+    };
+    return { id: record.id, videoId: record.videoId, record: structuredClone(record), request, lastUsed: 0 };
   }
 
   /** Close every conversation (model switch, cleared history, quit). */

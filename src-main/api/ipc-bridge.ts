@@ -14,6 +14,8 @@ export const CHANNELS = {
   streamCancel: 'loupe:stream:cancel',
   /** main → renderer: {streamId, message} */
   streamMessage: 'loupe:stream:message',
+  /** invoke(pickPaths, 'files' | 'folder') → string[] (Electron's open dialog; [] when cancelled) */
+  pickPaths: 'loupe:pick-paths',
 } as const;
 
 export interface CallRequest {
@@ -58,6 +60,10 @@ export function ipcBridge(ipc: IpcRendererPort): LoupeBridge {
       return () => {
         if (listeners.has(streamId)) ipc.send(CHANNELS.streamCancel, { streamId });
       };
+    },
+    pickPaths: async (kind: 'files' | 'folder') => {
+      const paths = await ipc.invoke(CHANNELS.pickPaths, kind);
+      return Array.isArray(paths) ? paths.filter((p): p is string => typeof p === 'string') : [];
     },
   };
 }

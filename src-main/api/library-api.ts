@@ -3,10 +3,11 @@
  * player loads a video from, and which file a media URL may serve). On the library store and media/.
  */
 import { createHash } from 'node:crypto';
+import os from 'node:os';
 import { mkdir, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { LoupeError } from '../errors.ts';
-import { discoverInputs } from '../jobs/discover.ts';
+import { discoverInputs, extensionOf, VIDEO_EXTENSIONS } from '../jobs/discover.ts';
 import type { LibraryStore } from '../library/store.ts';
 import { frameTimes, makeSampleClip, probe, thumbnailsAt, type MediaInfo } from '../media/index.ts';
 import type { ProxyMaker } from '../playback/proxy.ts';
@@ -108,6 +109,33 @@ export class LibraryApi {
       d.conversations = d.conversations.filter((c) => c.videoId !== videoId);
     });
     return { ok: true };
+  }
+
+  async completePath({
+    prefix,
+    limit,
+  }: ParsedCallInput<'completePath'>): Promise<CallOutput<'completePath'>> {
+    const typed = prefix === '~' || /^~[\\/]/.test(prefix) ? os.homedir() + prefix.slice(1) : prefix;
+    if (!path.isAbsolute(typed)) return { folder: '', entries: [], truncated: false };
+    const endsInSep = /[\\/]$/.test(typed);
+    const folder = path.resolve(endsInSep ? typed : path.dirname(typed));
+    const part = endsInSep ? '' : path.basename(typed);
+    const dirents = await readdir(folder, { withFileTypes: true }).catch(() => []);
+    const lower = part.toLowerCase();
+    const matches: { path: string; name: string; kind: 'folder' | 'video' }[] = [];
+    for (const d of dirents) {
+      if (!d.name.toLowerCase().startsWith(lower) || (d.name.startsWith('.') && !part.startsWith('.')))
+        continue;
+      const full = path.join(folder, d.name);
+      // A link counts as what it points to (normal fs semantics).
+      const isDir =
+        d.isDirectory() || (d.isSymbolicLink() && (await stat(full).catch(() => null))?.isDirectory());
+      if (isDir) matches.push({ path: full + path.sep, name: d.name, kind: 'folder' });
+      else if (VIDEO_EXTENSIONS.has(extensionOf(d.name)))
+        matches.push({ path: full, name: d.name, kind: 'video' });
+    }
+    matches.sort((a, b) => (a.kind === b.kind ? a.name.localeCompare(b.name) : a.kind === 'folder' ? -1 : 1));
+    return { folder, entries: matches.slice(0, limit), truncated: matches.length > limit };
   }
 
   async makeSample(): Promise<CallOutput<'makeSample'>> {

@@ -113,6 +113,7 @@ export class LoupeService implements LoupeApi {
   notices = () => this.library.notices();
   addPaths = (input: ParsedCallInput<'addPaths'>) => this.library.addPaths(input);
   removeVideo = (input: ParsedCallInput<'removeVideo'>) => this.library.removeVideo(input);
+  completePath = (input: ParsedCallInput<'completePath'>) => this.library.completePath(input);
   makeSample = () => this.library.makeSample();
   thumbnails = (input: ParsedCallInput<'thumbnails'>) => this.library.thumbnails(input);
   frameThumbs = (input: ParsedCallInput<'frameThumbs'>) => this.library.frameThumbs(input);

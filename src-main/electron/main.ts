@@ -11,6 +11,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { app, BrowserWindow, dialog, ipcMain, nativeTheme, protocol, screen, session, shell } from 'electron';
+import { CHANNELS } from '../api/ipc-bridge.ts';
 import { serveIpc, type IpcMainPort } from '../api/ipc.ts';
 import { LoupeService } from '../api/service.ts';
 import { contentSecurityPolicy } from '../csp.ts';
@@ -132,6 +133,16 @@ async function startApp(dataDir: string, setWindow: (w: BrowserWindow | null) =>
   const stopIpc = serveIpc(service, ipcMain as unknown as IpcMainPort, (event) =>
     Boolean(event.senderFrame?.url.startsWith(`${APP_ORIGIN}/`)),
   );
+  // The system's picker for the Add field (files or a folder); only the app's own page may open it.
+  ipcMain.handle(CHANNELS.pickPaths, async (event, kind: unknown) => {
+    if (!event.senderFrame?.url.startsWith(`${APP_ORIGIN}/`) || !window) return [];
+    const folder = kind === 'folder';
+    const picked = await dialog.showOpenDialog(window, {
+      title: folder ? 'Add a folder of videos' : 'Add videos',
+      properties: folder ? ['openDirectory'] : ['openFile', 'multiSelections'],
+    });
+    return picked.canceled ? [] : picked.filePaths;
+  });
 
   // 5. The window, where it was last time.
   const saved = onScreen(
@@ -184,6 +195,7 @@ async function startApp(dataDir: string, setWindow: (w: BrowserWindow | null) =>
   app.on('window-all-closed', () => app.quit());
   app.on('will-quit', () => {
     stopIpc();
+    ipcMain.removeHandler(CHANNELS.pickPaths);
     service.dispose();
     killAllProcesses('SIGTERM');
     void services.dispose();

@@ -18,6 +18,20 @@ export type AskEvent =
     }
   | AnswerEvent;
 
+/** A question and its answer, as stored: what a reopened conversation prefills before its next question. */
+export interface EarlierTurn {
+  question: string;
+  answer: string;
+}
+
+/** Earlier turns as the model's messages (the first question carries the visual input, as when it was asked). */
+export function earlierMessages(engine: Engine, turns: readonly EarlierTurn[]): ChatMessage[] {
+  return turns.flatMap((t, i) => [
+    i === 0 ? engine.prompt.firstUserMessage(t.question) : { role: 'user' as const, content: t.question },
+    { role: 'assistant' as const, content: t.answer },
+  ]);
+}
+
 export class ClipConversation {
   private constructor(
     readonly clip: ClipFeatures,

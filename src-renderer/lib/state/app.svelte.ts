@@ -1,4 +1,5 @@
 /** The whole renderer's state: one instance, built in main.ts with the API client and passed down. */
+import type { ConversationRecord } from '../../../src-main/api/contract.ts';
 import type { ApiClient } from '../api/client.ts';
 import { BatchViewState } from './batch.svelte.ts';
 import { ConversationState } from './conversation.svelte.ts';
@@ -41,6 +42,7 @@ export class AppState {
     this.models = new ModelsState(api, (model) => {
       this.settings.model = model;
       this.settings.modelError = null;
+      this.conversation.forgetKept();
       void this.open(this.library.selectedId); // the open conversation belonged to the previous model
     });
     this.summary = new SummaryState(api);
@@ -76,6 +78,22 @@ export class AppState {
       this.summary.load(video && !video.error ? video.id : null),
       this.find.load(video && !video.error ? video.id : null),
     ]);
+    // Back on a video: its conversation is current again, on its clip.
+    const current = this.conversation.current;
+    if (current && this.library.selectedId === videoId) this.selectRange(current.range);
+  }
+
+  /** Make an earlier conversation of this video the current one, on its clip. */
+  async continueConversation(record: ConversationRecord): Promise<void> {
+    this.selectRange(record.range);
+    this.player.seek(record.range.from);
+    await this.conversation.continueFrom(record);
+  }
+
+  /** Select a clip on the timeline: none where it is the whole video (so the scope reads "the whole video"). */
+  private selectRange(range: { from: number; to: number }): void {
+    const whole = range.from < 0.05 && Math.abs(range.to - this.timeline.duration) < 0.05;
+    this.timeline.select(whole ? null : range);
   }
 
   /** Open a clip of a batch in the player (it was added to the library when it finished). */

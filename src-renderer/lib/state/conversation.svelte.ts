@@ -1,8 +1,10 @@
 /**
  * Questions about the selected clip (or the whole video). A conversation is tied to one clip range: asking
- * with a different selection opens a new one (and says so); follow-ups on the same range reuse it.
+ * with a different selection opens a new one (and says so); follow-ups on the same range reuse it. Each video
+ * keeps its current conversation while another is shown, and an earlier one can be continued (main reopens it
+ * from its stored turns when its model cache is gone).
  */
-import type { ConversationRecord, FrameRef, Timings } from '../../../src-main/api/contract.ts';
+import type { ConversationRecord, FirstWord, FrameRef, Timings } from '../../../src-main/api/contract.ts';
 import { ApiError, type ApiClient } from '../api/client.ts';
 import type { Range } from '../timeline-math.ts';
 
@@ -12,6 +14,23 @@ export interface TurnView {
   status: 'opening' | 'answering' | 'eos' | 'length' | 'cancelled' | 'error';
   timings: Timings | null;
   error: string | null;
+  /** Where main's time before the first word went (answers given in this window only). */
+  firstWord: FirstWord | null;
+  /** Milliseconds from Ask to the first word arriving here (answers given in this window only). */
+  askToFirstMs: number | null;
+}
+
+/** A stored turn as the conversation view shows it. */
+export function storedTurn(t: ConversationRecord['turns'][number]): TurnView {
+  return {
+    question: t.question,
+    answer: t.answer,
+    status: t.stopped,
+    timings: t.timings,
+    error: t.error?.message ?? null,
+    firstWord: null,
+    askToFirstMs: null,
+  };
 }
 
 export interface LiveConversation {
@@ -39,11 +58,24 @@ export class ConversationState {
   /** Frame thumbnails of history conversations, by conversation id (loaded on demand). */
   historyFrames = $state<Record<string, FrameRef[]>>({});
   private controller: AbortController | null = null;
+  /** Each video's current conversation, kept while another video is shown (read on load only: not reactive). */
+  // eslint-disable-next-line svelte/prefer-svelte-reactivity
+  private readonly kept = new Map<string, LiveConversation>();
 
   constructor(private readonly api: ApiClient) {}
 
+  /** Drop the kept conversations (they belonged to the model before a switch). */
+  forgetKept(): void {
+    this.kept.clear();
+  }
+
+  /**
+   * Show a video's conversations: its history, and the conversation that was current when it was last shown
+   * (still answerable: main reopens it if its model cache was released).
+   */
   async load(videoId: string | null): Promise<void> {
     this.controller?.abort();
+    if (this.videoId && this.current?.turns.length) this.kept.set(this.videoId, this.current);
     this.videoId = videoId;
     this.current = null;
     this.error = null;
@@ -53,9 +85,31 @@ export class ConversationState {
     if (!videoId) return;
     try {
       const { conversations } = await this.api.call('history', { videoId });
-      if (this.videoId === videoId) this.history = conversations; // unless another video was opened meanwhile
+      if (this.videoId !== videoId) return; // another video was opened meanwhile
+      this.history = conversations;
+      const kept = this.kept.get(videoId);
+      // An answer stopped by leaving the video shows as stopped; one whose record is gone (cleared) is not kept.
+      if (kept && conversations.some((c) => c.id === kept.id)) {
+        for (const t of kept.turns)
+          if (t.status === 'answering' || t.status === 'opening') t.status = 'cancelled';
+        this.current = kept;
+      } else this.kept.delete(videoId);
     } catch (error) {
       if (this.videoId === videoId) this.error = ApiError.from(error).message;
+    }
+  }
+
+  /** Make an earlier conversation the current one: the next question continues it. */
+  async continueFrom(record: ConversationRecord): Promise<void> {
+    if (this.busy || record.videoId !== this.videoId) return;
+    this.error = null;
+    const frames =
+      this.historyFrames[record.id] ?? record.frameTimes.map((timeSec) => ({ timeSec, thumb: '' }));
+    this.current = { id: record.id, range: record.range, frames, turns: record.turns.map(storedTurn) };
+    if (!this.historyFrames[record.id]) {
+      await this.loadHistoryFrames(record);
+      const loaded = this.historyFrames[record.id];
+      if (loaded && this.current?.id === record.id) this.current.frames = loaded;
     }
   }
 
@@ -70,6 +124,7 @@ export class ConversationState {
     this.error = null;
     this.question = '';
     const videoId = this.videoId;
+    const asked = performance.now();
     try {
       if (!this.current || !sameRange(this.current.range, scope)) {
         this.busy = 'opening';
@@ -77,13 +132,14 @@ export class ConversationState {
         if (this.videoId !== videoId) return;
         this.current = { id: opened.conversationId, range: opened.range, frames: opened.frames, turns: [] };
       }
-      await this.answer(this.current!, question);
+      await this.answer(this.current!, question, asked);
     } catch (error) {
       const e = ApiError.from(error);
       if (e.code === 'NOT_FOUND' && this.current) {
         // The conversation closed on the other side (restart, cleared history): start afresh on the same clip.
         this.current = null;
         this.busy = null;
+        this.kept.delete(videoId);
         return this.ask(scope, question);
       }
       this.error = e.message;
@@ -94,8 +150,16 @@ export class ConversationState {
     }
   }
 
-  private async answer(conversation: LiveConversation, question: string): Promise<void> {
-    conversation.turns.push({ question, answer: '', status: 'answering', timings: null, error: null });
+  private async answer(conversation: LiveConversation, question: string, asked: number): Promise<void> {
+    conversation.turns.push({
+      question,
+      answer: '',
+      status: 'answering',
+      timings: null,
+      error: null,
+      firstWord: null,
+      askToFirstMs: null,
+    });
     const turn = conversation.turns[conversation.turns.length - 1]!;
     this.busy = 'answering';
     this.controller = new AbortController();
@@ -105,9 +169,16 @@ export class ConversationState {
         { conversationId: conversation.id, question },
         this.controller.signal,
       )) {
-        if (event.type === 'token') turn.answer += event.text;
-        else if (event.type === 'done')
-          Object.assign(turn, { answer: event.text, status: event.stopped, timings: event.timings });
+        if (event.type === 'token') {
+          turn.askToFirstMs ??= performance.now() - asked;
+          turn.answer += event.text;
+        } else if (event.type === 'done')
+          Object.assign(turn, {
+            answer: event.text,
+            status: event.stopped,
+            timings: event.timings,
+            firstWord: event.firstWord ?? null,
+          });
         else Object.assign(turn, { answer: event.text, status: 'cancelled' });
       }
     } catch (error) {
@@ -118,6 +189,7 @@ export class ConversationState {
         throw e;
       } else Object.assign(turn, { status: 'error', error: e.message });
     }
+    this.busy = null; // the answer has ended: the next question may go while the history refreshes
     const videoId = this.videoId;
     if (!videoId) return;
     const { conversations } = await this.api.call('history', { videoId });

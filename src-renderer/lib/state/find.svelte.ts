@@ -21,11 +21,15 @@ export class FindState {
 
   private videoId: string | null = null;
   private controller: AbortController | null = null;
+  /** Each video's Find text while another video is shown: the box never carries one video's text to the next. */
+  private readonly queries = new Map<string, string>(); // eslint-disable-line svelte/prefer-svelte-reactivity
 
   constructor(private readonly api: ApiClient) {}
 
   async load(videoId: string | null): Promise<void> {
     this.stop();
+    if (this.videoId !== null) this.queries.set(this.videoId, this.query);
+    if (videoId !== this.videoId) this.query = (videoId && this.queries.get(videoId)) ?? '';
     this.videoId = videoId;
     this.clearShown();
     this.history = [];
