@@ -1,6 +1,6 @@
 /**
- * Bundle the Electron main process and the model's worker thread (ESM, dependencies left to node_modules;
- * the worker must sit beside main.js, where model/engine.ts looks for it) and the sandboxed preload
+ * Bundle the Electron main process, the model's worker and the frame preparation thread (ESM, dependencies
+ * left to node_modules; both must sit beside main.js, where model/engine.ts and media/prepare-pool.ts look) and the sandboxed preload
  * (CommonJS, self-contained: a sandboxed preload cannot load other files) into dist-main/electron/.
  * A build step, not part of the shell: it lives with the CLI (`npm start` runs it) and names electron/'s entry
  * points as files, never importing them.
@@ -13,6 +13,7 @@ export async function buildElectron(root: string): Promise<void> {
   for (const [entry, file] of [
     [path.join(root, 'src-main', 'electron', 'main.ts'), 'main.js'],
     [path.join(root, 'src-main', 'model', 'engine-worker.ts'), 'engine-worker.js'],
+    [path.join(root, 'src-main', 'media', 'prepare-worker.ts'), 'prepare-worker.js'],
   ] as const)
     await build({
       entryPoints: [entry],

@@ -11,11 +11,13 @@ export async function buildCli(root: string): Promise<string> {
   const outdir = path.join(root, 'dist-main', 'cli');
   await rm(outdir, { recursive: true, force: true });
   await build({
-    // The model's worker process is an entry of its own: model/engine.ts forks `./engine-worker.js` beside the
-    // code that holds it, so chunks sit in the same folder as the entries.
+    // The model's worker process and the frame preparation thread are entries of their own: model/engine.ts
+    // forks `./engine-worker.js` and media/prepare-pool.ts starts `./prepare-worker.js` beside the code that
+    // holds them, so chunks sit in the same folder as the entries.
     entryPoints: {
       main: path.join(root, 'src-main', 'cli', 'main.ts'),
       'engine-worker': path.join(root, 'src-main', 'model', 'engine-worker.ts'),
+      'prepare-worker': path.join(root, 'src-main', 'media', 'prepare-worker.ts'),
     },
     outdir,
     bundle: true,

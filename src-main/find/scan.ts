@@ -290,13 +290,11 @@ export async function* findMoments(
       info,
       signal,
     });
-    type Prepared = { timeSec: number; ks: number[]; pixels: Float32Array };
+    type Prepared = { timeSec: number; ks: number[]; pixels: Promise<Float32Array> };
     const encode = async (group: Prepared[]): Promise<InstantScore[]> => {
+      const pixels = await Promise.all(group.map((f) => f.pixels));
       const t = performance.now();
-      const encoded = await model.encodeImages(
-        group.map((f) => f.pixels),
-        signal,
-      );
+      const encoded = await model.encodeImages(pixels, signal);
       timings.encodeMs += performance.now() - t;
       encodedFrames += group.length;
       for (let i = 0; i < group.length; i++) {
@@ -310,8 +308,8 @@ export async function* findMoments(
       }
       return flush();
     };
-    // Two stages in flight: while the worker encodes and scores one group, this thread decodes and prepares
-    // (resizes) the next one.
+    // Three stages side by side: this thread reads ffmpeg's frames, the preparation thread resizes them, and the
+    // model's worker encodes and scores the group before.
     let group: Prepared[] = [];
     let inflight: Promise<InstantScore[]> | null = null;
     try {
@@ -320,7 +318,9 @@ export async function* findMoments(
         timings.decodeMs += performance.now() - waitStarted; // time spent waiting for the decoder
         decodedFrames++;
         const ks = frame.ticks.map(grid.index).filter((k) => k >= 0 && k < n);
-        if (ks.some((k) => missing.has(k))) group.push({ timeSec: frame.timeSec, ks, pixels: frame.pixels });
+        if (ks.some((k) => missing.has(k)))
+          // prepared on the preparation thread while this one reads on (a failure is thrown where it is awaited)
+          group.push({ timeSec: frame.timeSec, ks, pixels: quiet(frame.prepare()) });
         if (group.length >= DECODE_BATCH) {
           if (inflight) yield progress(await inflight);
           inflight = encode(group);
@@ -402,3 +402,9 @@ export async function* findMoments(
 }
 
 const round = (x: number) => Number(x.toFixed(4));
+
+/** The promise itself, marked as handled: its rejection is thrown where it is awaited, never reported unhandled. */
+function quiet<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => undefined);
+  return promise;
+}

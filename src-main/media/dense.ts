@@ -10,6 +10,7 @@ import { formatTime } from './frame-times.ts';
 import { rgbFilter } from './grab.ts';
 import { corrupt, corruptionLines, fileInput, probe, statMedia, type MediaInfo } from './probe.ts';
 import { runProcess } from './process.ts';
+import { preparePixels } from './prepare-pool.ts';
 import { prepareFrame } from './preprocess.ts';
 import { checkFormat, PIL_BICUBIC, type FrameFormat } from './sample.ts';
 
@@ -26,8 +27,10 @@ export interface DenseFrame {
   timeSec: number;
   /** Indices (into `denseTicks(from, to, step)`) of the instants this frame is shown at. */
   ticks: number[];
-  /** CHW, 3 × size × size, normalized (prepared when first read). */
+  /** CHW, 3 × size × size, normalized (prepared on this thread when first read). */
   readonly pixels: Float32Array<ArrayBuffer>;
+  /** The same pixels, prepared on the preparation thread (prepare-pool.ts), so this thread keeps reading ffmpeg. */
+  prepare(): Promise<Float32Array<ArrayBuffer>>;
 }
 
 /** Decoded frames (RGB at display size) that may wait for the reader before ffmpeg is paused. */
@@ -172,17 +175,23 @@ export async function* decodeDense(path: string, options: DenseOptions): AsyncGe
     let held: { timeSec: number; ticks: number[]; rgb: Buffer } | null = null;
     const finish = (frame: NonNullable<typeof held>): DenseFrame => {
       let pixels: Float32Array<ArrayBuffer> | null = null;
-      const { rgb } = frame;
+      let prepared: Promise<Float32Array<ArrayBuffer>> | null = null;
+      const image = () => ({
+        width,
+        height,
+        data: new Uint8Array(frame.rgb.buffer, frame.rgb.byteOffset, frame.rgb.length),
+      });
       return {
         timeSec: frame.timeSec,
         ticks: frame.ticks,
         // prepared on first read: a caller that skips a frame (its features are cached) pays no resize
         get pixels() {
-          pixels ??= prepareFrame(
-            { width, height, data: new Uint8Array(rgb.buffer, rgb.byteOffset, rgb.length) },
-            spec,
-          ).pixels;
+          pixels ??= prepareFrame(image(), spec).pixels;
           return pixels;
+        },
+        prepare() {
+          prepared ??= pixels ? Promise.resolve(pixels) : preparePixels(image(), spec);
+          return prepared;
         },
       };
     };
