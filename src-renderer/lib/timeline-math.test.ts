@@ -105,6 +105,9 @@ describe('zoom', () => {
   it('chooses tick spacing that leaves room for labels', () => {
     expect(tickStep(whole, 1000)).toBe(10);
     expect(tickStep({ start: 0, end: 10 }, 1000)).toBe(1);
+    // below a second, labels in tenths are exact (no 0.25 s step shown as 0:01.7 for 1.75 s)
+    expect(tickStep({ start: 1.5, end: 4.5 }, 1000)).toBe(0.5);
+    expect(tickStep({ start: 1.5, end: 4.5 }, 1200)).toBe(0.2);
   });
 });
 

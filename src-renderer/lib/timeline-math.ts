@@ -195,11 +195,11 @@ export function formatClock(t: number, tenths = true): string {
   return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${sec}` : `${m}:${sec}`;
 }
 
-/** Nice tick spacing (seconds) for labels at least `minPx` apart. */
+/** Nice tick spacing (seconds) for labels at least `minPx` apart; below a second, steps that tenths show exactly. */
 export function tickStep(view: View, width: number, minPx = 80): number {
   const span = view.end - view.start;
   if (span <= 0 || width <= 0) return 1;
-  const steps = [0.1, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
+  const steps = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
   return steps.find((s) => (s / span) * width >= minPx) ?? 3600;
 }
 
