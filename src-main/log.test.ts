@@ -2,6 +2,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { until } from '../test/helpers.ts';
 import { LoupeError } from './errors.ts';
 import { flushLog, log, LOG_FILE, logFile, openLog } from './log.ts';
 
@@ -17,15 +18,15 @@ describe('the app log', () => {
     log.error('batch state not saved', new LoupeError('DISK_FULL', 'The disk is full.'), { batch: 'b1' });
     log.warn('window state not saved');
     let lines: Record<string, unknown>[] = [];
-    for (let i = 0; i < 50 && lines.length < 2; i++) {
+    await until(async () => {
       flushLog();
-      await new Promise((r) => setTimeout(r, 20));
       const text = await readFile(file, 'utf8').catch(() => '');
       lines = text
         .split('\n')
         .filter(Boolean)
         .map((l) => JSON.parse(l) as Record<string, unknown>);
-    }
+      return lines.length >= 2;
+    }, 'both lines in the log file');
     expect(lines[0]).toMatchObject({
       level: 50,
       msg: 'batch state not saved',

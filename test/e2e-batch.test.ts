@@ -100,7 +100,8 @@ describe('the Batch view and the model manager in web mode', () => {
     } finally {
       lease.release();
     }
-    await new Promise((r) => setTimeout(r, 1500)); // past the gate's cooldown: only the pause holds it now
+    await poll(() => running.services.gate.interactiveBusy).toBe(false); // past the cooldown: only the pause holds it now
+    expect(await state()).toBe('Paused');
     expect(await page.getByTestId('batch-clip').and(page.locator('[data-state="done"]')).count()).toBe(0);
     await page.getByRole('button', { name: 'Resume' }).click();
     await poll(state).toMatch(/Running|Finished/);

@@ -1,7 +1,7 @@
 /**
  * The engine runs ONNX Runtime in a worker thread: same logits and answers as the in-thread loop, Stop lands
  * mid-prefill and leaves the conversation as it was, a killed worker is a typed error and the next question
- * works, and the app thread (its web server) stays responsive during a long prefill.
+ * works, and the app thread (its web server) keeps answering requests during a long prefill.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type RunningWeb } from '../src-main/cli/serve.ts';
@@ -207,55 +207,62 @@ describe('the app thread during a long prefill', () => {
   });
   afterAll(() => running?.close());
 
-  it('the web server answers requests within 100 ms (beyond the machine’s idle jitter) while a prefill of 2,000 tokens runs', async () => {
+  it('the web server answers requests while a prefill of 2,000 tokens runs in the worker', async () => {
     const engine = await running.services.engine();
     const count = engine.maxFrames(16);
     const frames = await engine.encodeImages(pixels(count, engine.manifest.vision.imageSize));
     const { web } = running;
-    const call = () =>
-      fetch(`${web.url}api/call/listVideos`, {
+    const call = async () => {
+      const res = await fetch(`${web.url}api/call/listVideos`, {
         method: 'POST',
         headers: { 'Content-Type': 'application/json', 'X-Loupe-Token': web.token },
         body: '{}',
       });
-    const timed = async () => {
-      const t0 = performance.now();
-      const res = await call();
       expect(res.status).toBe(200);
       await res.arrayBuffer();
-      return performance.now() - t0;
     };
-    await timed(); // a first request opens the connection and warms the route up
-    // The same requests with the model idle: this shared machine's own scheduling jitter, measured in this run.
-    const idle: number[] = [];
-    for (let i = 0; i < 30; i++) idle.push(await timed());
-    const conversation = engine.startConversation({ kind: 'frames', frames });
+    await call(); // a first request opens the connection and warms the route up
+    // What happened, in order: the prefill's progress reports and the requests answered. No clocks here: how long
+    // the app thread may stall during a prefill is measured by the bench (`npm run bench`: "app thread: largest
+    // 10-ms timer gap during a …-token prefill", event_loop_max_stall_ms).
+    const log: ('progress' | 'answered')[] = [];
     let prefillTokens = 0;
     let prefillDone = false;
+    let ended = false; // the turn is over, whatever happened (a failure must not leave the loop below spinning)
+    const conversation = engine.startConversation({ kind: 'frames', frames });
     const answering = (async () => {
-      for await (const e of conversation.ask(
-        `Describe the video: ${'the shapes, their colors and where they move, '.repeat(6)}`,
-        {
-          maxNewTokens: 4,
-          onPrefillProgress: (done, total) => (prefillDone = done === total),
-        },
-      ))
-        if (e.type === 'done') prefillTokens = e.timings.prefillTokens;
+      try {
+        for await (const e of conversation.ask(
+          `Describe the video: ${'the shapes, their colors and where they move, '.repeat(6)}`,
+          {
+            maxNewTokens: 4,
+            onPrefillProgress: (done, total) => {
+              log.push('progress');
+              prefillDone = done === total;
+            },
+          },
+        ))
+          if (e.type === 'done') prefillTokens = e.timings.prefillTokens;
+      } finally {
+        ended = true;
+      }
     })();
-    const latencies: number[] = [];
-    while (!prefillDone) {
-      const ms = await timed();
-      if (!prefillDone) latencies.push(ms);
-      await new Promise((r) => setTimeout(r, 10));
+    while (!prefillDone && !ended) {
+      await call();
+      if (!prefillDone) log.push('answered');
     }
     await answering;
     expect(prefillTokens).toBeGreaterThanOrEqual(2000);
-    expect(latencies.length).toBeGreaterThan(3);
-    // Requests answer within 100 ms: the median, and the 90th percentile beyond this machine's own idle 90th
-    // percentile (it is shared; single requests stall even with the model idle). An engine on this thread would
-    // hold every request for a whole decoder run.
-    const p = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.floor(q * (xs.length - 1))]!;
-    expect(p(latencies, 0.5)).toBeLessThan(100);
-    expect(p(latencies, 0.9)).toBeLessThan(100 + p(idle, 0.9));
+    // Requests were answered while the prefill was under way, and while one decoder run was going: several between
+    // two of its progress reports (one per chunk of about 100 ms). An engine on this thread would hold every
+    // request for a whole decoder run, so at most one would get through between two reports.
+    const gaps = log
+      .join(' ')
+      .split('progress')
+      .slice(1, -1) // from the first report to the last
+      .map((gap) => gap.split('answered').length - 1);
+    expect(gaps.length).toBeGreaterThan(0);
+    expect(gaps.reduce((a, b) => a + b, 0)).toBeGreaterThan(3);
+    expect(Math.max(...gaps)).toBeGreaterThanOrEqual(2);
   });
 });

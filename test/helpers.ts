@@ -16,6 +16,23 @@ export async function tempDir(prefix = 'loupe-test-'): Promise<string> {
   return mkdtemp(path.join(os.tmpdir(), prefix));
 }
 
+/**
+ * Wait until `ready()` holds, looking again every few milliseconds: tests synchronise on the state itself, never
+ * on a guessed delay. `timeoutMs` only catches a hang (docs/testing.md); the error says what never happened.
+ */
+export async function until(
+  ready: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 60_000,
+): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await ready())) {
+    if (performance.now() > deadline)
+      throw new Error(`Still waiting after ${timeoutMs / 1000} s for ${what}.`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 export async function testServices(options: ServicesOptions = {}): Promise<Services> {
   return new Services({ dataDir: await tempDir(), threads: 2, ...options });
 }

@@ -23,6 +23,7 @@ import {
   type SampledFrame,
 } from '../src-main/media/index.ts';
 import * as clips from './fixtures/clips.ts';
+import { until } from './helpers.ts';
 
 const { COLORS } = clips;
 const DIR = fileURLToPath(new URL('./.fixtures/', import.meta.url));
@@ -207,8 +208,10 @@ describe('binaries and processes', () => {
     const timedOut = await runProcess('sleep', ['5'], { timeoutMs: 100 }).catch((e: LoupeError) => e);
     expect(timedOut).toMatchObject({ code: 'FFMPEG_FAILED', details: { timedOut: true } });
     const controller = new AbortController();
-    setTimeout(() => controller.abort(), 50);
-    expect(await codeOf(runProcess('sleep', ['5'], { signal: controller.signal }))).toBe('CANCELLED');
+    const sleeping = runProcess('sleep', ['5'], { signal: controller.signal });
+    await until(() => liveProcessCount() > 0, 'the child to start'); // aborted while it runs
+    controller.abort();
+    expect(await codeOf(sleeping)).toBe('CANCELLED');
     expect(await codeOf(runProcess('/nonexistent/ffmpeg', []))).toBe('FFMPEG_NOT_FOUND');
     expect(liveProcessCount()).toBe(0);
     const { stdout } = await runProcess('printf', ['\\001\\002\\377']);
@@ -447,10 +450,7 @@ describe('sampleFrames', () => {
     const info = await probe(files.long!);
     const controller = new AbortController();
     const sampling = sampleFrames(files.long!, { ...fmt, count: 32, info, signal: controller.signal });
-    const started = Date.now();
-    while (liveProcessCount() === 0 && Date.now() - started < 5000)
-      await new Promise((r) => setTimeout(r, 2));
-    expect(liveProcessCount()).toBeGreaterThan(0);
+    await until(() => liveProcessCount() > 0, 'ffmpeg to start');
     controller.abort();
     expect(await codeOf(sampling)).toBe('CANCELLED');
     expect(liveProcessCount()).toBe(0);

@@ -4,10 +4,10 @@ import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { until } from '../../test/helpers.ts';
 import { Services } from '../services.ts';
+import type { BatchEvent } from './contract.ts';
 import { idFor, LoupeService } from './service.ts';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function finished(service: LoupeService, batchId: string): Promise<string> {
   const controller = new AbortController();
@@ -15,6 +15,25 @@ async function finished(service: LoupeService, batchId: string): Promise<string>
   for await (const e of service.batchEvents({ batchId }, controller.signal))
     if (e.type === 'end') state = e.state;
   return state;
+}
+
+/** Read a batch's events (its snapshot first) until one shows `what`; the batch ending first fails. */
+async function untilEvent(
+  service: LoupeService,
+  batchId: string,
+  seen: (e: BatchEvent) => boolean,
+  what: string,
+): Promise<void> {
+  const controller = new AbortController();
+  try {
+    for await (const e of service.batchEvents({ batchId }, controller.signal)) {
+      if (seen(e)) return;
+      if (e.type === 'end') throw new Error(`The batch ended (${e.state}) before ${what}.`);
+    }
+    throw new Error(`The batch's events stopped before ${what}.`);
+  } finally {
+    controller.abort();
+  }
 }
 
 describe('batches started from the app', () => {
@@ -64,7 +83,14 @@ describe('batches started from the app', () => {
       prompts: [],
       segmentSec: 1.5,
     });
-    await sleep(300);
+    // quit once the batch has reached its first step and waits there for the model
+    await untilEvent(
+      first.service,
+      batchId,
+      (e) =>
+        (e.type === 'snapshot' && e.batch.overall.yielding) || (e.type === 'overall' && e.overall.yielding),
+      'it waited for the model',
+    );
     first.service.dispose(); // quit
     lease.release();
     expect(await finished(first.service, batchId)).toBe('interrupted');
@@ -78,6 +104,17 @@ describe('batches started from the app', () => {
       prompts: ['Summarize the video.'],
       segmentSec: 1.5,
     });
+    // A finished clip goes into the library only once the batch has settled how it ended: the library is up to
+    // date at 'end' only because the batch waits for it before saying so.
+    const addPaths = second.service.addPaths;
+    second.service.addPaths = async (input) => {
+      await until(
+        async () =>
+          (await second.service.listBatches()).batches.some((b) => b.id === batchId && b.state === 'done'),
+        'the batch to be done',
+      );
+      return addPaths(input);
+    };
     await second.service.resumeBatch({ batchId });
     expect(await finished(second.service, batchId)).toBe('done');
     const { batch, results } = await second.service.batchResults({ batchId });
@@ -90,8 +127,7 @@ describe('batches started from the app', () => {
       [0, 1.5],
       [1.5, 3],
     ]);
-    // Finished clips are in the library, with their summary for the player.
-    await sleep(200);
+    // Finished clips are in the library, with their summary for the player, by the time the batch has ended.
     const videoId = idFor(path.join(folder, 'one.mp4'));
     expect((await second.service.listVideos()).videos.map((v) => v.id)).toContain(videoId);
     expect((await second.service.videoSummaries({ videoId })).results[0]!.answer).toMatch(/\w/);

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COLORS, makeShapesClip } from '../../test/fixtures/clips.ts';
+import { until } from '../../test/helpers.ts';
 import { ipcClient } from '../../src-renderer/lib/api/ipc-client.ts';
 import { Services } from '../services.ts';
 import type { LoupeApi, PlaybackEvent } from './contract.ts';
@@ -159,7 +160,7 @@ describe('the API over IPC (in-process stand-in)', () => {
       }
     })();
     await expect(reading).rejects.toMatchObject({ code: 'CANCELLED' });
-    await new Promise((r) => setTimeout(r, 20));
+    await until(() => ended !== '', 'the stream in main to end');
     expect(seen).toHaveLength(1);
     expect(ended).toBe('aborted');
   });
@@ -172,10 +173,11 @@ describe('the API over IPC (in-process stand-in)', () => {
       ipc.main,
     );
     const bridge = ipcBridge(ipc.renderer);
-    bridge.stream('playback', { videoId }, () => {});
-    await new Promise((r) => setTimeout(r, 20));
+    let received = 0;
+    bridge.stream('playback', { videoId }, () => received++);
+    await until(() => received > 0, 'the stream’s first event'); // it runs in main
     ipc.closeWindow();
-    await new Promise((r) => setTimeout(r, 20));
+    await until(() => ended !== '', 'the stream in main to end');
     expect(ended).toBe('aborted');
   });
 
@@ -198,9 +200,9 @@ describe('the API over IPC (in-process stand-in)', () => {
     ipc.renderer.on(CHANNELS.streamMessage, (_e, payload) => messages.push(payload));
     const start = { streamId: 'same', method: 'playback', input: { videoId } };
     ipc.renderer.send(CHANNELS.streamStart, start);
-    await new Promise((r) => setTimeout(r, 20));
+    await until(() => messages.length > 0, 'the first stream’s first event');
     ipc.renderer.send(CHANNELS.streamStart, start);
-    await new Promise((r) => setTimeout(r, 20));
+    await until(() => messages.length > 1, 'an answer to the second start');
     expect(messages.at(-1)).toMatchObject({
       streamId: 'same',
       message: {
@@ -209,7 +211,7 @@ describe('the API over IPC (in-process stand-in)', () => {
       },
     });
     ipc.renderer.send(CHANNELS.streamCancel, { streamId: 'same' }); // the first one can still be stopped
-    await new Promise((r) => setTimeout(r, 20));
+    await until(() => ends.length > 0, 'the first stream in main to end');
     expect(ends).toEqual(['aborted']);
   });
 });
