@@ -8,7 +8,13 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { LoupeError } from '../src-main/errors.ts';
 import { findInFolder, readFindJournal } from '../src-main/find/folder.ts';
-import { findMoments, type DenseMediaPort, type FindEvent, type FindModel } from '../src-main/find/scan.ts';
+import {
+  findMoments,
+  forgetFindMemos,
+  type DenseMediaPort,
+  type FindEvent,
+  type FindModel,
+} from '../src-main/find/scan.ts';
 import { parse as parseCsv } from 'csv-parse/sync';
 import {
   decodeDense,
@@ -175,6 +181,12 @@ describe('moment search and the feature cache', () => {
       expect(probes).toBe(1); // not even ffprobe: the probe is remembered per file identity
       expect(again.scores).toEqual(first.scores);
       expect(again.timings.scoreMs).toBe(0); // the same search again: its scores are remembered
+      // Clear caches / Clear history forget the remembered scores and probes: the model and ffprobe run again
+      forgetFindMemos();
+      const forgotten = resultOf(await collect(findMoments(model, media, services.cache, request)));
+      expect(forgotten.timings.scoreMs).toBeGreaterThan(0);
+      expect(probes).toBe(2);
+      expect(forgotten.scores).toEqual(first.scores);
       const other = resultOf(
         await collect(findMoments(model, media, services.cache, { ...request, query: 'yellow square' })),
       );

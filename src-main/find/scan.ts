@@ -250,7 +250,42 @@ export async function* findMoments(
    * cache, then one decode pass over `grid` for the rest (frames and features streamed, never held: a batch at
    * a time). Yields progress as scores arrive.
    */
-  async function* scoreInstants(ks: number[], grid: PassGrid): AsyncGenerator<FindEvent> {
+  const decodePass = (grid: PassGrid) =>
+    media.decodeDense(req.path, {
+      ...frameFormat(v),
+      from: grid.from,
+      to: grid.to,
+      step: grid.step,
+      info,
+      signal,
+    });
+  /** Whether scoring `ks` needs a decode pass: an instant with no score, no remembered score, no cached features. */
+  const needsDecode = async (ks: number[]): Promise<boolean> => {
+    for (const k of ks) {
+      if (scores[k] !== null || (cache && scoreMemo.has(memoKeys[k]!))) continue;
+      if (!cache || !(await cache.has(keys[k]!))) return true;
+    }
+    return false;
+  };
+
+  async function* scoreInstants(
+    ks: number[],
+    grid: PassGrid,
+    /** The pass's decoder, when it was started ahead (it is closed here if it turns out not to be needed). */
+    ahead: StartedPass | null = null,
+  ): AsyncGenerator<FindEvent> {
+    try {
+      yield* scoreWith(ks, grid, ahead);
+    } finally {
+      await ahead?.close();
+    }
+  }
+
+  async function* scoreWith(
+    ks: number[],
+    grid: PassGrid,
+    ahead: StartedPass | null,
+  ): AsyncGenerator<FindEvent> {
     let todo = ks.filter((k) => scores[k] === null);
     const known: InstantScore[] = [];
     if (cache)
@@ -282,14 +317,7 @@ export async function* findMoments(
     }
     const missing = new Set(todo.filter((k) => scores[k] === null));
     if (!missing.size) return;
-    const frames = media.decodeDense(req.path, {
-      ...frameFormat(v),
-      from: grid.from,
-      to: grid.to,
-      step: grid.step,
-      info,
-      signal,
-    });
+    const frames = ahead ? ahead.frames : decodePass(grid);
     type Prepared = { timeSec: number; ks: number[]; pixels: Promise<Float32Array> };
     const encode = async (group: Prepared[]): Promise<InstantScore[]> => {
       const pixels = await Promise.all(group.map((f) => f.pixels));
@@ -347,22 +375,33 @@ export async function* findMoments(
   });
   // 2. Refinement: the instants between two coarse ones whose scores lie on either side of the threshold or
   //    near it, and those after the last coarse one, scored at the full step; runs close together share a pass.
-  if (stride > 1)
-    for (const [a, b] of refinementRuns(
-      scores,
-      stride,
-      threshold,
-      req.refineMargin ?? DEFAULT_REFINE_MARGIN,
-    )) {
-      const ks = Array.from({ length: b - a + 1 }, (_, i) => a + i);
-      yield* scoreInstants(ks, {
-        from: times[a]!,
-        // half a step past the run's last instant: the pass has exactly b - a + 1 instants
-        to: Math.min(range.to, times[b]! + step / 2),
-        step,
-        index: (j) => a + j,
-      });
+  if (stride > 1) {
+    const passes = refinementRuns(scores, stride, threshold, req.refineMargin ?? DEFAULT_REFINE_MARGIN).map(
+      ([a, b]) => ({
+        ks: Array.from({ length: b - a + 1 }, (_, i) => a + i),
+        grid: {
+          from: times[a]!,
+          // half a step past the run's last instant: the pass has exactly b - a + 1 instants
+          to: Math.min(range.to, times[b]! + step / 2),
+          step,
+          index: (j: number) => a + j,
+        },
+      }),
+    );
+    // The next run's decoder starts while this run is scored: ffmpeg's seek and GOP decode overlap the model.
+    let ahead: StartedPass | null = null;
+    try {
+      for (let r = 0; r < passes.length; r++) {
+        const current = ahead;
+        ahead = null;
+        const next = passes[r + 1];
+        if (next && (await needsDecode(next.ks))) ahead = startEarly(decodePass(next.grid));
+        yield* scoreInstants(passes[r]!.ks, passes[r]!.grid, current);
+      }
+    } finally {
+      await (ahead as StartedPass | null)?.close();
     }
+  }
   // 3. Instants no pass scored lie between two coarse instants on the same side of the threshold, away from
   //    it: they take the straight line between those two scores.
   const scoredFrames = done;
@@ -402,6 +441,37 @@ export async function* findMoments(
 }
 
 const round = (x: number) => Number(x.toFixed(4));
+
+/** A decode pass started before its frames are wanted: ffmpeg runs ahead (as far as its backpressure lets it). */
+interface StartedPass {
+  frames: AsyncIterable<DenseFrame>;
+  /** Ends the pass if its frames were never read (reading them to the end, or leaving early, ends it too). */
+  close(): Promise<void>;
+}
+
+function startEarly(frames: AsyncIterable<DenseFrame>): StartedPass {
+  const pass = frames[Symbol.asyncIterator]();
+  const first = quiet(pass.next()); // starts ffmpeg now
+  let read = false;
+  return {
+    frames: {
+      async *[Symbol.asyncIterator]() {
+        read = true;
+        try {
+          for (let r = await first; !r.done; r = await pass.next()) yield r.value;
+        } finally {
+          await pass.return?.(undefined);
+        }
+      },
+    },
+    async close() {
+      if (read) return;
+      read = true;
+      await first.catch(() => undefined);
+      await pass.return?.(undefined);
+    },
+  };
+}
 
 /** The promise itself, marked as handled: its rejection is thrown where it is awaited, never reported unhandled. */
 function quiet<T>(promise: Promise<T>): Promise<T> {

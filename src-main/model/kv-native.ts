@@ -44,10 +44,12 @@ export class NativeDecoder {
     contextLength: number,
     threads: number,
     layout?: KvLayout,
+    /** Idle threads spin between runs (default: the token loop runs back to back, and spinning measured faster). */
+    spinning = true,
   ): Promise<NativeDecoder> {
     const ort = OrtNative.get();
     const chosen = layout ?? ((await usesGroupQueryAttention(file)) ? 'shared' : 'chained');
-    const session = ort.createSession(file, { threads, spinning: true });
+    const session = ort.createSession(file, { threads, spinning });
     return new NativeDecoder(session, chosen, shape, contextLength);
   }
 

@@ -16,7 +16,7 @@ import {
 import { JsKvCache, decoderNames, jsPromptBatch, type DecoderShape, type KvCache } from './kv-cache.ts';
 import { NativeDecoder } from './kv-native.ts';
 import { OrtNative } from './ort-native.ts';
-import { loadPack, type Manifest, type Pack } from './pack.ts';
+import { loadPack, PACK_FILES, type Manifest, type Pack } from './pack.ts';
 import { PromptBuilder, TextStreamer, type ChatMessage, type PromptSegment } from './prompt.ts';
 import { sampleToken, seededRandom, type SamplingOptions } from './sampler.ts';
 import type { AnswerEvent, EngineOptions, GenerateOptions, KvCacheReport, VisualInput } from './types.ts';
@@ -46,6 +46,8 @@ const PREFILL_CHUNK_MS = 100;
 const BATCH_MAX_TOKENS = 4096;
 const BATCH_MAX_LOGITS = 16 * 1024 * 1024;
 const BATCH_MAX_ROWS = 64;
+/** Decoder graphs up to this size get a second, non-spinning session for prompt batches (batchDecoder). */
+const SECOND_BATCH_SESSION_MAX_BYTES = 64 * 1024 * 1024;
 
 /** Vocabulary × hidden values up to which the embedding table is kept in JavaScript (16 MB of floats). */
 const EMBEDDING_TABLE_MAX_VALUES = 4 * 1024 * 1024;
@@ -62,6 +64,7 @@ export class LocalEngine {
     readonly kvCache: KvCacheReport,
     readonly bindCacheFromBytes: number,
     readonly prefillChunk: number | undefined,
+    readonly threads: number,
   ) {}
 
   static async load(dir: string, options: EngineOptions = {}, pack?: Pack): Promise<LocalEngine> {
@@ -91,6 +94,7 @@ export class LocalEngine {
         report,
         options.bindCacheFromBytes ?? BIND_CACHE_MIN_BYTES,
         options.prefillChunk,
+        threads,
       );
     } catch (error) {
       // a failed load releases what it opened
@@ -212,14 +216,45 @@ export class LocalEngine {
           });
         });
         const input = { embeds, batch: group.length, length };
+        const batchDecoder = await this.batchDecoder();
         const logits =
-          this.decoder.kind === 'native'
-            ? this.decoder.native.promptBatch(input)
-            : await jsPromptBatch(this.decoder.session, decoderShape(manifest), input);
+          batchDecoder !== null
+            ? batchDecoder.promptBatch(input)
+            : await jsPromptBatch(
+                (this.decoder as { session: Session }).session,
+                decoderShape(manifest),
+                input,
+              );
         group.forEach((row, b) => (out[row] = logits.slice(b * vocabSize, (b + 1) * vocabSize)));
       }
     }
     return out;
+  }
+
+  private batchSession: Promise<NativeDecoder> | null = null;
+
+  /**
+   * The native decoder prompt batches run on (null: onnxruntime-node's session). For a small decoder, a second
+   * session whose idle threads do not spin: batches come one every few hundred ms between vision runs and
+   * ffmpeg's decoding, and the token loop's spinning threads burnt a core's worth of time between them (3.5 s of
+   * CPU in a 10-minute scan, measured). A big decoder is not loaded twice.
+   */
+  private async batchDecoder(): Promise<NativeDecoder | null> {
+    if (this.decoder.kind !== 'native') return null;
+    const graph = PACK_FILES.decoder; // with its external data, if any
+    const bytes = Object.entries(this.manifest.files)
+      .filter(([name]) => name.startsWith(graph))
+      .reduce((n, [, entry]) => n + entry.bytes, 0);
+    if (bytes > SECOND_BATCH_SESSION_MAX_BYTES) return this.decoder.native;
+    this.batchSession ??= NativeDecoder.load(
+      this.pack.file('decoder'),
+      decoderShape(this.manifest),
+      this.manifest.decoder.contextLength,
+      this.threads,
+      this.decoder.native.layout,
+      false,
+    );
+    return this.batchSession;
   }
 
   /** Rows the decoder graph takes per run: its inputs' batch dim when the graph fixes it, else no limit. */
@@ -267,6 +302,7 @@ export class LocalEngine {
 
   async dispose(): Promise<void> {
     await Promise.all(Object.values(this.sessions).map((s) => s.release()));
+    (await this.batchSession?.catch(() => null))?.release();
     if (this.decoder.kind === 'native') this.decoder.native.release();
     else await this.decoder.session.release();
   }
