@@ -18,6 +18,8 @@ import {
   runProcess,
   sampleFrames,
   sampleFramesAt,
+  setHardwareDecoding,
+  hardwareDecoding,
   splitJpegs,
   thumbnails,
   type SampledFrame,
@@ -298,6 +300,26 @@ describe('probe', () => {
 });
 
 describe('sampleFrames', () => {
+  it('a hardware decoder that cannot start fails over to software for that input and decoder only', async () => {
+    const software = await sampleFrames(files.moving!, { ...fmt, count: 2 });
+    // CUDA by name: ffmpeg has the method but this machine has no device, so every hardware run fails for real
+    setHardwareDecoding('cuda');
+    try {
+      const info = await probe(files.moving!);
+      expect(hardwareDecoding(info)).toBe(true);
+      const frames = await sampleFrames(files.moving!, { ...fmt, count: 2 });
+      expect(frames.map((f) => Buffer.from(f.pixels.buffer))).toEqual(
+        software.map((f) => Buffer.from(f.pixels.buffer)),
+      );
+      expect(hardwareDecoding(info)).toBe(false); // this input and decoder: software from now on
+      expect(hardwareDecoding({ ...info, path: files.offset! })).toBe(true); // another file still tries
+      expect(hardwareDecoding({ ...info, codec: 'hevc' })).toBe(true); // and so does another decoder
+      expect(liveProcessCount()).toBe(0);
+    } finally {
+      setHardwareDecoding('auto');
+    }
+  });
+
   it('samples the frames nearest the segment midpoints, with the content shown at those times', async () => {
     const frames = await sampleFrames(files.moving!, { ...fmt, count: 8 });
     expect(frames).toHaveLength(8);

@@ -82,17 +82,28 @@ interface Got {
   sec: number;
 }
 
-/** Whether inputs that decode many frames ask for hardware decoding (`-hwaccel auto`); see setHardwareDecoding. */
-let hardware: 'auto' | 'off' = process.env.LOUPE_HWACCEL === 'off' ? 'off' : 'auto';
+/**
+ * Hardware decoding for inputs that decode many frames: `auto` (`-hwaccel auto` where a GPU device node exists),
+ * `off`, or one of ffmpeg's methods by name (`cuda`, `vaapi`, `qsv`, …), asked for wherever it runs (a device at
+ * an unusual path; LOUPE_HWACCEL sets it). See setHardwareDecoding.
+ */
+export type HardwareDecoding = 'auto' | 'off' | (string & {});
+let hardware: HardwareDecoding = hardwareMode(process.env.LOUPE_HWACCEL);
+
+function hardwareMode(value: string | undefined): HardwareDecoding {
+  if (!value) return 'auto';
+  if (!/^[a-z0-9_]+$/.test(value)) return 'auto'; // not a method ffmpeg could name
+  return value;
+}
 /** Input and decoder pairs whose hardware decoding failed: they decode in software from then on (others do not). */
 const hardwareFailed = new Set<string>();
 const HARDWARE_FAILED_MAX = 1000;
 
 const hardwareKey = (info: { path: string; codec: string }) => `${info.path}\0${info.codec}`;
 
-/** Turn hardware decoding on ("auto": where a GPU device is present) or off. */
-export function setHardwareDecoding(mode: 'auto' | 'off'): void {
-  hardware = mode;
+/** Turn hardware decoding on ("auto": where a GPU device is present; or a method by name) or off. */
+export function setHardwareDecoding(mode: HardwareDecoding): void {
+  hardware = hardwareMode(mode);
   hardwareFailed.clear();
 }
 
@@ -102,6 +113,7 @@ export function setHardwareDecoding(mode: 'auto' | 'off'): void {
  */
 export function hardwareDecoding(input?: { path: string; codec: string }): boolean {
   if (hardware === 'off' || (input && hardwareFailed.has(hardwareKey(input)))) return false;
+  if (hardware !== 'auto') return true; // a method named by the user: asked for wherever it runs
   return ['/dev/nvidia0', '/dev/dri/renderD128'].some((device) => existsSync(device));
 }
 
@@ -344,7 +356,7 @@ async function runBatch(context: RunContext, inputs: InputPlan[], useHardware: b
     if (input.keyOnly) args.push('-threads', '1', '-skip_frame', 'nokey');
     else {
       args.push('-threads', threads);
-      if (useHardware) args.push('-hwaccel', 'auto');
+      if (useHardware) args.push('-hwaccel', hardware);
     }
     if (input.byteOffset) args.push('-skip_initial_bytes', String(input.byteOffset));
     if (input.seekSec !== undefined) args.push('-noaccurate_seek', '-ss', input.seekSec.toFixed(6));
