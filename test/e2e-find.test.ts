@@ -151,7 +151,11 @@ describe('moment search in the app', () => {
       for (const theme of ['light', 'dark'] as const) {
         await page.setViewportSize({ width, height });
         await page.emulateMedia({ colorScheme: theme });
-        await page.waitForTimeout(300);
+        // the new size has reached the page, and two frames have been laid out since (resize observers ran)
+        await page.waitForFunction((w) => window.innerWidth === w, width);
+        await page.evaluate(
+          () => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))),
+        );
         await checkLayout(`${width}×${height} ${theme}`);
         if (width !== 1280)
           await page.screenshot({ path: path.join(SHOTS, `f2-player-${width}x${height}-${theme}.png`) });
