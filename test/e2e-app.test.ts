@@ -12,7 +12,7 @@ import { request } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
-import { launchChromium } from './helpers.ts';
+import { launchChromium, openPage, poll } from './helpers.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClipSession } from '../src-main/api/service.ts';
 import { serve, type RunningWeb } from '../src-main/cli/serve.ts';
@@ -105,12 +105,14 @@ describe('the Loupe app in web mode', () => {
         services.engine().then(async (engine) => pacedClip(engine, await services.extractor(), req)),
     });
     browser = await launchChromium();
-    page = await browser.newPage({ viewport: { width: 1440, height: 900 }, colorScheme: 'light' });
-    page.setDefaultTimeout(60_000);
+    page = await openPage(
+      browser,
+      { viewport: { width: 1440, height: 900 }, colorScheme: 'light' },
+      pageErrors,
+    );
     page.on('console', (m) => {
       if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
     });
-    page.on('pageerror', (e) => pageErrors.push(e.message));
   }, 300_000);
 
   afterAll(async () => {
@@ -120,9 +122,6 @@ describe('the Loupe app in web mode', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  /** expect.poll with room for a busy machine (its default is one second). */
-  const poll = <T>(fn: () => Promise<T> | T, options: { timeout?: number } = {}) =>
-    expect.poll(fn, { timeout: 60_000, ...options });
   const answers = () => page.getByTestId('conversation').getByTestId('answer');
   /** The strip's inner size and its tiles' boxes (relative to the strip) and pictures' aspect, once decoded. */
   const tileFacts = () =>

@@ -11,7 +11,7 @@ import { copyFile, cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
-import { launchChromium } from './helpers.ts';
+import { launchChromium, openPage, poll } from './helpers.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type RunningWeb } from '../src-main/cli/serve.ts';
 import { builtinPackDir } from '../src-main/paths.ts';
@@ -58,13 +58,15 @@ describe('the Batch view and the model manager in web mode', () => {
     await copyFile(corrupt, path.join(folder, 'broken.mp4'));
     running = await serve({ dataDir: path.join(dir, 'data'), port: 0, log: null, threads: 2 });
     browser = await launchChromium();
-    page = await browser.newPage({
-      viewport: { width: 1440, height: 900 },
-      colorScheme: 'light',
-      acceptDownloads: true,
-    });
-    page.setDefaultTimeout(60_000);
-    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page = await openPage(
+      browser,
+      {
+        viewport: { width: 1440, height: 900 },
+        colorScheme: 'light',
+        acceptDownloads: true,
+      },
+      pageErrors,
+    );
   }, 300_000);
 
   afterAll(async () => {
@@ -73,8 +75,6 @@ describe('the Batch view and the model manager in web mode', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const poll = <T>(fn: () => Promise<T> | T, options: { timeout?: number } = {}) =>
-    expect.poll(fn, { timeout: 60_000, ...options });
   const clips = () => page.getByTestId('batch-clip');
   const clip = (name: string) => clips().filter({ hasText: name });
   const state = () => page.getByTestId('batch-state').textContent();

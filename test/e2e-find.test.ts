@@ -11,7 +11,7 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type RunningWeb } from '../src-main/cli/serve.ts';
 import { COLORS, makeShapesClip } from './fixtures/clips.ts';
-import { launchChromium, ROOT } from './helpers.ts';
+import { launchChromium, openPage, ROOT } from './helpers.ts';
 
 const SHOTS = path.join(ROOT, 'test', 'screenshots');
 
@@ -61,13 +61,16 @@ describe('moment search in the app', () => {
     ]);
     running = await serve({ dataDir: path.join(dir, 'data'), port: 0, log: null });
     browser = await launchChromium();
-    page = await browser.newPage({
-      viewport: { width: 1024, height: 700 },
-      colorScheme: 'light',
-      acceptDownloads: true,
-    });
-    page.setDefaultTimeout(30_000);
-    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page = await openPage(
+      browser,
+      {
+        viewport: { width: 1024, height: 700 },
+        colorScheme: 'light',
+        acceptDownloads: true,
+      },
+      pageErrors,
+      30_000,
+    );
   }, 180_000);
 
   afterAll(async () => {

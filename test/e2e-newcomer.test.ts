@@ -19,7 +19,7 @@ import type { AnswerEvent } from '../src-main/model/engine.ts';
 import { ClipConversation, earlierMessages } from '../src-main/qa/ask.ts';
 import { LoupeError } from '../src-main/errors.ts';
 import { COLORS, makeShapesClip } from './fixtures/clips.ts';
-import { launchChromium } from './helpers.ts';
+import { launchChromium, openPage, poll } from './helpers.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const SHOTS = path.join(ROOT, 'test', 'screenshots');
@@ -114,9 +114,11 @@ describe('a newcomer’s first ten minutes, in web mode', () => {
       },
     });
     browser = await launchChromium();
-    page = await browser.newPage({ viewport: { width: 1024, height: 700 }, colorScheme: 'light' });
-    page.setDefaultTimeout(60_000);
-    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page = await openPage(
+      browser,
+      { viewport: { width: 1024, height: 700 }, colorScheme: 'light' },
+      pageErrors,
+    );
   }, 300_000);
 
   afterAll(async () => {
@@ -125,9 +127,6 @@ describe('a newcomer’s first ten minutes, in web mode', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  /** expect.poll with room for a busy machine (its default is one second): a hang guard, not a timing. */
-  const poll = <T>(fn: () => Promise<T> | T, options: { timeout?: number } = {}) =>
-    expect.poll(fn, { timeout: 60_000, ...options });
   const answers = () => page.getByTestId('conversation').getByTestId('answer');
   const items = () => page.locator('.library .list [role="listitem"]');
   const suggestions = () =>

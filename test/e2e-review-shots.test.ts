@@ -16,7 +16,7 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { serve, type RunningWeb } from '../src-main/cli/serve.ts';
 import { COLORS, makeShapesClip } from './fixtures/clips.ts';
-import { launchChromium } from './helpers.ts';
+import { launchChromium, openPage, poll } from './helpers.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const SHOTS = path.join(ROOT, 'test', 'screenshots', 'review');
@@ -154,9 +154,11 @@ describe('review screenshots at three sizes, light and dark', () => {
     ]);
     running = await serve({ dataDir: path.join(dir, 'data'), port: 0, log: null, threads: 2 });
     browser = await launchChromium();
-    page = await browser.newPage({ viewport: { width: 1440, height: 900 }, colorScheme: 'light' });
-    page.setDefaultTimeout(60_000);
-    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page = await openPage(
+      browser,
+      { viewport: { width: 1440, height: 900 }, colorScheme: 'light' },
+      pageErrors,
+    );
   }, 300_000);
 
   afterAll(async () => {
@@ -165,8 +167,6 @@ describe('review screenshots at three sizes, light and dark', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const poll = <T>(fn: () => Promise<T> | T, options: { timeout?: number } = {}) =>
-    expect.poll(fn, { timeout: 60_000, ...options });
   const answers = () => page.getByTestId('conversation').getByTestId('answer');
   const PLAYER_PANELS = ['.library', '.player', '.timeline', '.find', '.ask'];
 

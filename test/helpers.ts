@@ -4,7 +4,8 @@ import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { expect } from 'vitest';
 import { Services, type ServicesOptions } from '../src-main/services.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -79,4 +80,25 @@ export function runCli(
     child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
     onStart?.(child);
   });
+}
+
+/**
+ * A page for an end-to-end suite: its default timeout is a hang guard on a busy machine, not a timing, and its
+ * uncaught errors go to `errors` (the suites check it stays empty).
+ */
+export async function openPage(
+  browser: Browser,
+  options: Parameters<Browser['newPage']>[0],
+  errors: string[],
+  timeoutMs = 60_000,
+): Promise<Page> {
+  const page = await browser.newPage(options);
+  page.setDefaultTimeout(timeoutMs);
+  page.on('pageerror', (e) => errors.push(e.message));
+  return page;
+}
+
+/** expect.poll with room for a busy machine (its default is one second): a hang guard, not a timing. */
+export function poll<T>(fn: () => Promise<T> | T, options: { timeout?: number } = {}) {
+  return expect.poll(fn, { timeout: 60_000, ...options });
 }
