@@ -351,8 +351,7 @@ export async function* findMoments(
           group.push({ timeSec: frame.timeSec, ks, pixels: quiet(frame.prepare()) });
         if (group.length >= DECODE_BATCH) {
           if (inflight) yield progress(await inflight);
-          inflight = encode(group);
-          inflight.catch(() => undefined); // handled where it is awaited; never an unhandled rejection meanwhile
+          inflight = quiet(encode(group)); // handled where it is awaited, never reported unhandled meanwhile
           group = [];
         }
         waitStarted = performance.now();
