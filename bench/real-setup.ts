@@ -9,7 +9,8 @@
  *   genai/int4           the model builder's int4 files (what onnxruntime-genai runs)
  *   genai/int4-embeds    the same with `exclude_embeds=true` (the decoder Loupe's `--decoder-from` takes)
  *   packs/int4           Loupe pack, int4 through our exporter
- *   packs/int4-builder   Loupe pack, int4 with the model builder's decoder
+ *   packs/int4-builder   Loupe pack, int4 with the model builder's decoder (fp32 KV cache)
+ *   packs/int4-builder-kv8  the same with an int8 KV cache (`loupe_dc.kv_quant`, calibrated scales)
  *
  * Each step is skipped when its result exists, and builds into `tmp/` first, renamed into place when done, so
  * an interrupted run leaves nothing half-made behind. A step that fails throws a SetupError: one line saying
@@ -48,7 +49,10 @@ export interface Prepared {
   gguf: string;
   genai: string;
   genaiEmbeds: string;
-  packs: { label: string; dir: string }[];
+  /** The SmolLM2 Dense Connector checkpoint the packs were converted from (its tokenizer, for quality). */
+  checkpoint: string;
+  /** The headline first (int8 cache), then the fp32-cache pack; `suffix` names each one's JSON keys. */
+  packs: { label: string; dir: string; suffix: string }[];
 }
 
 const note = (line: string) => process.stderr.write(`bench:real: ${line}\n`);
@@ -268,7 +272,7 @@ export async function prepare(
     if (!want.inputs) {
       const python = await referenceVenv(say('venv'));
       const pythonPath = want.gguf ? await llamaCpp(python, want.gguf, say('llama-cpp')) : '';
-      return { python, pythonPath, gguf: '', genai: '', genaiEmbeds: '', packs: [] };
+      return { python, pythonPath, gguf: '', genai: '', genaiEmbeds: '', checkpoint: '', packs: [] };
     }
     const models = path.join(ROOT, 'models');
     const py = await repoPython();
@@ -348,12 +352,23 @@ export async function prepare(
       (tmp) => builder(tmp, []),
       say('genai-int4'),
     );
+    const kv8 = await cached(
+      "the int4 Loupe pack with the model builder's decoder and an int8 KV cache",
+      path.join(CACHE, 'packs', 'int4-builder-kv8'),
+      // the reference venv's onnxruntime runs the builder's graph (the repository's is older)
+      (tmp) =>
+        exec('kv-quant', python, ['-m', 'loupe_dc.kv_quant', '--pack', withBuilder, '--out', tmp], {
+          cwd: models,
+        }),
+      say('pack-int4-builder-kv8'),
+    );
     const pythonPath = want.llama ? await llamaCpp(python, gguf, say('llama-cpp')) : '';
     const packs = [
-      { label: "int4, model builder's decoder", dir: withBuilder },
-      { label: 'int4, our exporter', dir: ours },
+      { label: "int4, model builder's decoder, int8 KV cache", dir: kv8, suffix: '' },
+      { label: "int4, model builder's decoder, fp32 KV cache", dir: withBuilder, suffix: '_fp32kv' },
+      { label: 'int4, our exporter', dir: ours, suffix: '_ours' },
     ];
-    return { python, pythonPath, gguf, genai, genaiEmbeds, packs };
+    return { python, pythonPath, gguf, genai, genaiEmbeds, checkpoint, packs };
   } finally {
     unlock();
   }

@@ -36,6 +36,7 @@ const { values: opts } = parseArgs({
     prepare: { type: 'boolean', default: false },
     json: { type: 'boolean', default: false },
     'both-packs': { type: 'boolean', default: false },
+    'no-quality': { type: 'boolean', default: false },
     'prefill-chunk': { type: 'string' }, // the engine's default sizes chunks by time
   },
 });
@@ -232,6 +233,43 @@ function reference(
   });
 }
 
+interface QualityRow {
+  precision: string;
+  perplexity: number;
+  next_token_agreement: number;
+  mean_common_greedy_prefix: number;
+}
+
+/**
+ * What the int8 cache costs in quality, against the fp32 cache on the same int4 weights: perplexity on a fixed
+ * text and next-token agreement under teacher forcing on the fp32 cache's greedy answers (`loupe_dc.smollm2
+ * eval`, the packs' own graphs in the reference venv's onnxruntime, which runs the builder's graphs).
+ */
+async function quality(
+  python: string,
+  checkpoint: string,
+  int8: string,
+  fp32: string,
+): Promise<QualityRow[]> {
+  note('measuring the int8 cache against the fp32 cache (perplexity, agreement) …');
+  const args = ['-m', 'loupe_dc.smollm2', 'eval', '--checkpoint', checkpoint, '--threads', String(THREADS)];
+  args.push('--pack', `fp32kv=${fp32}`, '--pack', `int8kv=${int8}`);
+  const stdout = await new Promise<string>((resolve, reject) => {
+    const child = spawn(python, args, { cwd: path.join(ROOT, 'models'), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) =>
+      code === 0
+        ? resolve(out)
+        : reject(new Error(`quality: ${err.trim().split('\n').at(-1) ?? `exit ${code}`}`)),
+    );
+  });
+  return (JSON.parse(stdout) as { rows: QualityRow[] }).rows;
+}
+
 const METRICS = [
   'prefill_tok_s',
   'decode_tok_s',
@@ -256,9 +294,14 @@ async function main(): Promise<string[]> {
           )
         : undefined;
   if (opts.prepare) return [];
+  // the builder's decoder with an int8 cache (the headline) and with an fp32 one; --both-packs adds our exporter's
   const packs = own
-    ? (opts.pack ?? []).map((dir) => ({ label: path.basename(dir), dir }))
-    : ready!.packs.slice(0, opts['both-packs'] ? undefined : 1); // the builder's decoder; --both-packs adds ours
+    ? (opts.pack ?? []).map((dir, i) => ({
+        label: path.basename(dir),
+        dir,
+        suffix: i ? `_pack${i + 1}` : '',
+      }))
+    : ready!.packs.slice(0, opts['both-packs'] ? undefined : 2);
   const genai = own ? opts.genai : ready!.genai;
   const gguf = own ? opts.gguf : ready!.gguf;
   const python = opts.python ?? ready?.python ?? 'python3';
@@ -280,15 +323,19 @@ async function main(): Promise<string[]> {
     }
   };
   const rounds = new Map<string, Row[]>();
+  /** Each Loupe row's JSON key suffix ('' for the headline). */
+  const suffixes = new Map<string, string>();
   const keep = (key: string, row: Row | undefined) => {
     if (row) rounds.set(key, [...(rounds.get(key) ?? []), row]);
   };
   for (let round = 0; round < ROUNDS; round++) {
     note(`round ${round + 1} of ${ROUNDS}`);
-    for (const { label, dir } of packs) {
+    for (const { label, dir, suffix } of packs) {
       note(`measuring Loupe on ${dir} …`);
       const { name, niceness: n, ...row } = await loupe(dir);
-      keep(`Loupe (onnxruntime-node) · ${name === 'checkpoint' ? '' : `${name}, `}${label}`, row);
+      const key = `Loupe (onnxruntime-node) · ${name === 'checkpoint' ? '' : `${name}, `}${label}`;
+      suffixes.set(key, suffix);
+      keep(key, row);
       niceness = n;
       contextTokens = row.context_tokens;
     }
@@ -307,11 +354,24 @@ async function main(): Promise<string[]> {
     } else results[key] = row;
   }
 
-  const load = os.loadavg().map((l) => Number(l.toFixed(2)));
   const flat: Record<string, number> = {};
-  const headline = packs.length ? Object.values(results)[0] : undefined;
+  const kvPair = !own && packs.length >= 2 ? [packs[0]!.dir, packs[1]!.dir] : undefined;
+  if (kvPair && !opts['no-quality'])
+    try {
+      const rows = await quality(python, ready!.checkpoint, kvPair[0]!, kvPair[1]!);
+      for (const row of rows) {
+        const suffix = row.precision === 'int8kv' ? '' : '_fp32kv';
+        flat[`perplexity${suffix}`] = row.perplexity;
+        flat[`next_token_agreement${suffix}`] = row.next_token_agreement;
+        flat[`common_greedy_prefix${suffix}`] = row.mean_common_greedy_prefix;
+      }
+      flat.perplexity_ratio_int8kv = Number((flat.perplexity! / flat.perplexity_fp32kv!).toFixed(4));
+    } catch (error) {
+      failures.push(error instanceof Error ? error.message : String(error));
+    }
+  const load = os.loadavg().map((l) => Number(l.toFixed(2)));
   const rows: [string, Row | undefined][] = [
-    ['', headline],
+    ...[...suffixes].map(([key, suffix]): [string, Row | undefined] => [suffix, results[key]]),
     ['_genai', refs.genai],
     ['_llamacpp', refs.llamacpp],
   ];
@@ -358,6 +418,12 @@ async function main(): Promise<string[]> {
       ]),
     ]),
   );
+  if ('perplexity' in flat)
+    console.log(
+      `\nint8 KV cache against fp32 (same int4 weights): perplexity ${flat.perplexity} vs ${flat.perplexity_fp32kv} ` +
+        `(×${flat.perplexity_ratio_int8kv}), next-token agreement ${flat.next_token_agreement} ` +
+        `(fp32 against itself, one pass vs steps: ${flat.next_token_agreement_fp32kv})`,
+    );
   return failures;
 }
 

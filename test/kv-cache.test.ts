@@ -22,7 +22,8 @@ import {
 import { NativeDecoder, usesGroupQueryAttention } from '../src-main/model/kv-native.ts';
 import { LocalEngine } from '../src-main/model/local-engine.ts';
 import { Session } from '../src-main/model/ort.ts';
-import type { VisualInput } from '../src-main/model/types.ts';
+import type { ModelEngine } from '../src-main/model/model-engine.ts';
+import type { AnswerEvent, VisualInput } from '../src-main/model/types.ts';
 import { OrtNative } from '../src-main/model/ort-native.ts';
 import { builtinPackDir } from '../src-main/paths.ts';
 import { FIXTURES, PYTHON, ROOT } from './helpers.ts';
@@ -85,8 +86,8 @@ describe('on the built-in pack (chained layout)', () => {
       expect(x.text).toBe(y.text);
     }
     expect(a.cachedTokens).toBe(b.cachedTokens);
-    a.release();
-    b.release();
+    a.close();
+    b.close();
   });
 
   it('scores prompts side by side (promptLogits) as a fresh conversation scores each, natively and in JS', async () => {
@@ -107,7 +108,7 @@ describe('on the built-in pack (chained layout)', () => {
           for await (const e of c.ask(question, { maxNewTokens: 1, onPromptLogits: (l) => (logits = l) }))
             void e;
         } finally {
-          c.release();
+          c.close();
         }
         expect(batched[i]).toHaveLength(engine.manifest.decoder.vocabSize);
         let worst = 0;
@@ -119,12 +120,27 @@ describe('on the built-in pack (chained layout)', () => {
     expect(liveKvCaches()).toBe(0); // nothing was kept
   });
 
+  it('is a ModelEngine: a conversation closed during its answer frees its cache when the answer ends', async () => {
+    const engine: ModelEngine = native; // the worker's LocalEngine and the app's Engine share one interface
+    const live = liveKvCaches();
+    const frames = await engine.encodeImages(pixels(1, engine.manifest.vision.imageSize));
+    const c = engine.startConversation({ kind: 'image', frames });
+    const events = c.ask('Describe the picture.', { maxNewTokens: 6, ignoreEos: true });
+    expect((await events.next()).done).toBe(false);
+    c.close();
+    expect(liveKvCaches()).toBe(live + 1); // still answering: the cache stays until the answer ends
+    let last: AnswerEvent | undefined;
+    for await (const e of events) last = e;
+    expect(last?.type).toBe('done');
+    expect(liveKvCaches()).toBe(live);
+  });
+
   it('a released conversation refuses to run with a typed error', async () => {
     const c = native.startConversation({
       kind: 'image',
       frames: await native.encodeImages(pixels(1, native.manifest.vision.imageSize)),
     });
-    c.release();
+    c.close();
     const error = await (async () => {
       for await (const e of c.ask('Hello?')) void e;
     })().catch((e: unknown) => e);
@@ -133,21 +149,34 @@ describe('on the built-in pack (chained layout)', () => {
   });
 });
 
-/** The GQA fixture graph (models/loupe_dc/gqa_fixture.py), built once per version of its maker. */
-async function gqaGraph(): Promise<{ file: string; shape: DecoderShape }> {
-  const maker = path.join(ROOT, 'models', 'loupe_dc', 'gqa_fixture.py');
-  const key = createHash('sha256')
-    .update(await readFile(maker))
-    .digest('hex')
-    .slice(0, 12);
+/**
+ * The GQA fixture graph (models/loupe_dc/gqa_fixture.py), built once per version of its maker; `int8`: the same
+ * graph with an int8 KV cache, its scales calibrated on synthetic embeddings (models/loupe_dc/kv_quant.py).
+ */
+async function gqaGraph(int8 = false): Promise<{ file: string; shape: DecoderShape }> {
+  const models = path.join(ROOT, 'models');
+  const makers = ['gqa_fixture.py', ...(int8 ? ['kv_quant.py'] : [])];
+  const hash = createHash('sha256');
+  for (const maker of makers) hash.update(await readFile(path.join(models, 'loupe_dc', maker)));
+  const key = hash.digest('hex').slice(0, 12);
   const dir = path.join(FIXTURES, 'gqa');
   const file = path.join(dir, `decoder-${key}.onnx`);
   await mkdir(dir, { recursive: true });
-  const { stdout } = await run(PYTHON, ['-m', 'loupe_dc.gqa_fixture', '--out', file], {
-    cwd: path.join(ROOT, 'models'),
+  const fp32 = path.join(dir, `decoder-fp32-${key}.onnx`);
+  const { stdout } = await run(PYTHON, ['-m', 'loupe_dc.gqa_fixture', '--out', int8 ? fp32 : file], {
+    cwd: models,
   });
+  const shape = JSON.parse(stdout) as DecoderShape;
+  if (int8) {
+    await run(
+      PYTHON,
+      ['-m', 'loupe_dc.kv_quant', '--decoder', fp32, '--out', file, '--synthetic', '--shape', stdout],
+      { cwd: models },
+    );
+    shape.kvDtype = 'int8';
+  }
   expect(existsSync(file)).toBe(true);
-  return { file, shape: JSON.parse(stdout) as DecoderShape };
+  return { file, shape };
 }
 
 describe('on a GroupQueryAttention graph (shared layout)', () => {
@@ -249,3 +278,110 @@ describe('the JS cache with preallocated present buffers', () => {
     }
   }, 300_000);
 });
+
+describe('an int8 KV cache (GroupQueryAttention with calibrated per-channel scales)', () => {
+  let fp32: { file: string; shape: DecoderShape };
+  let int8: { file: string; shape: DecoderShape };
+  let fp32Decoder: NativeDecoder;
+  let int8Decoder: NativeDecoder;
+  let int8Session: Session;
+  beforeAll(async () => {
+    [fp32, int8] = [await gqaGraph(), await gqaGraph(true)];
+    fp32Decoder = await NativeDecoder.load(fp32.file, fp32.shape, 4096, 2);
+    int8Decoder = await NativeDecoder.load(int8.file, int8.shape, 4096, 2);
+    int8Session = await Session.create('decoder', int8.file, 'cpu', { threads: 2, spinning: false });
+  }, 300_000);
+  afterAll(async () => {
+    fp32Decoder?.release();
+    int8Decoder?.release();
+    await int8Session?.release();
+  });
+  const SCHEDULE = [100, 50, 1, 1, 200, 1, 1, 64, 1];
+
+  it('declares int8 caches, and the native and JS caches agree on it bit for bit, through growth', async () => {
+    expect(int8Decoder.layout).toBe('shared');
+    expect(int8Decoder.inputInfo.get('past_key_values.0.key')?.dtype).toBe('int8');
+    expect(int8Decoder.outputInfo.get('present.1.value')?.dtype).toBe('int8');
+    const a = int8Decoder.newCache();
+    const b = new JsKvCache(int8Session, int8.shape, 0);
+    for (const [i, n] of SCHEDULE.entries()) {
+      const input = embeddings(n, int8.shape.hiddenSize, i);
+      expect(Array.from(await a.step(input, n))).toEqual(Array.from(await b.step(input, n)));
+    }
+    expect(a.length).toBeGreaterThan(256); // grew twice past its first buffer, copying int8 rows natively
+    a.release();
+    b.release();
+  });
+
+  it('stays within 2% of the logit range of the fp32 cache, with the same top token at every step', async () => {
+    const a = fp32Decoder.newCache();
+    const b = int8Decoder.newCache();
+    let worst = 0;
+    for (const [i, n] of SCHEDULE.entries()) {
+      const input = embeddings(n, fp32.shape.hiddenSize, i);
+      const [x, y] = [await a.step(input, n), await b.step(input, n)];
+      const range = Math.max(...x) - Math.min(...x);
+      for (let v = 0; v < x.length; v++) worst = Math.max(worst, Math.abs(x[v]! - y[v]!) / range);
+      expect(argmax(y)).toBe(argmax(x));
+    }
+    expect(worst).toBeGreaterThan(0); // the cache really is quantized
+    expect(worst).toBeLessThan(0.02);
+    a.release();
+    b.release();
+  });
+
+  it('follows the fp32 cache’s greedy answers on the fixture prompts: the same token, or a near tie', async () => {
+    // a token's embedding is a fixed function of its id, so the fixture decodes like a language model. The
+    // fp32 cache decodes greedily; the int8 cache reads the same tokens (teacher forcing) and must pick the
+    // same one at each step, unless fp32's top two were closer than the quantization error (a random
+    // 2-layer graph has many near ties; a real model's agreement is measured in test:real and bench:real)
+    const { hiddenSize } = fp32.shape;
+    const embed = (token: number) => embeddings(1, hiddenSize, 1000 + token);
+    let same = 0;
+    let steps = 0;
+    for (let prompt = 0; prompt < 4; prompt++) {
+      const a = fp32Decoder.newCache();
+      const b = int8Decoder.newCache();
+      try {
+        const length = 60 + 20 * prompt;
+        const start = embeddings(length, hiddenSize, 50 + prompt);
+        let [x, y] = [await a.step(start, length), await b.step(start, length)];
+        for (let t = 0; t < 24; t++) {
+          const want = argmax(x);
+          const got = argmax(y);
+          steps++;
+          if (got === want) same++;
+          else expect(x[want]! - x[got]!).toBeLessThan(0.02 * (Math.max(...x) - Math.min(...x)));
+          [x, y] = [await a.step(embed(want), 1), await b.step(embed(want), 1)];
+        }
+      } finally {
+        a.release();
+        b.release();
+      }
+    }
+    expect(same / steps).toBeGreaterThanOrEqual(0.9);
+  });
+
+  it('rolls a stopped prefill back to its checkpoint', async () => {
+    const live = liveKvCaches();
+    const cache = int8Decoder.newCache();
+    const reference = int8Decoder.newCache();
+    const first = embeddings(120, int8.shape.hiddenSize, 1);
+    await cache.step(first, 120);
+    await reference.step(first, 120);
+    cache.checkpoint();
+    await cache.step(embeddings(200, int8.shape.hiddenSize, 9), 200);
+    cache.rollback();
+    const next = embeddings(30, int8.shape.hiddenSize, 2);
+    expect(Array.from(await cache.step(next, 30))).toEqual(Array.from(await reference.step(next, 30)));
+    cache.release();
+    reference.release();
+    expect(liveKvCaches()).toBe(live); // both released
+  });
+});
+
+function argmax(values: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++) if (values[i]! > values[best]!) best = i;
+  return best;
+}

@@ -10,7 +10,6 @@ tokenizer_config.json and manifest.json (see docs/model-pack.md). This is the co
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ import torch.nn as nn
 from dataclasses import asdict
 
 from .modeling import DenseConnectorMLLM, load_checkpoint
+from .packfiles import publish, sha256
 from .templates import CONV_MODES
 
 OPSET = 17
@@ -137,12 +137,6 @@ class Decoder(nn.Module):
         return (logits, *[t for layer in present for t in layer])
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_decoder(model: DenseConnectorMLLM, tmp: Path) -> None:
@@ -320,10 +314,7 @@ def export_pack(model: DenseConnectorMLLM, ckpt_cfg: dict, checkpoint: Path, out
             "defaults": {"frames": 8, "maxNewTokens": 64},
             "files": files,
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)  # the pack appears whole or not at all
+        publish(tmp, out, manifest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -218,6 +218,8 @@ class PackLM:
         self.position_ids = any(i.name == "position_ids" for i in self.dec.get_inputs())  # builder graphs derive them
         d = self.manifest["decoder"]
         self.layers, self.kv_heads, self.head_dim = d["numLayers"], d["numKeyValueHeads"], d["headDim"]
+        self.outputs = [o.name for o in self.dec.get_outputs()]
+        self.kv_dtype = np.int8 if d.get("kvCache", {}).get("dtype") == "int8" else np.float32
         self._all_positions: bool | None = None
 
     def _run(self, ids: list[int], past: dict, start: int):
@@ -226,12 +228,12 @@ class PackLM:
         feeds = {"inputs_embeds": e, "attention_mask": np.ones((1, n), np.int64), **past}
         if self.position_ids:
             feeds["position_ids"] = np.arange(start, n, dtype=np.int64)[None]
-        out = self.dec.run(None, feeds)
-        present = {f"past_key_values.{i}.{kv}": out[1 + 2 * i + j] for i in range(self.layers) for j, kv in enumerate(("key", "value"))}
-        return out[0][0], present
+        out = dict(zip(self.outputs, self.dec.run(self.outputs, feeds)))  # by name: the builder orders keys first
+        present = {f"past_key_values.{i}.{kv}": out[f"present.{i}.{kv}"] for i in range(self.layers) for kv in ("key", "value")}
+        return out["logits"][0], present
 
     def empty(self) -> dict:
-        return {f"past_key_values.{i}.{kv}": np.zeros((1, self.kv_heads, 0, self.head_dim), np.float32)
+        return {f"past_key_values.{i}.{kv}": np.zeros((1, self.kv_heads, 0, self.head_dim), self.kv_dtype)
                 for i in range(self.layers) for kv in ("key", "value")}
 
     def logits(self, ids: list[int], start: int = 0) -> np.ndarray:  # (len(ids) - start, vocab)

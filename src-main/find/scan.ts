@@ -13,10 +13,9 @@ import { frameKey, type FeatureCache, type FileIdentity, type FrameKey } from '.
 import { throwIfAborted } from '../errors.ts';
 import type { DenseFrame, DenseOptions } from '../media/dense.ts';
 import type { MediaInfo } from '../media/probe.ts';
-import type { VisualInput } from '../model/engine.ts';
-import { frameFormat, type Manifest } from '../model/pack.ts';
+import type { ModelEngine } from '../model/engine.ts';
+import { frameFormat } from '../model/pack.ts';
 import type { ProviderReport } from '../model/ort.ts';
-import type { PromptBuilder } from '../model/prompt.ts';
 import type { Tokens2D } from '../model/tensor.ts';
 import { fileIdentity, preprocessingKey } from '../qa/clip-features.ts';
 import {
@@ -29,20 +28,11 @@ import {
 } from './intervals.ts';
 import { answerIds, presenceQuestion, yesProbability } from './question.ts';
 
-/** The part of the engine moment search uses (Engine satisfies it). */
-export interface FindModel {
-  readonly manifest: Manifest;
-  readonly pack: { readonly visionId: string };
-  readonly prompt: PromptBuilder;
-  readonly provider: ProviderReport;
-  encodeImages(pixels: readonly Float32Array[], signal?: AbortSignal): Promise<Tokens2D[]>;
-  /** The logits after the question's first-turn prompt about each visual input, batched; no conversation. */
-  promptLogits(
-    visuals: readonly VisualInput[],
-    question: string,
-    signal?: AbortSignal,
-  ): Promise<Float32Array[]>;
-}
+/** The part of the engine moment search uses: prompt logits in batches, no conversation. */
+export type FindModel = Pick<
+  ModelEngine,
+  'manifest' | 'pack' | 'prompt' | 'provider' | 'encodeImages' | 'promptLogits'
+>;
 
 /** The media operations a scan needs; media/ implements them with ffmpeg. */
 export interface DenseMediaPort {

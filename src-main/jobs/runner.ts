@@ -14,7 +14,7 @@
  */
 import { LoupeError, throwIfAborted } from '../errors.ts';
 import { PushQueue } from '../push-queue.ts';
-import type { Engine } from '../model/engine.ts';
+import type { ModelEngine } from '../model/engine.ts';
 import type { ClipFeatureExtractor, ClipFeatures, SamplingMode } from '../qa/clip-features.ts';
 import type { BatchInput } from './discover.ts';
 import { ModelGate, PauseSwitch, type BackgroundLease } from './gate.ts';
@@ -33,7 +33,7 @@ import { segmentRanges } from './segments.ts';
 export const DEFAULT_PROMPT = 'Summarize the video.';
 
 /** What the batch needs of the model and of the frame stage (the real Engine and extractor satisfy them). */
-export type BatchModel = Pick<Engine, 'manifest' | 'provider' | 'maxFrames' | 'startConversation'>;
+export type BatchModel = Pick<ModelEngine, 'manifest' | 'provider' | 'maxFrames' | 'startConversation'>;
 export type BatchExtractor = Pick<ClipFeatureExtractor, 'extract'>;
 
 export interface BatchSpec {

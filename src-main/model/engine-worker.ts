@@ -9,7 +9,7 @@
  */
 import { LoupeError } from '../errors.ts';
 import { liveKvCaches } from './kv-cache.ts';
-import { LocalEngine, type LocalConversation, type RunControl } from './local-engine.ts';
+import { LocalEngine, type LocalConversation } from './local-engine.ts';
 import { loadPack } from './pack.ts';
 import { ASK_WINDOW, type FromWorker, type ToWorker, type WorkerResult } from './worker-protocol.ts';
 
@@ -31,12 +31,12 @@ let engine: LocalEngine | null = null;
 const conversations = new Map<number, LocalConversation>();
 /** Per running ask: how many events the app has read, and who waits for it to read more. */
 const readers = new Map<number, { taken: number; wake: (() => void) | null }>();
-/** Requests running, and those asked to stop. */
-const active = new Set<number>();
-const stops = new Set<number>();
+/** Requests running, each with the controller a Stop message aborts. */
+const active = new Map<number, AbortController>();
+const signal = (id: number): AbortSignal | undefined => active.get(id)?.signal;
 
+/** Between decoder runs the engine yields to this process's event loop, so a Stop message gets through. */
 const yieldToMessages = () => new Promise<void>((resolve) => setImmediate(resolve));
-const control = (id: number): RunControl => ({ stopped: () => stops.has(id), between: yieldToMessages });
 
 function loaded(): LocalEngine {
   if (!engine) throw new LoupeError('MODEL_RUNTIME', 'The model is not loaded in its worker.');
@@ -48,27 +48,27 @@ async function handle(message: ToWorker): Promise<WorkerResult | undefined> {
     case 'load': {
       // the app has checked the pack's hashes already
       const pack = await loadPack(message.dir, { hashLimitBytes: 0 });
-      engine = await LocalEngine.load(message.dir, message.options, pack);
+      engine = await LocalEngine.load(message.dir, message.options, pack, { between: yieldToMessages });
       return { kind: 'loaded', provider: engine.provider, kvCache: engine.kvCache };
     }
     case 'encode': {
-      const frames = await loaded().encodeImages(message.pixels, control(message.id));
+      const frames = await loaded().encodeImages(message.pixels, signal(message.id));
       return { kind: 'encoded', frames: frames.map((f) => ({ data: f.data, dims: [f.dims[0], f.dims[1]] })) };
     }
     case 'promptLogits': {
-      const logits = await loaded().promptLogits(message.visuals, message.question, control(message.id));
+      const logits = await loaded().promptLogits(message.visuals, message.question, signal(message.id));
       return { kind: 'logits', logits };
     }
     case 'open':
-      conversations.get(message.conversation)?.release(); // opened again: the old cache goes
+      conversations.get(message.conversation)?.close(); // opened again: the old cache goes
       conversations.set(message.conversation, loaded().startConversation(message.visual, message.history));
       return undefined;
     case 'close':
-      conversations.get(message.conversation)?.release();
+      conversations.get(message.conversation)?.close();
       conversations.delete(message.conversation);
       return undefined;
     case 'stop':
-      if (active.has(message.id)) stops.add(message.id);
+      active.get(message.id)?.abort();
       readers.get(message.id)?.wake?.();
       return undefined;
     case 'taken': {
@@ -92,7 +92,7 @@ async function handle(message: ToWorker): Promise<WorkerResult | undefined> {
         },
       };
     case 'dispose':
-      conversations.forEach((c) => c.release());
+      conversations.forEach((c) => c.close());
       conversations.clear();
       await engine?.dispose();
       engine = null;
@@ -111,24 +111,22 @@ async function ask(message: Extract<ToWorker, { type: 'ask' }>): Promise<void> {
   readers.set(id, reader);
   let sent = 0;
   try {
-    const events = conversation.ask(
-      message.question,
-      {
-        ...options,
-        onPromptLogits: options.promptLogits
-          ? (logits) => send({ type: 'promptLogits', id, logits })
-          : undefined,
-        onPrefillProgress: options.prefillProgress
-          ? (done, total) => send({ type: 'progress', id, done, total })
-          : undefined,
-      },
-      control(id),
-    );
+    const stop = signal(id);
+    const events = conversation.ask(message.question, {
+      ...options,
+      signal: stop,
+      onPromptLogits: options.promptLogits
+        ? (logits) => send({ type: 'promptLogits', id, logits })
+        : undefined,
+      onPrefillProgress: options.prefillProgress
+        ? (done, total) => send({ type: 'progress', id, done, total })
+        : undefined,
+    });
     for await (const event of events) {
       if (event.type === 'done') sendHistory(message.conversation, conversation);
       send({ type: 'event', id, event });
       sent++;
-      while (sent - reader.taken > ASK_WINDOW && !stops.has(id))
+      while (sent - reader.taken > ASK_WINDOW && !stop?.aborted)
         await new Promise<void>((resolve) => (reader.wake = resolve));
       reader.wake = null;
     }
@@ -149,7 +147,7 @@ function sendHistory(id: number, conversation: LocalConversation): void {
 
 onMessage((message) => {
   const id = 'id' in message && message.type !== 'taken' && message.type !== 'stop' ? message.id : null;
-  if (id !== null) active.add(id);
+  if (id !== null) active.set(id, new AbortController());
   handle(message)
     .then(
       (value) => {
@@ -160,8 +158,6 @@ onMessage((message) => {
       },
     )
     .finally(() => {
-      if (id === null) return;
-      active.delete(id);
-      stops.delete(id);
+      if (id !== null) active.delete(id);
     });
 });

@@ -9,6 +9,7 @@
  * MODEL_RUNTIME error; the next call starts a fresh worker, and a conversation whose cache died with it is
  * rebuilt there from its turns.
  */
+import type { ModelConversation, ModelEngine } from './model-engine.ts';
 import { fork } from 'node:child_process';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -24,6 +25,7 @@ import type { FromWorker, ToWorker, WorkerChannel, WorkerResult, WorkerStats } f
 
 export type { AnswerEvent, AnswerTimings, EngineOptions, GenerateOptions, VisualInput } from './types.ts';
 export type { WorkerStats } from './worker-protocol.ts';
+export type { ModelConversation, ModelEngine } from './model-engine.ts';
 
 /** How the engine worker process is started: a Node child process by default; Electron installs its utility process. */
 export type WorkerSpawner = (entry: { file: string; execArgv: string[] }) => WorkerChannel;
@@ -174,7 +176,7 @@ class WorkerLink {
   }
 }
 
-export class Engine {
+export class Engine implements ModelEngine {
   private link: WorkerLink | null = null;
   private starting: Promise<WorkerLink> | null = null;
   private disposed = false;
@@ -380,7 +382,7 @@ const closeWhenCollected = new FinalizationRegistry<{ link: WorkerLink; conversa
  * One conversation about one visual input; its KV cache lives in the worker. Its turns are mirrored here, so
  * a conversation whose worker died is opened again in the next one and its cache rebuilt from them.
  */
-export class Conversation {
+export class Conversation implements ModelConversation {
   messages: ChatMessage[] = [];
   private openIn: WorkerLink | null = null;
   private busy = false;

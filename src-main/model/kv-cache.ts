@@ -5,7 +5,7 @@
  * onnxruntime-node; the fallback where the native path cannot load).
  */
 import { LoupeError } from '../errors.ts';
-import { floatTensor, int64Tensor, type Session } from './ort.ts';
+import { cacheTensor, floatTensor, int64Tensor, type Session } from './ort.ts';
 
 /** The decoder's dimensions, from the manifest. */
 export interface DecoderShape {
@@ -15,7 +15,20 @@ export interface DecoderShape {
   headDim: number;
   vocabSize: number;
   usesPositionIds: boolean;
+  /** What the cache's tensors hold (the manifest's decoder.kvCache.dtype; float32 when absent). */
+  kvDtype?: KvDtype;
 }
+
+export type KvDtype = 'float32' | 'int8';
+type CacheArray = Float32Array | Int8Array;
+
+/** An empty array of the cache's element type, `length` long. */
+export function cacheArray(dtype: KvDtype | undefined, length: number): CacheArray {
+  return dtype === 'int8' ? new Int8Array(length) : new Float32Array(length);
+}
+
+/** Bytes per element of a cache of this type. */
+export const cacheElementBytes = (dtype: KvDtype | undefined): number => (dtype === 'int8' ? 1 : 4);
 
 export interface KvCache {
   /** Tokens in the cache. */
@@ -126,7 +139,7 @@ export async function jsPromptBatch(
   };
   if (shape.usesPositionIds) feeds.position_ids = int64Tensor(positions, [batch, length]);
   for (const name of decoderNames(shape).past)
-    feeds[name] = floatTensor(new Float32Array(0), [batch, numKeyValueHeads, 0, headDim]);
+    feeds[name] = cacheTensor(cacheArray(shape.kvDtype, 0), [batch, numKeyValueHeads, 0, headDim]);
   const out = await decoder.run(feeds, {}, ['logits']);
   const logits = out.logits!;
   const data = logits.data as Float32Array;
@@ -145,7 +158,7 @@ export class JsKvCache implements KvCache {
   private saved: { past: Record<string, Tensor>; length: number };
   private count = 0;
   /** Two buffers per cache tensor: one holds the past, the decoder writes the present into the other. */
-  private readonly kvBuffers = new Map<string, [Float32Array, Float32Array]>();
+  private readonly kvBuffers = new Map<string, [CacheArray, CacheArray]>();
   private readonly names: { past: string[]; present: string[] };
   private readonly untrack = trackCache();
 
@@ -168,7 +181,7 @@ export class JsKvCache implements KvCache {
     const { numKeyValueHeads, headDim } = this.shape;
     const past: Record<string, Tensor> = {};
     for (const name of this.names.past)
-      past[name] = floatTensor(new Float32Array(0), [1, numKeyValueHeads, 0, headDim]);
+      past[name] = cacheTensor(cacheArray(this.shape.kvDtype, 0), [1, numKeyValueHeads, 0, headDim]);
     return past;
   }
 
@@ -179,7 +192,8 @@ export class JsKvCache implements KvCache {
    */
   private bindsCache(total: number): boolean {
     const { numLayers, numKeyValueHeads, headDim } = this.shape;
-    return 2 * numLayers * numKeyValueHeads * total * headDim * 4 >= this.bindFromBytes;
+    const bytes = cacheElementBytes(this.shape.kvDtype);
+    return 2 * numLayers * numKeyValueHeads * total * headDim * bytes >= this.bindFromBytes;
   }
 
   /**
@@ -189,20 +203,20 @@ export class JsKvCache implements KvCache {
    * is never written while a prefill may still roll back to it.
    */
   private presentViews(total: number): Record<string, Tensor> {
-    const { numKeyValueHeads, headDim } = this.shape;
+    const { numKeyValueHeads, headDim, kvDtype } = this.shape;
     const size = numKeyValueHeads * total * headDim;
     const views: Record<string, Tensor> = {};
     const { past, present } = this.names;
     past.forEach((pastName, i) => {
-      const held = this.past[pastName]!.data as Float32Array;
-      const kept = this.saved.past[pastName]!.data as Float32Array;
+      const held = this.past[pastName]!.data as CacheArray;
+      const kept = this.saved.past[pastName]!.data as CacheArray;
       let pair = this.kvBuffers.get(pastName);
-      if (!pair) this.kvBuffers.set(pastName, (pair = [new Float32Array(0), new Float32Array(0)]));
+      if (!pair) this.kvBuffers.set(pastName, (pair = [cacheArray(kvDtype, 0), cacheArray(kvDtype, 0)]));
       const free = pair[0].buffer === held.buffer ? 1 : 0;
       // the checkpoint's buffer must survive a rollback: write a fresh buffer instead
-      if (pair[free].buffer === kept.buffer && kept.length) pair[free] = new Float32Array(0);
-      if (pair[free].length < size) pair[free] = new Float32Array(Math.max(size, 2 * pair[free].length));
-      views[present[i]!] = floatTensor(pair[free].subarray(0, size), [1, numKeyValueHeads, total, headDim]);
+      if (pair[free].buffer === kept.buffer && kept.length) pair[free] = cacheArray(kvDtype, 0);
+      if (pair[free].length < size) pair[free] = cacheArray(kvDtype, Math.max(size, 2 * pair[free].length));
+      views[present[i]!] = cacheTensor(pair[free].subarray(0, size), [1, numKeyValueHeads, total, headDim]);
     });
     return views;
   }

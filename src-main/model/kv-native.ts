@@ -87,7 +87,7 @@ export class NativeDecoder {
       made.push(ort.tensor('int64', [batch, length], mask));
       if (usesPositionIds) made.push(ort.tensor('int64', [batch, length], positions));
       for (let i = 0; i < names.length; i++)
-        made.push(ort.tensor('float32', [batch, numKeyValueHeads, 0, headDim]));
+        made.push(ort.tensor(this.shape.kvDtype ?? 'float32', [batch, numKeyValueHeads, 0, headDim]));
       const inputNames = [
         'inputs_embeds',
         'attention_mask',
@@ -155,10 +155,15 @@ export class NativeKvCache implements KvCache {
 
   private emptyChained(): NativeTensor[] {
     const { numKeyValueHeads, headDim } = this.shape;
-    return this.names.past.map(() => this.ort.tensor('float32', [1, numKeyValueHeads, 0, headDim]));
+    return this.names.past.map(() =>
+      this.ort.tensor(this.shape.kvDtype ?? 'float32', [1, numKeyValueHeads, 0, headDim]),
+    );
   }
 
-  /** Shared layout: make room for `total` tokens, doubling (and copying what is cached) when needed. */
+  /**
+   * Shared layout: make room for `total` tokens, doubling when needed. What is cached moves into the new buffers
+   * head by head, natively (`OrtNative.copy`: ORT's buffers, never a JavaScript array), once per doubling.
+   */
   private reserve(total: number): void {
     if (total <= this.capacity) return;
     const { numKeyValueHeads: heads, headDim } = this.shape;
@@ -168,13 +173,17 @@ export class NativeKvCache implements KvCache {
     const grown: NativeTensor[] = [];
     try {
       for (let i = 0; i < this.names.past.length; i++)
-        grown.push(this.ort.tensor('float32', [1, heads, capacity, headDim]));
+        grown.push(this.ort.tensor(this.shape.kvDtype ?? 'float32', [1, heads, capacity, headDim]));
       if (this.count > 0)
         this.kv.forEach((old, i) => {
-          for (let h = 0; h < heads; h++) {
-            const rows = this.ort.readFloats(old, h * this.capacity * headDim, this.count * headDim);
-            this.ort.write(grown[i]!, 'float32', rows, h * capacity * headDim);
-          }
+          for (let h = 0; h < heads; h++)
+            this.ort.copy(
+              old,
+              h * this.capacity * headDim,
+              grown[i]!,
+              h * capacity * headDim,
+              this.count * headDim,
+            );
         });
     } catch (error) {
       // out of memory part-way: what was allocated goes, the cache stays as it was
@@ -218,10 +227,10 @@ export class NativeKvCache implements KvCache {
     try {
       if (this.layout === 'chained') {
         const { numKeyValueHeads, headDim } = this.shape;
-        // handed to the next run only, never read here (checkGraphs checked the presents are float32 caches)
+        // handed to the next run only, never read here (checkGraphs checked the presents' type)
         const next = outputs.slice(1).map((handle) => ({
           handle,
-          dtype: 'float32',
+          dtype: this.shape.kvDtype ?? 'float32',
           dims: [1, numKeyValueHeads, total, headDim],
         }));
         // the checkpoint's tensors stay alive for a rollback; others are done with

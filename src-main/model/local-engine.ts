@@ -16,17 +16,24 @@ import {
 import { JsKvCache, decoderNames, jsPromptBatch, type DecoderShape, type KvCache } from './kv-cache.ts';
 import { NativeDecoder } from './kv-native.ts';
 import { OrtNative } from './ort-native.ts';
+import type { ModelConversation, ModelEngine } from './model-engine.ts';
 import { loadPack, PACK_FILES, type Manifest, type Pack } from './pack.ts';
 import { PromptBuilder, TextStreamer, type ChatMessage, type PromptSegment } from './prompt.ts';
 import { sampleToken, seededRandom, type SamplingOptions } from './sampler.ts';
 import type { AnswerEvent, EngineOptions, GenerateOptions, KvCacheReport, VisualInput } from './types.ts';
 import { flattenFrames, poolAndConcatFrames, stackFrames, tensor, type Tokens2D } from './tensor.ts';
 
-/** What the worker's loop checks between prefill chunks and tokens, and reports back. */
-export interface RunControl {
-  /** True once the person pressed Stop (a shared flag the app thread sets; see engine.ts). */
+/** What the loop checks between prefill chunks and tokens: a call's signal, and the engine's `between` hook. */
+interface RunControl {
+  /** True once the call's signal was aborted (Stop). */
   stopped(): boolean;
   /** Called between decoder runs: the worker yields to its event loop there, so messages get through. */
+  between?(): Promise<void>;
+}
+
+/** What the process that hosts a LocalEngine lets it do between decoder runs. */
+export interface LocalEngineHooks {
+  /** Awaited between decoder runs (the worker yields to its event loop, so a Stop message can arrive). */
   between?(): Promise<void>;
 }
 
@@ -52,7 +59,7 @@ const SECOND_BATCH_SESSION_MAX_BYTES = 64 * 1024 * 1024;
 /** Vocabulary × hidden values up to which the embedding table is kept in JavaScript (16 MB of floats). */
 const EMBEDDING_TABLE_MAX_VALUES = 4 * 1024 * 1024;
 
-export class LocalEngine {
+export class LocalEngine implements ModelEngine {
   private constructor(
     readonly pack: Pack,
     readonly prompt: PromptBuilder,
@@ -65,9 +72,20 @@ export class LocalEngine {
     readonly bindCacheFromBytes: number,
     readonly prefillChunk: number | undefined,
     readonly threads: number,
+    private readonly hooks: LocalEngineHooks,
   ) {}
 
-  static async load(dir: string, options: EngineOptions = {}, pack?: Pack): Promise<LocalEngine> {
+  /** @internal The loop's view of a call's signal (and of the host's `between` hook). */
+  control(signal: AbortSignal | undefined): RunControl {
+    return { stopped: () => signal?.aborted ?? false, between: this.hooks.between };
+  }
+
+  static async load(
+    dir: string,
+    options: EngineOptions = {},
+    pack?: Pack,
+    hooks: LocalEngineHooks = {},
+  ): Promise<LocalEngine> {
     pack ??= await loadPack(dir);
     const threads = options.threads ?? defaultThreads();
     const [prompt, { sessions, provider }] = await Promise.all([
@@ -95,6 +113,7 @@ export class LocalEngine {
         options.bindCacheFromBytes ?? BIND_CACHE_MIN_BYTES,
         options.prefillChunk,
         threads,
+        hooks,
       );
     } catch (error) {
       // a failed load releases what it opened
@@ -120,15 +139,16 @@ export class LocalEngine {
   }
 
   /** (N, 3, S, S) normalized pixels -> N frames of (tokensPerImage, hidden). */
-  async encodeImages(pixels: readonly Float32Array[], control?: RunControl): Promise<Tokens2D[]> {
+  async encodeImages(pixels: readonly Float32Array[], signal?: AbortSignal): Promise<Tokens2D[]> {
+    const control = this.control(signal);
     const { imageSize, tokensPerImage } = this.manifest.vision;
     const hidden = this.manifest.decoder.hiddenSize;
     const perImage = 3 * imageSize * imageSize;
     const out: Tokens2D[] = [];
     const batch = 8; // bounded memory for big towers, still one run for a typical clip
     for (let start = 0; start < pixels.length; start += batch) {
-      if (control?.stopped()) throw cancelled();
-      if (start > 0) await control?.between?.();
+      if (control.stopped()) throw cancelled();
+      if (start > 0) await control.between?.();
       const group = pixels.slice(start, start + batch);
       const input = new Float32Array(group.length * perImage);
       group.forEach((p, i) => {
@@ -167,8 +187,9 @@ export class LocalEngine {
   async promptLogits(
     visuals: readonly VisualInput[],
     question: string,
-    control?: RunControl,
+    signal?: AbortSignal,
   ): Promise<Float32Array[]> {
+    const control = this.control(signal);
     const { manifest, prompt } = this;
     const { hiddenSize, vocabSize, contextLength } = manifest.decoder;
     const segments = prompt.encodePrompt([prompt.firstUserMessage(question)]);
@@ -202,8 +223,8 @@ export class LocalEngine {
         ),
       );
       for (let start = 0; start < rows.length; start += perRun) {
-        if (control?.stopped()) throw cancelled();
-        if (start > 0) await control?.between?.();
+        if (control.stopped()) throw cancelled();
+        if (start > 0) await control.between?.();
         const group = rows.slice(start, start + perRun);
         const embeds = new Float32Array(group.length * length * hiddenSize);
         group.forEach((row, b) => {
@@ -389,7 +410,7 @@ export function checkGraphs(
   );
   const { past, present } = decoderNames(decoderShape(manifest));
   const cache = (): Want[string] => [
-    'float32',
+    manifest.decoder.kvCache.dtype,
     [null, numKeyValueHeads, null, headDim],
     [null, 'decoder.numKeyValueHeads', null, 'decoder.headDim'],
   ];
@@ -415,8 +436,17 @@ function visualTokens(visual: VisualInput): Tokens2D {
 }
 
 function decoderShape(manifest: Manifest): DecoderShape {
-  const { hiddenSize, numLayers, numKeyValueHeads, headDim, vocabSize, usesPositionIds } = manifest.decoder;
-  return { hiddenSize, numLayers, numKeyValueHeads, headDim, vocabSize, usesPositionIds };
+  const { hiddenSize, numLayers, numKeyValueHeads, headDim, vocabSize, usesPositionIds, kvCache } =
+    manifest.decoder;
+  return {
+    hiddenSize,
+    numLayers,
+    numKeyValueHeads,
+    headDim,
+    vocabSize,
+    usesPositionIds,
+    kvDtype: kvCache.dtype,
+  };
 }
 
 /**
@@ -468,7 +498,7 @@ async function openDecoder(
  * follow-up question prefills only its own new tokens. `history` rebuilds a conversation whose cache was lost
  * (a restarted worker): its first question then prefills the earlier turns too.
  */
-export class LocalConversation {
+export class LocalConversation implements ModelConversation {
   readonly messages: ChatMessage[];
   private readonly cache: KvCache;
   /** Sampled tokens not yet run through the decoder (the turn's last token, an end-of-turn), fed with the next turn. */
@@ -484,9 +514,20 @@ export class LocalConversation {
     this.cache = engine.newCache();
   }
 
-  /** Frees the conversation's KV cache (native memory for the native cache); it cannot answer afterwards. */
-  release(): void {
-    this.cache.release();
+  /** Close was called during an answer: the cache goes when it ends. */
+  private closing = false;
+
+  /**
+   * Frees the conversation's KV cache (native memory for the native cache); it cannot answer afterwards.
+   * Idempotent; during an answer, when that answer ends.
+   */
+  close(): void {
+    if (this.busy) this.closing = true;
+    else this.cache.release();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
   }
 
   get cachedTokens(): number {
@@ -498,18 +539,18 @@ export class LocalConversation {
   }
 
   /** Ask a question; yields answer tokens as they decode, then a `done` event. */
-  async *ask(
-    question: string,
-    options: GenerateOptions = {},
-    control: RunControl = { stopped: () => options.signal?.aborted ?? false },
-  ): AsyncGenerator<AnswerEvent> {
+  async *ask(question: string, options: GenerateOptions = {}): AsyncGenerator<AnswerEvent> {
     if (this.busy)
       throw new LoupeError('USAGE', 'This conversation is still answering; wait or stop it first.');
     this.busy = true;
     try {
-      yield* this.answer(question, options, control);
+      yield* this.answer(question, options, this.engine.control(options.signal));
     } finally {
       this.busy = false;
+      if (this.closing) {
+        this.closing = false;
+        this.cache.release();
+      }
     }
   }
 

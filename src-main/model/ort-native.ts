@@ -18,8 +18,10 @@ type Koffi = typeof import('koffi');
 type Ptr = unknown;
 
 /** ONNX element types used here (ONNXTensorElementDataType). */
-export const DTYPE = { float32: 1, int64: 7 } as const;
-type DType = keyof typeof DTYPE;
+export const DTYPE = { float32: 1, int8: 3, int64: 7 } as const;
+export type DType = keyof typeof DTYPE;
+/** Bytes per element of each type in DTYPE. */
+const ELEMENT_BYTES: Record<DType, number> = { float32: 4, int8: 1, int64: 8 };
 /** ONNXTensorElementDataType -> a name, for error messages and shape checks (as onnxruntime-node names them). */
 const DTYPE_NAMES: Record<number, string> = {
   1: 'float32',
@@ -354,6 +356,25 @@ export class OrtNative {
     const ptr = this.dataPointer(tensor.handle);
     const size = type === 'float32' ? 4 : 8;
     this.koffi.encode(ptr, offset * size, type === 'float32' ? 'float' : 'int64_t', data, data.length);
+  }
+
+  /**
+   * Copies `count` elements from one native tensor to another of the same element type, natively: both ranges
+   * are checked against the tensors' dims first, then the bytes move between views of ORT's own buffers
+   * (`koffi.view`), never through a JavaScript array.
+   */
+  copy(from: NativeTensor, fromOffset: number, to: NativeTensor, toOffset: number, count: number): void {
+    const type = from.dtype as DType;
+    if (!(type in ELEMENT_BYTES))
+      throw new LoupeError('INTERNAL', `copying ${from.dtype} tensors is not supported`);
+    this.checkRange(from, type, fromOffset, count, 'copy from');
+    this.checkRange(to, type, toOffset, count, 'copy to');
+    if (count === 0) return;
+    const size = ELEMENT_BYTES[type];
+    const bytes = (t: NativeTensor) => t.dims.reduce((a, b) => a * b, 1) * size;
+    const source = new Uint8Array(this.koffi.view(this.dataPointer(from.handle), bytes(from)));
+    const target = new Uint8Array(this.koffi.view(this.dataPointer(to.handle), bytes(to)));
+    target.set(source.subarray(fromOffset * size, (fromOffset + count) * size), toOffset * size);
   }
 
   /** A copy of `count` floats of a tensor's native buffer, from element `offset` (checked against its dims). */

@@ -49,6 +49,9 @@ export type Feeds = Record<string, ort.Tensor>;
 
 export const floatTensor = (data: Float32Array, dims: readonly number[]): ort.Tensor =>
   new ort.Tensor('float32', data, dims);
+/** A KV-cache tensor of the cache's own element type (float32, or int8 for a quantized cache). */
+export const cacheTensor = (data: Float32Array | Int8Array, dims: readonly number[]): ort.Tensor =>
+  data instanceof Int8Array ? new ort.Tensor('int8', data, dims) : new ort.Tensor('float32', data, dims);
 export const int64Tensor = (data: BigInt64Array, dims: readonly number[]): ort.Tensor =>
   new ort.Tensor('int64', data, dims);
 

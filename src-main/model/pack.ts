@@ -88,6 +88,22 @@ export const ManifestSchema = z.object({
     vocabSize: z.number().int().positive(),
     contextLength: z.number().int().positive(),
     usesPositionIds: z.boolean(),
+    /**
+     * What the KV cache stores (docs/model-pack.md#kv-cache): float32, or int8 with per-channel or per-tensor
+     * scales that live in the decoder graph (GroupQueryAttention's k_scale/v_scale, from a calibration pass,
+     * `python -m loupe_dc.kv_quant`). The decoder's past and present tensors must be of this type.
+     */
+    kvCache: z
+      .object({
+        dtype: z.enum(['float32', 'int8']),
+        quantization: z.enum(['per-channel', 'per-tensor']).optional(),
+        calibration: z.unknown().optional(),
+      })
+      .refine((c) => (c.dtype === 'int8') === (c.quantization !== undefined), {
+        message: 'an int8 cache states its quantization (per-channel or per-tensor), a float32 one none',
+        path: ['quantization'],
+      })
+      .default({ dtype: 'float32' }),
   }),
   prompt: z.object({
     chatTemplate: z.string().min(1),

@@ -3,7 +3,7 @@
  * ClipConversation keeps the engine's conversation (and its KV cache) for follow-up questions.
  */
 import { LoupeError } from '../errors.ts';
-import type { AnswerEvent, Conversation, Engine, GenerateOptions } from '../model/engine.ts';
+import type { AnswerEvent, GenerateOptions, ModelConversation, ModelEngine } from '../model/engine.ts';
 import type { ChatMessage } from '../model/prompt.ts';
 import type { ClipFeatureExtractor, ClipFeatures, ClipRequest, UsedFrame } from './clip-features.ts';
 
@@ -25,7 +25,10 @@ export interface EarlierTurn {
 }
 
 /** Earlier turns as the model's messages (the first question carries the visual input, as when it was asked). */
-export function earlierMessages(engine: Engine, turns: readonly EarlierTurn[]): ChatMessage[] {
+export function earlierMessages(
+  engine: Pick<ModelEngine, 'prompt'>,
+  turns: readonly EarlierTurn[],
+): ChatMessage[] {
   return turns.flatMap((t, i) => [
     i === 0 ? engine.prompt.firstUserMessage(t.question) : { role: 'user' as const, content: t.question },
     { role: 'assistant' as const, content: t.answer },
@@ -35,12 +38,12 @@ export function earlierMessages(engine: Engine, turns: readonly EarlierTurn[]): 
 export class ClipConversation {
   private constructor(
     readonly clip: ClipFeatures,
-    private readonly conversation: Conversation,
+    private readonly conversation: ModelConversation,
   ) {}
 
   /** `engine` may still be loading: the clip's frames are decoded meanwhile (see clip-features `whileLoading`). */
   static async open(
-    engine: Engine | Promise<Engine>,
+    engine: ModelEngine | Promise<ModelEngine>,
     extractor: ClipFeatureExtractor,
     req: ClipRequest,
     /** Earlier turns, as a stateless client sends them: prefilled with the first question asked here. */
@@ -87,7 +90,7 @@ export class ClipConversation {
 
 /** One-shot: open a conversation on the clip, announce the frames used, stream the answer. */
 export async function* askAboutClip(
-  engine: Engine | Promise<Engine>,
+  engine: ModelEngine | Promise<ModelEngine>,
   extractor: ClipFeatureExtractor,
   req: ClipRequest & GenerateOptions & { question: string },
 ): AsyncGenerator<AskEvent> {

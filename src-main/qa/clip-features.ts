@@ -7,7 +7,7 @@ import { stat } from 'node:fs/promises';
 import type { FeatureCache, FileIdentity, FrameKey } from '../cache/feature-cache.ts';
 import { LoupeError, throwIfAborted } from '../errors.ts';
 import type { MediaInfo } from '../media/probe.ts';
-import type { Engine, VisualInput } from '../model/engine.ts';
+import type { ModelEngine, VisualInput } from '../model/engine.ts';
 import { frameFormat, type Pack, type Preprocess } from '../model/pack.ts';
 import type { Tokens2D } from '../model/tensor.ts';
 
@@ -78,7 +78,10 @@ export interface ClipFeatures {
 }
 
 /** Everything in the pack that changes a frame's pixels, as the feature cache keys it. */
-export function preprocessingKey(v: Engine['manifest']['vision'], decoder = 'square-then-resize-v2'): string {
+export function preprocessingKey(
+  v: ModelEngine['manifest']['vision'],
+  decoder = 'square-then-resize-v2',
+): string {
   return JSON.stringify([v.imageSize, v.mean, v.std, v.padColor, v.preprocess, decoder]);
 }
 
@@ -94,15 +97,15 @@ export async function fileIdentity(
 
 /**
  * What the extractor needs of the model: its manifest and vision identity (to choose and key frames) and the
- * vision encoder. An Engine is one; so is a pack whose engine is still loading (see `whileLoading`).
+ * vision encoder. An engine is one; so is a pack whose engine is still loading (see `whileLoading`).
  */
-export type VisionModel = Pick<Engine, 'manifest' | 'encodeImages'> & { pack: Pick<Pack, 'visionId'> };
+export type VisionModel = Pick<ModelEngine, 'manifest' | 'encodeImages'> & { pack: Pick<Pack, 'visionId'> };
 
 /**
  * The pack's vision model before its engine has loaded: decoding can start at once, and encoding waits for
  * the engine (a one-shot ask overlaps ffmpeg with the model's start).
  */
-export function whileLoading(pack: Pack, engine: Promise<Engine>): VisionModel {
+export function whileLoading(pack: Pack, engine: Promise<ModelEngine>): VisionModel {
   engine.catch(() => undefined); // the caller awaits it too: a failed load is reported there
   return {
     manifest: pack.manifest,
