@@ -235,12 +235,32 @@ describe('on a GroupQueryAttention graph (shared layout)', () => {
     expect(() => decoder.promptBatch({ embeds: row.subarray(1), batch: 1, length })).toThrow(LoupeError);
   });
 
+  /** Two caches that have run the same `count` tokens. */
+  const twins = async (count: number, seed: number): Promise<[KvCache, KvCache]> => {
+    const pair: [KvCache, KvCache] = [decoder.newCache(), decoder.newCache()];
+    const first = embeddings(count, shape.hiddenSize, seed);
+    for (const c of pair) await c.step(first, count);
+    return pair;
+  };
+
+  it('Stop ends a prefill run part-way (ORT terminate), and the cache answers on as if it never ran', async () => {
+    const [reference, cache] = await twins(50, 3);
+    const stop = new AbortController();
+    // 3,000 tokens in one run: dispatched to koffi's thread when step returns, ended by the terminate flag
+    const long = cache.step(embeddings(3000, shape.hiddenSize, 4), 3000, stop.signal);
+    stop.abort();
+    const error = await long.catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LoupeError);
+    expect((error as LoupeError).code).toBe('CANCELLED');
+    expect(cache.length).toBe(50);
+    const next = embeddings(20, shape.hiddenSize, 5);
+    expect(Array.from(await cache.step(next, 20))).toEqual(Array.from(await reference.step(next, 20)));
+    cache.release();
+    reference.release();
+  });
+
   it('rolls a stopped prefill back: what follows is as if it never ran', async () => {
-    const reference = decoder.newCache();
-    const cache = decoder.newCache();
-    const first = embeddings(120, shape.hiddenSize, 1);
-    await reference.step(first, 120);
-    await cache.step(first, 120);
+    const [reference, cache] = await twins(120, 1);
     cache.checkpoint();
     // a prefill of two chunks that is abandoned, the second past the first buffer's capacity
     await cache.step(embeddings(100, shape.hiddenSize, 9), 100);

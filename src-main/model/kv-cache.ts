@@ -33,8 +33,13 @@ export const cacheElementBytes = (dtype: KvDtype | undefined): number => (dtype 
 export interface KvCache {
   /** Tokens in the cache. */
   readonly length: number;
-  /** Run `count` new embeddings (count × hidden floats); returns the last position's logits (vocab floats). */
-  step(embeds: Float32Array, count: number): Promise<Float32Array>;
+  /**
+   * Run `count` new embeddings (count × hidden floats); returns the last position's logits (vocab floats).
+   * An `interruptible` cache ends a run early when `signal` aborts (the step fails as cancelled; roll back).
+   */
+  step(embeds: Float32Array, count: number, signal?: AbortSignal): Promise<Float32Array>;
+  /** Whether `signal` can end a run part-way (else Stop lands between runs only). */
+  readonly interruptible: boolean;
   /** Marks the current length as one a failed or stopped prefill can go back to. */
   checkpoint(): void;
   /** Back to the last checkpoint (a failed or stopped prefill leaves the conversation as it was). */
@@ -154,6 +159,8 @@ export async function jsPromptBatch(
  * which is why the native cache exists.
  */
 export class JsKvCache implements KvCache {
+  /** onnxruntime-node's run cannot be ended part-way (its RunOptions are fixed when it starts). */
+  readonly interruptible = false;
   private past: Record<string, Tensor>;
   private saved: { past: Record<string, Tensor>; length: number };
   private count = 0;

@@ -196,7 +196,10 @@ export class NativeKvCache implements KvCache {
     this.capacity = capacity;
   }
 
-  async step(embeds: Float32Array, count: number): Promise<Float32Array> {
+  /** Prefill chunks run off this thread and can be ended part-way (OrtNative.runAsync); decode steps run inline. */
+  readonly interruptible = true;
+
+  async step(embeds: Float32Array, count: number, signal?: AbortSignal): Promise<Float32Array> {
     if (this.released) throw new LoupeError('MODEL_RUNTIME', 'This conversation was closed.');
     const { hiddenSize, vocabSize } = this.shape;
     const total = this.count + count;
@@ -219,7 +222,11 @@ export class NativeKvCache implements KvCache {
       const inputs = [...fresh.map((t) => t.handle), ...this.kv.map((t) => t.handle)];
       // shared: the present is the past's own buffer; chained: ORT allocates the presents
       const preset = [null, ...this.kv.map((t) => (this.layout === 'shared' ? t.handle : null))];
-      outputs = ort.run(this.session.handle, this.inputNames, inputs, this.outputNames, preset);
+      const { handle } = this.session;
+      outputs =
+        count > 1
+          ? await ort.runAsync(handle, this.inputNames, inputs, this.outputNames, preset, signal)
+          : ort.run(handle, this.inputNames, inputs, this.outputNames, preset);
     } finally {
       fresh.forEach((t) => ort.release(t.handle));
     }

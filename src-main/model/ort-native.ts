@@ -11,7 +11,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { LoupeError } from '../errors.ts';
+import { LoupeError, cancelled } from '../errors.ts';
 
 /** koffi's loaded module (typed loosely: the FFI surface is declared by the prototypes below). */
 type Koffi = typeof import('koffi');
@@ -74,6 +74,8 @@ const FN = {
     37,
     'void *SessionGetOutputName(void *session, size_t index, void *allocator, _Out_ void **out)',
   ],
+  CreateRunOptions: [39, 'void *CreateRunOptions(_Out_ void **out)'],
+  RunOptionsSetTerminate: [46, 'void *RunOptionsSetTerminate(void *options)'],
   CreateTensorAsOrtValue: [
     48,
     'void *CreateTensorAsOrtValue(void *allocator, const int64_t *shape, size_t rank, int type, _Out_ void **out)',
@@ -89,6 +91,7 @@ const FN = {
   ReleaseStatus: [93, 'void ReleaseStatus(void *status)'],
   ReleaseSession: [95, 'void ReleaseSession(void *session)'],
   ReleaseValue: [96, 'void ReleaseValue(void *value)'],
+  ReleaseRunOptions: [97, 'void ReleaseRunOptions(void *options)'],
   ReleaseTypeInfo: [98, 'void ReleaseTypeInfo(void *typeInfo)'],
   ReleaseTensorTypeAndShapeInfo: [99, 'void ReleaseTensorTypeAndShapeInfo(void *info)'],
   ReleaseSessionOptions: [100, 'void ReleaseSessionOptions(void *options)'],
@@ -402,34 +405,95 @@ export class OrtNative {
     outputNames: readonly string[],
     outputs: Ptr[],
   ): Ptr[] {
+    this.checkRunArgs(inputNames, inputs, outputNames, outputs);
+    const out = [...outputs];
+    const status = this.fn.Run(...this.runArgs(session, null, inputNames, inputs, outputNames, out));
+    if (status) this.check(status, 'Run', { feeds: this.describeFeeds(inputNames, inputs) });
+    return out;
+  }
+
+  /**
+   * `run` on one of koffi's worker threads: this thread stays free while the graph runs (a Stop message gets
+   * through), and `signal` ends the run early through ORT's terminate flag on the run's own RunOptions, which
+   * ORT checks between nodes; the run then fails as cancelled. Buffers bound as outputs may have been written
+   * part-way: the caller rolls back. Nothing else may use the session until the promise settles.
+   */
+  async runAsync(
+    session: Ptr,
+    inputNames: readonly string[],
+    inputs: readonly Ptr[],
+    outputNames: readonly string[],
+    outputs: Ptr[],
+    signal?: AbortSignal,
+  ): Promise<Ptr[]> {
+    this.checkRunArgs(inputNames, inputs, outputNames, outputs);
+    if (signal?.aborted) throw cancelled();
+    const made = [null];
+    this.check(this.fn.CreateRunOptions(made), 'CreateRunOptions');
+    const runOptions = made[0];
+    const terminate = () => {
+      const status = this.fn.RunOptionsSetTerminate(runOptions);
+      if (status) this.fn.ReleaseStatus(status);
+    };
+    signal?.addEventListener('abort', terminate, { once: true });
+    const out = [...outputs];
+    try {
+      const run = this.fn.Run as unknown as {
+        async(...args: [...unknown[], (error: unknown, status: unknown) => void]): void;
+      };
+      const status = await new Promise<unknown>((resolve, reject) =>
+        run.async(
+          ...this.runArgs(session, runOptions, inputNames, inputs, outputNames, out),
+          (error, result) => (error ? reject(error as Error) : resolve(result)),
+        ),
+      );
+      if (status && signal?.aborted) {
+        this.fn.ReleaseStatus(status);
+        throw cancelled();
+      }
+      if (status) this.check(status, 'Run', { feeds: this.describeFeeds(inputNames, inputs) });
+      return out;
+    } finally {
+      signal?.removeEventListener('abort', terminate);
+      this.fn.ReleaseRunOptions(runOptions); // only once the run has ended: ORT reads it until then
+    }
+  }
+
+  /** OrtApi::Run's arguments; `out` receives the outputs (null entries: ORT allocates them). */
+  private runArgs(
+    session: Ptr,
+    runOptions: Ptr,
+    inputNames: readonly string[],
+    inputs: readonly Ptr[],
+    outputNames: readonly string[],
+    out: Ptr[],
+  ): unknown[] {
+    return [session, runOptions, inputNames, inputs, inputs.length, outputNames, outputNames.length, out];
+  }
+
+  private checkRunArgs(
+    inputNames: readonly string[],
+    inputs: readonly Ptr[],
+    outputNames: readonly string[],
+    outputs: Ptr[],
+  ): void {
     if (inputs.length !== inputNames.length || outputs.length !== outputNames.length)
       throw new LoupeError(
         'INTERNAL',
         `run: ${inputs.length} inputs for ${inputNames.length} names, ${outputs.length} outputs for ${outputNames.length}`,
       );
-    const out = [...outputs];
-    const status = this.fn.Run(
-      session,
-      null,
-      inputNames,
-      inputs,
-      inputs.length,
-      outputNames,
-      outputNames.length,
-      out,
-    );
-    if (status) {
-      const feeds = inputNames.map((name, i) => {
-        try {
-          const { dtype, dims } = this.info(inputs[i]);
-          return `${name}: ${dtype}[${dims.join(', ')}]`;
-        } catch {
-          return `${name}: ?`;
-        }
-      });
-      this.check(status, 'Run', { feeds });
-    }
-    return out;
+  }
+
+  /** The feeds of a failed run, for its error: names, element types and shapes as ORT reports them. */
+  private describeFeeds(inputNames: readonly string[], inputs: readonly Ptr[]): string[] {
+    return inputNames.map((name, i) => {
+      try {
+        const { dtype, dims } = this.info(inputs[i]);
+        return `${name}: ${dtype}[${dims.join(', ')}]`;
+      } catch {
+        return `${name}: ?`;
+      }
+    });
   }
 
   release(handle: Ptr): void {
