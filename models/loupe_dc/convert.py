@@ -76,7 +76,6 @@ def apply_precision(tmp: Path, precision: str, keep_decoder: bool = False) -> No
     int4: decoder MatMul weights 4-bit with onnxruntime's quantizer (block 32, symmetric, fp32 scales), its other
     weights fp32; vision encoder and embedding as fp16."""
     import onnx
-    from onnxconverter_common.float16 import convert_float_to_float16
 
     for name in ("vision_encoder.onnx", "embed_tokens.onnx") + (() if keep_decoder else ("decoder_model_merged.onnx",)):
         path = tmp / name
@@ -90,9 +89,16 @@ def apply_precision(tmp: Path, precision: str, keep_decoder: bool = False) -> No
             q.process()
             m = q.model.model
         else:
-            m = convert_float_to_float16(m, keep_io_types=True, disable_shape_infer=_weights_bytes(m) > EXTERNAL_DATA_BYTES)
+            m = fp16_graph(m)
         _save_graph(m, path)
         del m
+
+
+def fp16_graph(m):
+    """A graph's weights and arithmetic in fp16, its inputs and outputs kept fp32 (Casts at the edges)."""
+    from onnxconverter_common.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(m, keep_io_types=True, disable_shape_infer=_weights_bytes(m) > EXTERNAL_DATA_BYTES)
 
 
 class VisionEncoder(nn.Module):

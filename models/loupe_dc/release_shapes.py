@@ -33,11 +33,18 @@ SHAPES = {
                max_positions=8192, rope_theta=500000.0, eps=1e-5),
     "13b": dict(llm="vicuna", hidden=5120, intermediate=13824, layers=40, heads=40, kv_heads=40, vocab=32000,
                 max_positions=4096, rope_theta=10000.0, eps=1e-5),
+    # not a release: the streaming path's test (an fp32 LLM of 0.7 GB, grouped-query attention, the tiny tower)
+    "test": dict(llm="vicuna", hidden=1024, intermediate=2816, layers=8, heads=16, kv_heads=4, vocab=32000,
+                 max_positions=4096, rope_theta=10000.0, eps=1e-5, tower="tiny"),
 }
 SIGLIP_SO400M = dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
                      image_size=384, patch_size=14, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
 TOWER_ID = "google/siglip-so400m-patch14-384"
 SHARD_BYTES = 2 * 1024 ** 3
+
+
+def tower_hidden(shape: dict) -> int:
+    return 32 if shape.get("tower") == "tiny" else SIGLIP_SO400M["hidden_size"]
 
 
 def llm_tensors(shape: dict) -> list[tuple[str, tuple[int, ...], str]]:
@@ -54,7 +61,7 @@ def llm_tensors(shape: dict) -> list[tuple[str, tuple[int, ...], str]]:
                 (p + "mlp.down_proj.weight", (h, m), "normal"),
                 (p + "input_layernorm.weight", (h,), "ones"), (p + "post_attention_layernorm.weight", (h,), "ones")]
     out += [("model.norm.weight", (h,), "ones"), ("lm_head.weight", (v, h), "normal")]
-    width = 3 * SIGLIP_SO400M["hidden_size"]  # DCI: penultimate layer and two group means, on channels
+    width = 3 * tower_hidden(shape)  # DCI: penultimate layer and two group means, on channels
     out += [("model.mm_projector.0.weight", (h, width), "normal"), ("model.mm_projector.0.bias", (h,), "zeros"),
             ("model.mm_projector.2.weight", (h, h), "normal"), ("model.mm_projector.2.bias", (h,), "zeros")]
     return out
@@ -183,14 +190,19 @@ def build(out: Path, size: str, layers: int | None = None, seed: int = 0) -> tup
         "rms_norm_eps": shape["eps"], "rope_theta": shape["rope_theta"], "rope_scaling": None, "hidden_act": "silu",
         "initializer_range": 0.02, "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": 0 if vicuna else None,
         "tie_word_embeddings": False, "attention_bias": False, "pretraining_tp": 1, "use_cache": True,
-        "mm_vision_tower": TOWER_ID, "mm_dense_connector_type": "dci", "mm_hidden_size": 3 * SIGLIP_SO400M["hidden_size"],
+        "mm_vision_tower": TOWER_ID, "mm_dense_connector_type": "dci", "mm_hidden_size": 3 * tower_hidden(shape),
         "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
         "image_aspect_ratio": "pad", "mm_use_im_start_end": False, "mm_use_im_patch_token": False,
         "tune_mm_mlp_adapter": False, "freeze_mm_mlp_adapter": False, "tokenizer_padding_side": "right",
     }
     (ckpt / "config.json").write_text(json.dumps(config, indent=2))
     print(f"language model: {total / 2 ** 30:.1f} GiB fp16; the tower …", file=sys.stderr, flush=True)
-    write_tower(tower, seed)
+    if shape.get("tower") == "tiny":
+        from . import tiny
+
+        tiny._tower("siglip", tower)
+    else:
+        write_tower(tower, seed)
     return ckpt, tower
 
 
