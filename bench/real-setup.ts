@@ -55,11 +55,11 @@ export interface Prepared {
   packs: { label: string; dir: string; suffix: string }[];
 }
 
-const note = (line: string) => process.stderr.write(`bench:real: ${line}\n`);
+export const note = (line: string) => process.stderr.write(`bench:real: ${line}\n`);
 const logDir = () => path.join(CACHE, 'logs');
 
 /** Run a command, its output into logs/<log>.log; a failure is a SetupError with the log's last line. */
-function exec(
+export function exec(
   log: string,
   cmd: string,
   args: string[],
@@ -106,7 +106,7 @@ function lastLine(file: string): string {
 }
 
 /** A result made once: `make` writes into a fresh temporary folder, renamed to `target` when it is done. */
-async function cached(
+export async function cached(
   name: string,
   target: string,
   make: (tmp: string) => Promise<void>,
@@ -239,7 +239,7 @@ async function llamaCpp(python: string, gguf: string, announce: (t: string) => v
 }
 
 /** The repository's venv, with what `loupe_dc.smollm2` needs on top of the model tooling. */
-async function repoPython(): Promise<string> {
+export async function repoPython(): Promise<string> {
   const python = path.join(ROOT, '.venv', 'bin', 'python');
   if (!fs.existsSync(python))
     throw new SetupError(

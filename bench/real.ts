@@ -11,7 +11,6 @@
  * Not in CI. Prints a table, or JSON with --json.
  */
 import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -20,6 +19,7 @@ import type { Conversation } from '../src-main/model/engine.ts';
 import type { AnswerTimings } from '../src-main/model/types.ts';
 import { ROOT } from '../test/helpers.ts';
 import { CACHE, prepare, SetupError } from './real-setup.ts';
+import { peakRssMb, workerPid } from './procs.ts';
 import { formatTable, median } from './stats.ts';
 
 const { values: opts } = parseArgs({
@@ -37,6 +37,7 @@ const { values: opts } = parseArgs({
     json: { type: 'boolean', default: false },
     'both-packs': { type: 'boolean', default: false },
     'no-quality': { type: 'boolean', default: false },
+    size: { type: 'string' }, // 7b | 8b | 13b: a release-shaped random checkpoint (bench/real-size.ts)
     'prefill-chunk': { type: 'string' }, // the engine's default sizes chunks by time
   },
 });
@@ -79,41 +80,6 @@ function questionOf(engine: Engine, visualTokens: number): string {
     if (ids > CONTEXT) return text;
     text = next;
   }
-}
-
-/** Child processes of `pid`, and theirs (from /proc). */
-function descendants(pid: number): number[] {
-  const children = new Map<number, number[]>();
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      children.set(ppid, [...(children.get(ppid) ?? []), Number(name)]);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const out: number[] = [];
-  const walk = (p: number) => (children.get(p) ?? []).forEach((c) => (out.push(c), walk(c)));
-  walk(pid);
-  return out;
-}
-
-/** The engine's worker process (the one that runs the graphs) among this process's descendants. */
-function workerPid(): number | undefined {
-  return descendants(process.pid).find((pid) => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('engine-worker');
-    } catch {
-      return false;
-    }
-  });
-}
-
-function peakRssMb(pid: number): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
 }
 
 /** One turn: time to the first token event as the caller sees it, and the engine's own timings. */
@@ -278,8 +244,33 @@ const METRICS = [
   'peak_rss_mb',
 ] as const;
 
+/** `--size`: the release-shaped checkpoint, converted and asked about 8 frames (bench/real-size.ts). */
+async function sizeRun(size: string): Promise<string[]> {
+  const { prepareSize, measureSize } = await import('./real-size.ts');
+  const { pack, conversion } = await prepareSize(size);
+  if (opts.prepare) {
+    console.log(`pack-${size}\t${pack}`);
+    return [];
+  }
+  const newTokens = opts['new-tokens'] === '128' ? 32 : NEW; // decode of a 7B model on a laptop CPU is slow
+  const measured = await measureSize(pack, THREADS, newTokens);
+  const result = {
+    date: new Date().toISOString(),
+    size,
+    threads: THREADS,
+    new_tokens: newTokens,
+    ...conversion,
+    ...measured,
+  };
+  if (opts.json) console.log(JSON.stringify(result, null, 2));
+  else
+    console.log(formatTable([['key', 'value'], ...Object.entries(result).map(([k, v]) => [k, String(v)])]));
+  return [];
+}
+
 /** Measures and prints; returns what failed (a reference runtime), one line each. */
 async function main(): Promise<string[]> {
+  if (opts.size) return sizeRun(opts.size);
   const own = Boolean(opts.pack?.length || opts.genai || opts.gguf);
   const announce = (what: string, target: string) => {
     if (opts.prepare) console.log(`${what}\t${target}`);

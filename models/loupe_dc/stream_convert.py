@@ -365,7 +365,8 @@ def write_vision(shards: Shards, cfg: dict, tower_dir: Path, tmp: Path, fp16: bo
 
 
 def convert(checkpoint: Path, tower: Path | None, out: Path, precision: str = "int4", kv_cache: str = "float32",
-            name: str | None = None, version: str = "0.0.1") -> dict:
+            name: str | None = None, version: str = "0.0.1", vision_precision: str | None = None) -> dict:
+    """vision_precision: fp32 or fp16 for the vision encoder (default: fp16 with int4, fp32 with fp32)."""
     from .convert import PACK_FORMAT_VERSION
     from .official import pack_preprocess, prompt_config, read_config, resolve_tower, tokenizer_files
 
@@ -379,7 +380,7 @@ def convert(checkpoint: Path, tower: Path | None, out: Path, precision: str = "i
         tokenizer_files(checkpoint, tmp)
         prompt = prompt_config(checkpoint, tmp, cfg, None)
         log(f"[1/4] vision encoder ({tower_dir.name}), peak RSS so far {peak_rss_mb():.0f} MB")
-        v = write_vision(shards, cfg, tower_dir, tmp, fp16=precision != "fp32")
+        v = write_vision(shards, cfg, tower_dir, tmp, fp16=(vision_precision or ("fp32" if precision == "fp32" else "fp16")) == "fp16")
         log(f"[2/4] token embedding, peak RSS {peak_rss_mb():.0f} MB")
         write_embedding(shards, cfg, tmp)
         log(f"[3/4] decoder: {cfg['num_hidden_layers']} layers, {precision} weights, streamed; peak RSS {peak_rss_mb():.0f} MB")
@@ -422,12 +423,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--precision", choices=("int4", "fp32"), default="int4")
     ap.add_argument("--kv-cache", choices=("float32", "int8"), default="float32")
+    ap.add_argument("--vision-precision", choices=("fp32", "fp16"), help="the vision encoder's (default: fp16 with int4)")
     ap.add_argument("--name")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    print(json.dumps(convert(args.checkpoint, args.vision_tower, args.out, args.precision, args.kv_cache, args.name)))
+    print(json.dumps(convert(args.checkpoint, args.vision_tower, args.out, args.precision, args.kv_cache, args.name,
+                             vision_precision=args.vision_precision)))
 
 
 if __name__ == "__main__":
