@@ -32,14 +32,12 @@ async function measured(log: string, python: string, args: string[]): Promise<{ 
   const file = path.join(CACHE, 'logs', `${log}.time`);
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const t0 = performance.now();
-  const time = fs.existsSync('/usr/bin/time') ? ['/usr/bin/time', ['-f', '%M', '-o', file, python]] : null;
-  if (time)
-    await exec(log, time[0] as string, [...(time[1] as string[]), ...args], {
-      cwd: path.join(ROOT, 'models'),
-    });
-  else await exec(log, python, args, { cwd: path.join(ROOT, 'models') });
+  // GNU time reports the module's own peak resident set (%M, KB), which nothing in-process can see whole
+  const timed = fs.existsSync('/usr/bin/time');
+  const [cmd, argv] = timed ? ['/usr/bin/time', ['-f', '%M', '-o', file, python, ...args]] : [python, args];
+  await exec(log, cmd, argv, { cwd: path.join(ROOT, 'models') });
   const s = (performance.now() - t0) / 1000;
-  const kb = time ? Number(fs.readFileSync(file, 'utf8').trim().split('\n').at(-1)) : NaN;
+  const kb = timed ? Number(fs.readFileSync(file, 'utf8').trim().split('\n').at(-1)) : NaN;
   return { s: Number(s.toFixed(1)), mb: Math.round(kb / 1024) };
 }
 
