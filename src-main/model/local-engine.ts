@@ -3,7 +3,7 @@
  * (one session per graph) that encodes frames and runs conversations. onnxruntime-node's `run()` blocks its
  * thread, so nothing here may run on the app's main thread. It sees frames and token ids only.
  */
-import { LoupeError, cancelled } from '../errors.ts';
+import { LoupeError, throwIfAborted } from '../errors.ts';
 import {
   createSessions,
   defaultThreads,
@@ -25,9 +25,7 @@ import { flattenFrames, poolAndConcatFrames, stackFrames, tensor, type Tokens2D 
 
 /** What the loop checks between prefill chunks and tokens: a call's signal, and the engine's `between` hook. */
 interface RunControl {
-  /** True once the call's signal was aborted (Stop). */
-  stopped(): boolean;
-  /** The call's signal itself: an interruptible KV cache ends a run part-way with it. */
+  /** The call's signal (Stop): checked between runs, and an interruptible KV cache ends a run part-way with it. */
   signal?: AbortSignal;
   /** Called between decoder runs: the worker yields to its event loop there, so messages get through. */
   between?(): Promise<void>;
@@ -91,7 +89,7 @@ export class LocalEngine implements ModelEngine {
 
   /** @internal The loop's view of a call's signal (and of the host's `between` hook). */
   control(signal: AbortSignal | undefined): RunControl {
-    return { stopped: () => signal?.aborted ?? false, signal, between: this.hooks.between };
+    return { signal, between: this.hooks.between };
   }
 
   static async load(
@@ -161,7 +159,7 @@ export class LocalEngine implements ModelEngine {
     const out: Tokens2D[] = [];
     const batch = 8; // bounded memory for big towers, still one run for a typical clip
     for (let start = 0; start < pixels.length; start += batch) {
-      if (control.stopped()) throw cancelled();
+      throwIfAborted(control.signal);
       if (start > 0) await control.between?.();
       const group = pixels.slice(start, start + batch);
       const input = new Float32Array(group.length * perImage);
@@ -237,7 +235,7 @@ export class LocalEngine implements ModelEngine {
         ),
       );
       for (let start = 0; start < rows.length; start += perRun) {
-        if (control.stopped()) throw cancelled();
+        throwIfAborted(control.signal);
         if (start > 0) await control.between?.();
         const group = rows.slice(start, start + perRun);
         const embeds = new Float32Array(group.length * length * hiddenSize);
@@ -646,7 +644,7 @@ export class LocalConversation implements ModelConversation {
     const decodeStart = performance.now();
     try {
       while (produced < maxNewTokens) {
-        if (control.stopped()) throw cancelled();
+        throwIfAborted(control.signal);
         const next = sampleToken(logits, 0, vocab, sampling, random);
         produced++;
         if (produced === 1) firstTokenMs = performance.now() - started;
@@ -704,7 +702,7 @@ export class LocalConversation implements ModelConversation {
     let done = 0;
     let logits: Float32Array | undefined;
     while (done < count) {
-      if (control.stopped()) throw cancelled();
+      throwIfAborted(control.signal);
       if (done > 0) await control.between?.();
       const n = Math.min(chunk, count - done);
       const t0 = performance.now();
@@ -715,7 +713,7 @@ export class LocalConversation implements ModelConversation {
       if (pinned === undefined)
         chunk = Math.max(PREFILL_MIN_CHUNK, Math.min(largest, Math.round((target * n) / Math.max(ms, 1))));
     }
-    if (control.stopped()) throw cancelled();
+    throwIfAborted(control.signal);
     return logits!;
   }
 
