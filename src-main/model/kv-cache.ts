@@ -22,13 +22,16 @@ export interface DecoderShape {
 export type KvDtype = 'float32' | 'int8';
 type CacheArray = Float32Array | Int8Array;
 
+/** The element type of a decoder's cache: the manifest's, float32 where a shape does not say. */
+export const cacheDtype = (shape: DecoderShape): KvDtype => shape.kvDtype ?? 'float32';
+
 /** An empty array of the cache's element type, `length` long. */
-export function cacheArray(dtype: KvDtype | undefined, length: number): CacheArray {
+export function cacheArray(dtype: KvDtype, length: number): CacheArray {
   return dtype === 'int8' ? new Int8Array(length) : new Float32Array(length);
 }
 
 /** Bytes per element of a cache of this type. */
-export const cacheElementBytes = (dtype: KvDtype | undefined): number => (dtype === 'int8' ? 1 : 4);
+export const cacheElementBytes = (dtype: KvDtype): number => (dtype === 'int8' ? 1 : 4);
 
 export interface KvCache {
   /** Tokens in the cache. */
@@ -144,7 +147,7 @@ export async function jsPromptBatch(
   };
   if (shape.usesPositionIds) feeds.position_ids = int64Tensor(positions, [batch, length]);
   for (const name of decoderNames(shape).past)
-    feeds[name] = cacheTensor(cacheArray(shape.kvDtype, 0), [batch, numKeyValueHeads, 0, headDim]);
+    feeds[name] = cacheTensor(cacheArray(cacheDtype(shape), 0), [batch, numKeyValueHeads, 0, headDim]);
   const out = await decoder.run(feeds, {}, ['logits']);
   const logits = out.logits!;
   const data = logits.data as Float32Array;
@@ -188,7 +191,7 @@ export class JsKvCache implements KvCache {
     const { numKeyValueHeads, headDim } = this.shape;
     const past: Record<string, Tensor> = {};
     for (const name of this.names.past)
-      past[name] = cacheTensor(cacheArray(this.shape.kvDtype, 0), [1, numKeyValueHeads, 0, headDim]);
+      past[name] = cacheTensor(cacheArray(cacheDtype(this.shape), 0), [1, numKeyValueHeads, 0, headDim]);
     return past;
   }
 
@@ -199,7 +202,7 @@ export class JsKvCache implements KvCache {
    */
   private bindsCache(total: number): boolean {
     const { numLayers, numKeyValueHeads, headDim } = this.shape;
-    const bytes = cacheElementBytes(this.shape.kvDtype);
+    const bytes = cacheElementBytes(cacheDtype(this.shape));
     return 2 * numLayers * numKeyValueHeads * total * headDim * bytes >= this.bindFromBytes;
   }
 
@@ -210,7 +213,8 @@ export class JsKvCache implements KvCache {
    * is never written while a prefill may still roll back to it.
    */
   private presentViews(total: number): Record<string, Tensor> {
-    const { numKeyValueHeads, headDim, kvDtype } = this.shape;
+    const { numKeyValueHeads, headDim } = this.shape;
+    const kvDtype = cacheDtype(this.shape);
     const size = numKeyValueHeads * total * headDim;
     const views: Record<string, Tensor> = {};
     const { past, present } = this.names;

@@ -14,6 +14,7 @@
 import { open } from 'node:fs/promises';
 import { LoupeError } from '../errors.ts';
 import {
+  cacheDtype,
   decoderNames,
   lastRows,
   promptBatchInputs,
@@ -87,7 +88,7 @@ export class NativeDecoder {
       made.push(ort.tensor('int64', [batch, length], mask));
       if (usesPositionIds) made.push(ort.tensor('int64', [batch, length], positions));
       for (let i = 0; i < names.length; i++)
-        made.push(ort.tensor(this.shape.kvDtype ?? 'float32', [batch, numKeyValueHeads, 0, headDim]));
+        made.push(ort.tensor(cacheDtype(this.shape), [batch, numKeyValueHeads, 0, headDim]));
       const inputNames = [
         'inputs_embeds',
         'attention_mask',
@@ -156,7 +157,7 @@ export class NativeKvCache implements KvCache {
   private emptyChained(): NativeTensor[] {
     const { numKeyValueHeads, headDim } = this.shape;
     return this.names.past.map(() =>
-      this.ort.tensor(this.shape.kvDtype ?? 'float32', [1, numKeyValueHeads, 0, headDim]),
+      this.ort.tensor(cacheDtype(this.shape), [1, numKeyValueHeads, 0, headDim]),
     );
   }
 
@@ -173,7 +174,7 @@ export class NativeKvCache implements KvCache {
     const grown: NativeTensor[] = [];
     try {
       for (let i = 0; i < this.names.past.length; i++)
-        grown.push(this.ort.tensor(this.shape.kvDtype ?? 'float32', [1, heads, capacity, headDim]));
+        grown.push(this.ort.tensor(cacheDtype(this.shape), [1, heads, capacity, headDim]));
       if (this.count > 0)
         this.kv.forEach((old, i) => {
           for (let h = 0; h < heads; h++)
@@ -237,7 +238,7 @@ export class NativeKvCache implements KvCache {
         // handed to the next run only, never read here (checkGraphs checked the presents' type)
         const next = outputs.slice(1).map((handle) => ({
           handle,
-          dtype: this.shape.kvDtype ?? 'float32',
+          dtype: cacheDtype(this.shape),
           dims: [1, numKeyValueHeads, total, headDim],
         }));
         // the checkpoint's tensors stay alive for a rollback; others are done with
