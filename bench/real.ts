@@ -147,7 +147,7 @@ function medians<T extends object>(runs: T[]): T {
 }
 
 /** A reference runtime in its own Python process (so that its peak RSS is its own), at Loupe's niceness. */
-function reference(
+async function reference(
   python: string,
   pythonPath: string,
   flag: '--genai' | '--gguf',
@@ -165,6 +165,26 @@ function reference(
     String(NEW),
   );
   const env = { ...process.env, PYTHONPATH: [pythonPath, process.env.PYTHONPATH].filter(Boolean).join(':') };
+  // the engine's worker runs a few nice levels down: the reference runs at its niceness
+  const stdout = await pythonStdout(`the ${flag.slice(2)} reference`, python, args, { env, niceness });
+  const { peak_rss_mb, ...runtimes } = JSON.parse(stdout) as Record<
+    string,
+    Omit<Row, 'context_tokens' | 'peak_rss_mb'>
+  > & { peak_rss_mb: number };
+  const speed = Object.values(runtimes)[0]!;
+  return { ...speed, context_tokens: contextTokens, peak_rss_mb };
+}
+
+/**
+ * A Python module of models/ in its own process: its stdout once it exits 0, else an error naming `what`, how it
+ * ended and its last line of stderr.
+ */
+function pythonStdout(
+  what: string,
+  python: string,
+  args: string[],
+  { env = process.env, niceness }: { env?: NodeJS.ProcessEnv; niceness?: number } = {},
+): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(python, args, {
       cwd: path.join(ROOT, 'models'),
@@ -172,7 +192,7 @@ function reference(
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     try {
-      if (child.pid) os.setPriority(child.pid, niceness); // the engine's worker runs a few nice levels down
+      if (child.pid && niceness !== undefined) os.setPriority(child.pid, niceness);
     } catch {
       // not permitted: same priority as this process
     }
@@ -182,19 +202,10 @@ function reference(
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', (e) => reject(new Error(`${python}: ${e.message}`)));
     child.on('exit', (code, signal) => {
-      if (code !== 0) {
-        const how = signal ? `was killed by ${signal}` : `exited ${code}`;
-        const last = stderr.trim().split('\n').at(-1) ?? '';
-        return reject(
-          new Error(`the ${flag.slice(2)} reference (${python}) ${how}${last ? `: ${last}` : ''}`),
-        );
-      }
-      const out = JSON.parse(stdout) as Record<string, Omit<Row, 'context_tokens' | 'peak_rss_mb'>> & {
-        peak_rss_mb: number;
-      };
-      const { peak_rss_mb, ...runtimes } = out;
-      const speed = Object.values(runtimes)[0]!;
-      resolve({ ...speed, context_tokens: contextTokens, peak_rss_mb });
+      if (code === 0) return resolve(stdout);
+      const how = signal ? `was killed by ${signal}` : `exited ${code}`;
+      const last = stderr.trim().split('\n').at(-1) ?? '';
+      reject(new Error(`${what} (${python}) ${how}${last ? `: ${last}` : ''}`));
     });
   });
 }
@@ -220,19 +231,7 @@ async function quality(
   note('measuring the int8 cache against the fp32 cache (perplexity, agreement) …');
   const args = ['-m', 'loupe_dc.smollm2', 'eval', '--checkpoint', checkpoint, '--threads', String(THREADS)];
   args.push('--pack', `fp32kv=${fp32}`, '--pack', `int8kv=${int8}`);
-  const stdout = await new Promise<string>((resolve, reject) => {
-    const child = spawn(python, args, { cwd: path.join(ROOT, 'models'), stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.on('error', reject);
-    child.on('exit', (code) =>
-      code === 0
-        ? resolve(out)
-        : reject(new Error(`quality: ${err.trim().split('\n').at(-1) ?? `exit ${code}`}`)),
-    );
-  });
+  const stdout = await pythonStdout('the quality measurement', python, args);
   return (JSON.parse(stdout) as { rows: QualityRow[] }).rows;
 }
 
