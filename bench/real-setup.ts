@@ -11,6 +11,7 @@
  *   packs/int4           Loupe pack, int4 through our exporter
  *   packs/int4-builder   Loupe pack, int4 with the model builder's decoder (fp32 KV cache)
  *   packs/int4-builder-kv8  the same with an int8 KV cache (`loupe_dc.kv_quant`, calibrated scales)
+ *   llama-cpp-src/       the llama-cpp-python sdist, unpacked: llama.cpp's own GGUF converter (bench:real --size)
  *
  * Each step is skipped when its result exists, and builds into `tmp/` first, renamed into place when done, so
  * an interrupted run leaves nothing half-made behind. A step that fails throws a SetupError: one line saying
@@ -36,6 +37,7 @@ const REFERENCE_PACKAGES = [
   'onnx-ir==1.1.0',
   'accelerate==1.15.0',
   'diskcache', // llama-cpp-python's one dependency torch does not bring
+  'sentencepiece', // llama.cpp's convert_hf_to_gguf.py imports it (loupe_dc.llamacpp_gguf, bench:real --size)
 ];
 const LLAMA_CPP = 'llama-cpp-python==0.3.36';
 const GGUF_NAME = 'SmolLM2-135M-Instruct.Q4_1.gguf';
@@ -198,8 +200,15 @@ function nativeFlags(): NodeJS.ProcessEnv {
   return { CFLAGS: flags, CXXFLAGS: flags };
 }
 
-/** llama-cpp-python, compiled here (llama.cpp with GGML_NATIVE; ~15 CPU-minutes, niced), checked on the GGUF. */
-async function llamaCpp(python: string, gguf: string, announce: (t: string) => void): Promise<string> {
+/**
+ * llama-cpp-python, compiled here (llama.cpp with GGML_NATIVE; ~15 CPU-minutes, niced), checked on the GGUF when
+ * one is given.
+ */
+async function llamaCpp(
+  python: string,
+  gguf: string | undefined,
+  announce: (t: string) => void,
+): Promise<string> {
   return cached(
     `${LLAMA_CPP} (compiles llama.cpp: ~15 min on 2 cores, once)`,
     path.join(CACHE, 'llama-cpp'),
@@ -218,24 +227,62 @@ async function llamaCpp(python: string, gguf: string, announce: (t: string) => v
       });
       const seconds = (performance.now() - t0) / 1000;
       // a build that cannot run here (an instruction the machine refuses) fails now, not in the measurement
-      const smoke = [
-        '-m',
-        'loupe_dc.bench_real',
-        '--gguf',
-        gguf,
-        '--prompt-tokens',
-        '8',
-        '--new-tokens',
-        '2',
-      ];
-      await exec('llama-cpp', python, [...smoke, '--repeats', '1'], {
-        cwd: path.join(ROOT, 'models'),
-        env: { ...process.env, PYTHONPATH: tmp },
-      });
+      if (gguf) await smokeTest(python, gguf, tmp);
       record(tmp, seconds, [LLAMA_CPP]);
     },
     announce,
   );
+}
+
+async function smokeTest(python: string, gguf: string, pythonPath: string): Promise<void> {
+  const smoke = ['-m', 'loupe_dc.bench_real', '--gguf', gguf, '--prompt-tokens', '8', '--new-tokens', '2'];
+  await exec('llama-cpp', python, [...smoke, '--repeats', '1'], {
+    cwd: path.join(ROOT, 'models'),
+    env: { ...process.env, PYTHONPATH: pythonPath },
+  });
+}
+
+/** The sdist's name: llama_cpp_python-0.3.36 (the project's dashes become underscores). */
+function sdistName(): string {
+  const [project, version] = LLAMA_CPP.split('==');
+  return `${project!.replaceAll('-', '_')}-${version}`;
+}
+
+/**
+ * The llama.cpp source that llama-cpp-python vendors (its sdist, unpacked): `convert_hf_to_gguf.py` and its
+ * gguf-py, the converter llama.cpp's users run. Returns the folder that holds the script.
+ */
+async function llamaCppSource(python: string, announce: (t: string) => void): Promise<string> {
+  const dir = await cached(
+    `the ${LLAMA_CPP} source (llama.cpp's GGUF converter)`,
+    path.join(CACHE, 'llama-cpp-src'),
+    async (tmp) => {
+      await exec('llama-cpp-src', python, [
+        ...['-m', 'pip', 'download', '--disable-pip-version-check', '--no-deps'],
+        ...['--no-binary', LLAMA_CPP.split('==')[0]!, '-d', tmp, LLAMA_CPP],
+      ]);
+      await exec('llama-cpp-src', 'tar', ['-xzf', path.join(tmp, `${sdistName()}.tar.gz`), '-C', tmp]);
+      fs.rmSync(path.join(tmp, `${sdistName()}.tar.gz`));
+    },
+    announce,
+  );
+  return path.join(dir, sdistName(), 'vendor', 'llama.cpp');
+}
+
+/**
+ * The reference Python with llama-cpp-python on its path, and llama.cpp's converter: what bench:real --size
+ * needs to run llama.cpp on a release-shaped checkpoint's weights.
+ */
+export async function llamaCppTools(): Promise<{ python: string; pythonPath: string; converter: string }> {
+  const unlock = lock();
+  try {
+    const python = await referenceVenv(() => {});
+    const smol = path.join(CACHE, 'smollm2', GGUF_NAME);
+    const pythonPath = await llamaCpp(python, fs.existsSync(smol) ? smol : undefined, () => {});
+    return { python, pythonPath, converter: await llamaCppSource(python, () => {}) };
+  } finally {
+    unlock();
+  }
 }
 
 /** The repository's venv, with what `loupe_dc.smollm2` needs on top of the model tooling. */

@@ -7,8 +7,14 @@
  * time and peak memory are measured when it runs and kept beside the pack (`convert.json`). Random weights answer
  * nonsense; what they cost in time and memory is the real thing.
  *
+ * llama.cpp runs beside it on the same weights: the checkpoint's language model through llama.cpp's own converter
+ * (`convert_hf_to_gguf.py` from the llama-cpp-python source, `loupe_dc.llamacpp_gguf`), quantized to Q4_0 (4 bits,
+ * blocks of 32, as the pack's MatMulNBits), given the same prompt length, new tokens and threads. Loupe and
+ * llama.cpp take turns, `rounds` times; medians.
+ *
  * Keys: convert_s, convert_peak_rss_mb, kv_calibrate_s, kv_calibrate_peak_rss_mb, pack_mb, vision_ms_per_frame,
- * context_tokens, prefill_tok_s, decode_tok_s, ttft_ms, peak_rss_mb (the engine worker's).
+ * context_tokens, prefill_tok_s, decode_tok_s, ttft_ms, peak_rss_mb (the engine worker's), and llama.cpp's
+ * prefill_tok_s_llamacpp, decode_tok_s_llamacpp, ttft_ms_llamacpp, peak_rss_mb_llamacpp, gguf_mb.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -16,7 +22,8 @@ import path from 'node:path';
 import { Engine } from '../src-main/model/engine.ts';
 import { ROOT } from '../test/helpers.ts';
 import { peakRssMb, workerPid } from './procs.ts';
-import { CACHE, cached, exec, folderBytes, note, repoPython } from './real-setup.ts';
+import { CACHE, cached, exec, folderBytes, llamaCppTools, note, repoPython } from './real-setup.ts';
+import { median } from './stats.ts';
 
 const FRAMES = 8;
 
@@ -41,7 +48,16 @@ async function measured(log: string, python: string, args: string[]): Promise<{ 
   return { s: Number(s.toFixed(1)), mb: Math.round(kb / 1024) };
 }
 
-export async function prepareSize(size: string): Promise<{ pack: string; conversion: Conversion }> {
+export interface SizePrepared {
+  pack: string;
+  conversion: Conversion;
+  /** llama.cpp's Q4_0 GGUF of the same language model, and the Python that runs llama-cpp-python. */
+  gguf: string;
+  python: string;
+  pythonPath: string;
+}
+
+export async function prepareSize(size: string): Promise<SizePrepared> {
   const python = await repoPython();
   const root = path.join(CACHE, `size-${size}`);
   const source = await cached(
@@ -53,25 +69,27 @@ export async function prepareSize(size: string): Promise<{ pack: string; convers
       }),
     () => {},
   );
-  const record = path.join(root, 'convert.json');
-  const int4 = path.join(root, 'pack-int4');
-  const pack = await cached(
-    `the ${size} int4 pack, converted tensor by tensor, then its int8 KV cache`,
-    path.join(root, 'pack'),
+  const record = (step: string) => path.join(root, `${step}.json`);
+  const int4 = await cached(
+    `the ${size} int4 pack, converted tensor by tensor`,
+    path.join(root, 'pack-int4'),
     async (tmp) => {
       const convert = await measured('stream-convert', python, [
-        '-m',
-        'loupe_dc.stream_convert',
-        '--checkpoint',
-        path.join(source, 'checkpoint'),
-        '--vision-tower',
-        path.join(source, 'tower'),
-        '--out',
-        int4,
-        '--name',
-        `random-${size}`,
+        ...['-m', 'loupe_dc.stream_convert', '--checkpoint', path.join(source, 'checkpoint')],
+        ...['--vision-tower', path.join(source, 'tower'), '--out', tmp, '--name', `random-${size}`],
       ]);
-      const kv = await measured('kv-quant', python, [
+      const row = { convert_s: convert.s, convert_peak_rss_mb: convert.mb };
+      fs.writeFileSync(record('convert'), `${JSON.stringify(row, null, 2)}\n`);
+    },
+    () => {},
+  );
+  // the reference venv's onnxruntime (1.32) runs the pack's 8-bit vision encoder; the repository's (1.20) cannot
+  const tools = await llamaCppTools();
+  const pack = await cached(
+    `the ${size} pack with an int8 KV cache (calibrated)`,
+    path.join(root, 'pack'),
+    async (tmp) => {
+      const kv = await measured('kv-quant', tools.python, [
         '-m',
         'loupe_dc.kv_quant',
         '--pack',
@@ -79,18 +97,96 @@ export async function prepareSize(size: string): Promise<{ pack: string; convers
         '--out',
         tmp,
       ]);
-      const conversion: Conversion = {
-        convert_s: convert.s,
-        convert_peak_rss_mb: convert.mb,
-        kv_calibrate_s: kv.s,
-        kv_calibrate_peak_rss_mb: kv.mb,
-      };
-      fs.writeFileSync(record, `${JSON.stringify(conversion, null, 2)}\n`);
-      fs.rmSync(int4, { recursive: true, force: true });
+      const row = { kv_calibrate_s: kv.s, kv_calibrate_peak_rss_mb: kv.mb };
+      fs.writeFileSync(record('kv-quant'), `${JSON.stringify(row, null, 2)}\n`);
     },
     () => {},
   );
-  return { pack, conversion: JSON.parse(fs.readFileSync(record, 'utf8')) as Conversion };
+  const gguf = await cached(
+    `llama.cpp's Q4_0 GGUF of the ${size} language model (its own converter, then its quantizer)`,
+    path.join(root, 'gguf'),
+    (tmp) =>
+      exec(
+        'llamacpp-gguf',
+        tools.python,
+        [
+          ...['-m', 'loupe_dc.llamacpp_gguf', '--checkpoint', path.join(source, 'checkpoint')],
+          ...['--converter', tools.converter, '--out', path.join(tmp, 'model-Q4_0.gguf')],
+        ],
+        { cwd: path.join(ROOT, 'models'), env: { ...process.env, PYTHONPATH: tools.pythonPath } },
+      ),
+    () => {},
+  );
+  return {
+    pack,
+    conversion: {
+      ...(JSON.parse(fs.readFileSync(record('convert'), 'utf8')) as Conversion),
+      ...(JSON.parse(fs.readFileSync(record('kv-quant'), 'utf8')) as Conversion),
+    },
+    gguf: path.join(gguf, 'model-Q4_0.gguf'),
+    python: tools.python,
+    pythonPath: tools.pythonPath,
+  };
+}
+
+/** llama.cpp on the GGUF: the same prompt length, new tokens and threads; a short warm-up, one measured run. */
+async function measureLlamaCpp(
+  prepared: SizePrepared,
+  contextTokens: number,
+  threads: number,
+  newTokens: number,
+): Promise<Record<string, number>> {
+  const log = path.join(CACHE, 'logs', 'size-llamacpp.json');
+  await exec(
+    'size-llamacpp',
+    'sh',
+    [
+      '-c',
+      `"$0" "$@" > '${log}'`,
+      prepared.python,
+      ...['-m', 'loupe_dc.bench_real', '--gguf', prepared.gguf, '--prompt-tokens', String(contextTokens)],
+      ...['--new-tokens', String(newTokens), '--threads', String(threads), '--repeats', '1'],
+      ...['--warmup-tokens', '16'],
+    ],
+    { cwd: path.join(ROOT, 'models'), env: { ...process.env, PYTHONPATH: prepared.pythonPath } },
+  );
+  const out = JSON.parse(fs.readFileSync(log, 'utf8')) as {
+    llama_cpp: { prefill_tok_s: number; decode_tok_s: number; ttft_first_ms: number };
+    peak_rss_mb: number;
+  };
+  return {
+    prefill_tok_s_llamacpp: out.llama_cpp.prefill_tok_s,
+    decode_tok_s_llamacpp: out.llama_cpp.decode_tok_s,
+    ttft_ms_llamacpp: Math.round(out.llama_cpp.ttft_first_ms),
+    peak_rss_mb_llamacpp: Math.round(out.peak_rss_mb),
+  };
+}
+
+/** Rounds of the Loupe ask and llama.cpp, taking turns (this VM drifts by ±20% within minutes); medians. */
+export async function measureSizeRounds(
+  prepared: SizePrepared,
+  threads: number,
+  newTokens: number,
+  rounds: number,
+  prefillChunk?: number,
+): Promise<Record<string, number>> {
+  const rows: Record<string, number>[] = [];
+  for (let r = 0; r < rounds; r++) {
+    note(`round ${r + 1}/${rounds}: Loupe …`);
+    const ours = await measureSize(prepared.pack, threads, newTokens, prefillChunk);
+    note(`round ${r + 1}/${rounds}: llama.cpp (${ours.context_tokens} tokens) …`);
+    const theirs = await measureLlamaCpp(prepared, ours.context_tokens!, threads, newTokens);
+    rows.push({ ...ours, ...theirs });
+  }
+  const keys = Object.keys(rows[0]!);
+  const out = Object.fromEntries(keys.map((k) => [k, median(rows.map((row) => row[k]!))]));
+  return {
+    ...out,
+    prefill_vs_llamacpp: Number((out.prefill_tok_s! / out.prefill_tok_s_llamacpp!).toFixed(3)),
+    decode_vs_llamacpp: Number((out.decode_tok_s! / out.decode_tok_s_llamacpp!).toFixed(3)),
+    gguf_mb: Math.round(fs.statSync(prepared.gguf).size / 2 ** 20),
+    rounds,
+  };
 }
 
 /** One 8-frame ask on the pack: the vision encoder per frame, prefill, decode, first token, the worker's peak. */
@@ -98,8 +194,9 @@ export async function measureSize(
   pack: string,
   threads: number,
   newTokens: number,
+  prefillChunk?: number,
 ): Promise<Record<string, number>> {
-  const engine = await Engine.load(pack, { provider: 'cpu', threads });
+  const engine = await Engine.load(pack, { provider: 'cpu', threads, prefillChunk });
   try {
     const { imageSize } = engine.manifest.vision;
     const pixels = Array.from({ length: FRAMES }, (_, i) =>

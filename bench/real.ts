@@ -245,19 +245,23 @@ const METRICS = [
 
 /** `--size`: the release-shaped checkpoint, converted and asked about 8 frames (bench/real-size.ts). */
 async function sizeRun(size: string): Promise<string[]> {
-  const { prepareSize, measureSize } = await import('./real-size.ts');
-  const { pack, conversion } = await prepareSize(size);
+  const { prepareSize, measureSizeRounds } = await import('./real-size.ts');
+  const prepared = await prepareSize(size);
+  const { conversion } = prepared;
   if (opts.prepare) {
-    console.log(`pack-${size}\t${pack}`);
+    console.log(`pack-${size}\t${prepared.pack}\ngguf-${size}\t${prepared.gguf}`);
     return [];
   }
   const newTokens = opts['new-tokens'] === '128' ? 32 : NEW; // decode of a 7B model on a laptop CPU is slow
-  const measured = await measureSize(pack, THREADS, newTokens);
+  const rounds = opts.rounds === '3' ? 1 : ROUNDS; // one round of a 7B model takes ~15 min here
+  const chunk = opts['prefill-chunk'] ? Number(opts['prefill-chunk']) : undefined;
+  const measured = await measureSizeRounds(prepared, THREADS, newTokens, rounds, chunk);
   const result = {
     date: new Date().toISOString(),
     size,
     threads: THREADS,
     new_tokens: newTokens,
+    ...(chunk ? { prefill_chunk: chunk } : {}),
     ...conversion,
     ...measured,
   };

@@ -20,6 +20,7 @@ import {
   type KvCache,
 } from '../src-main/model/kv-cache.ts';
 import { NativeDecoder, usesGroupQueryAttention } from '../src-main/model/kv-native.ts';
+import type { NativeKvCache } from '../src-main/model/kv-native.ts';
 import { LocalEngine } from '../src-main/model/local-engine.ts';
 import { Session } from '../src-main/model/ort.ts';
 import type { ModelEngine } from '../src-main/model/model-engine.ts';
@@ -257,6 +258,22 @@ describe('on a GroupQueryAttention graph (shared layout)', () => {
     expect(Array.from(await cache.step(next, 20))).toEqual(Array.from(await reference.step(next, 20)));
     cache.release();
     reference.release();
+  });
+
+  it('sizes a shared cache once for the turn it is told to expect, and grows past it when it must', async () => {
+    const told = decoder.newCache() as NativeKvCache;
+    const doubling = decoder.newCache() as NativeKvCache;
+    told.expect(300 + 1); // a 300-token prompt and one new token
+    expect(told.capacity).toBe(301);
+    for (const [i, n] of [300, 1, 1].entries()) {
+      const input = embeddings(n, shape.hiddenSize, 40 + i);
+      expect(Array.from(await told.step(input, n))).toEqual(Array.from(await doubling.step(input, n)));
+    }
+    expect(doubling.capacity).toBe(512); // 256, doubled once
+    expect(told.capacity).toBeGreaterThanOrEqual(302); // one token past what it was told: grown, by doubling
+    expect(told.length).toBe(302);
+    told.release();
+    doubling.release();
   });
 
   it('rolls a stopped prefill back: what follows is as if it never ran', async () => {

@@ -83,7 +83,8 @@ def bench_genai(folder: Path, n_prompt: int, n_new: int, threads: int, repeats: 
     return summary(runs, og.__version__)
 
 
-def bench_llama_cpp(gguf: Path, n_prompt: int, n_new: int, threads: int, repeats: int) -> dict:
+def bench_llama_cpp(gguf: Path, n_prompt: int, n_new: int, threads: int, repeats: int, warmup_tokens: int | None = None) -> dict:
+    """warmup_tokens: the warm-up run's prompt length (default: a whole run; a 7B model's is minutes long)."""
     import llama_cpp
     import numpy as np
 
@@ -98,7 +99,11 @@ def bench_llama_cpp(gguf: Path, n_prompt: int, n_new: int, threads: int, repeats
         return int(logits.argmax())
 
     runs = []
-    for r in range(repeats + 1):  # the first run warms up
+    if warmup_tokens is not None:  # a short warm-up: the weights paged in, the threads started
+        llm.reset()
+        llm.eval(ids[:warmup_tokens])
+        greedy()
+    for r in range(repeats + (warmup_tokens is None)):  # without a short warm-up, the first run is one
         llm.reset()  # eval() drops the cache past n_tokens, so this starts a new conversation
         t0 = time.perf_counter()
         llm.eval(ids)
@@ -112,7 +117,7 @@ def bench_llama_cpp(gguf: Path, n_prompt: int, n_new: int, threads: int, repeats
         llm.eval(follow)  # the follow-up turn, on the cache the first turn left
         greedy()
         t3 = time.perf_counter()
-        if r:
+        if r or warmup_tokens is not None:
             runs.append({"prefill_tok_s": n_prompt / (t1 - t0), "decode_tok_s": n_new / (t2 - t_first),
                          "ttft_first_ms": (t_first - t0) * 1000, "ttft_followup_ms": (t3 - t2) * 1000})
     return summary(runs, llama_cpp.__version__)
@@ -135,6 +140,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--warmup-tokens", type=int, help="llama.cpp: warm up on this many tokens instead of a whole run")
     args = ap.parse_args()
     if args.fetch_gguf:
         print(fetch_gguf(args.fetch_gguf))
@@ -143,7 +149,8 @@ def main() -> None:
     if args.genai:
         out["onnxruntime_genai"] = bench_genai(args.genai, args.prompt_tokens, args.new_tokens, args.threads, args.repeats)
     if args.gguf:
-        out["llama_cpp"] = bench_llama_cpp(args.gguf, args.prompt_tokens, args.new_tokens, args.threads, args.repeats)
+        out["llama_cpp"] = bench_llama_cpp(args.gguf, args.prompt_tokens, args.new_tokens, args.threads, args.repeats,
+                                            args.warmup_tokens)
     out["peak_rss_mb"] = peak_rss_mb()
     json.dump(out, sys.stdout)
     print()

@@ -149,7 +149,7 @@ def calibrate(decoder: Path, prompts: Iterable[np.ndarray], shape: dict) -> Stat
         raise ValueError(f"the decoder has {len(nodes)} attention nodes, the manifest says {L} layers")
     stats = Stats(L, H, D, [rotary_pairs(model, n, D) for n in nodes])
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = os.cpu_count() or 1  # a 7B calibration is 6,000 tokens of prefill: ~9 min on 2 cores
     session = ort.InferenceSession(str(decoder), options, providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
     present = [f"present.{i}.{kv}" for i in range(L) for kv in ("key", "value")]
@@ -234,7 +234,14 @@ def pack_prompts(pack: Path, manifest: dict, images: int = 3) -> Iterator[np.nda
     vision = manifest["vision"]
     tok = Tokenizer.from_file(str(pack / "tokenizer.json"))
     embed = ort.InferenceSession(str(pack / "embed_tokens.onnx"), providers=["CPUExecutionProvider"])
-    encoder = ort.InferenceSession(str(pack / "vision_encoder.onnx"), providers=["CPUExecutionProvider"])
+    try:
+        encoder = ort.InferenceSession(str(pack / "vision_encoder.onnx"), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime < 1.22 has no 8-bit MatMulNBits (stream_convert's default vision encoder)
+        if "4b quantization" not in str(e):
+            raise
+        raise ValueError(f"{pack}: its vision encoder has 8-bit weights, which onnxruntime {ort.__version__} cannot "
+                         "run; calibrate with onnxruntime >= 1.22 (bench:real's reference venv has it), or convert "
+                         "with --vision-precision fp32") from e
     template = jinja2.Environment().from_string(prompt["chatTemplate"])
     size = vision["imageSize"]
     rng = np.random.default_rng(0)

@@ -123,32 +123,26 @@ def is_siglip_tower(cfg: dict) -> bool:
     return "siglip" in str(cfg["mm_vision_tower"]).lower()  # the reference decides by the tower's name
 
 
-def load_tower(tower_dir: Path, siglip: bool) -> tuple[torch.nn.Module, ConnectorLayers, dict]:
-    """The tower as the reference runs it, the connector's layer choice, and its preprocessing."""
-    from transformers import AutoConfig, CLIPVisionModel, SiglipVisionModel
+def tower_spec(tower_dir: Path, siglip: bool) -> tuple[object, ConnectorLayers, dict]:
+    """The tower's vision config (no weights), the connector's layer choice, and its preprocessing; the checks
+    the reference's indices and processor need. `layers` is the count the reference runs (SigLIP: one fewer)."""
+    from transformers import AutoConfig
 
     raw = AutoConfig.from_pretrained(tower_dir)
-    kind = getattr(getattr(raw, "vision_config", raw), "model_type", "")
+    vcfg = getattr(raw, "vision_config", raw)
+    kind = getattr(vcfg, "model_type", "")
     if siglip != ("siglip" in kind):
         raise CheckpointError(f"the vision tower at {tower_dir} is a {kind!r} model, but the checkpoint names "
                               f"a {'SigLIP' if siglip else 'CLIP'} tower")
+    n = vcfg.num_hidden_layers
     if siglip:
-        vision = SiglipVisionModel.from_pretrained(tower_dir, torch_dtype=torch.float32, attn_implementation="eager")
-        n = vision.config.num_hidden_layers
         if n < 27:
             raise CheckpointError(f"SigLIP tower at {tower_dir} has {n} layers; the reference indices need 27 (so400m)")
-        del vision.vision_model.encoder.layers[-1:]  # the reference deletes the last layer
-        vision.config.num_hidden_layers = n - 1
-        vision.vision_model.use_head = False
-        vision.vision_model.head = torch.nn.Identity()
-        vision.vision_model.embeddings.patch_embedding.padding = (0, 0)  # "valid", spelled so torch 1.13 exports it
         layers = ConnectorLayers(-1, False, [[0, 13], [13, 26]], [7, 15])
         pre = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "resample": "bicubic", "rescale": 1 / 255}
-        if vision.config.image_size != 384:
-            log(f"note: SigLIP tower image size {vision.config.image_size} (the reference's processor is fixed at 384)")
+        if vcfg.image_size != 384:
+            log(f"note: SigLIP tower image size {vcfg.image_size} (the reference's processor is fixed at 384)")
     else:
-        vision = CLIPVisionModel.from_pretrained(tower_dir, torch_dtype=torch.float32, attn_implementation="eager")
-        n = vision.config.num_hidden_layers
         if n != 24:
             raise CheckpointError(f"CLIP tower at {tower_dir} has {n} layers; the reference indices are for 24 (ViT-L/14)")
         layers = ConnectorLayers(-2, True, [[0, 12], [12, 24]], [7, 15])
@@ -158,7 +152,7 @@ def load_tower(tower_dir: Path, siglip: bool) -> tuple[torch.nn.Module, Connecto
         if resample not in PIL_KERNELS:
             raise CheckpointError(f"{p}: resample {resample!r} is not a Pillow filter Loupe reproduces "
                                   f"({', '.join(f'{k} ({v})' for k, v in PIL_KERNELS.items())})")
-        side = vision.config.image_size
+        side = vcfg.image_size
         sizes = {"size": cfgp.get("size"), "crop_size": cfgp.get("crop_size") if cfgp.get("do_center_crop") else None}
         for key, v in sizes.items():
             if v not in (None, side, {"shortest_edge": side}, {"height": side, "width": side}):
@@ -169,6 +163,23 @@ def load_tower(tower_dir: Path, siglip: bool) -> tuple[torch.nn.Module, Connecto
                "rescale": cfgp.get("rescale_factor", 1 / 255) if cfgp.get("do_rescale", True) else 1.0}
     # expand2square pads with tuple(int(x * 255) for x in image_mean): truncated, not rounded
     pre["padColor"] = [int(m * 255) for m in pre["mean"]]
+    return vcfg, layers, pre
+
+
+def load_tower(tower_dir: Path, siglip: bool) -> tuple[torch.nn.Module, ConnectorLayers, dict]:
+    """The tower as the reference runs it, the connector's layer choice, and its preprocessing."""
+    from transformers import CLIPVisionModel, SiglipVisionModel
+
+    _, layers, pre = tower_spec(tower_dir, siglip)
+    if siglip:
+        vision = SiglipVisionModel.from_pretrained(tower_dir, torch_dtype=torch.float32, attn_implementation="eager")
+        del vision.vision_model.encoder.layers[-1:]  # the reference deletes the last layer
+        vision.config.num_hidden_layers -= 1
+        vision.vision_model.use_head = False
+        vision.vision_model.head = torch.nn.Identity()
+        vision.vision_model.embeddings.patch_embedding.padding = (0, 0)  # "valid", spelled so torch 1.13 exports it
+    else:
+        vision = CLIPVisionModel.from_pretrained(tower_dir, torch_dtype=torch.float32, attn_implementation="eager")
     return vision.eval(), layers, pre
 
 

@@ -1,7 +1,8 @@
 """Streaming conversion of a released Dense Connector checkpoint: the language model tensor by tensor.
 
     python -m loupe_dc.stream_convert --checkpoint DIR --vision-tower DIR --out PACK [--precision int4|fp32]
-                                      [--kv-cache float32|int8]
+                                      [--kv-cache float32|int8] [--vision-precision fp32|int8|int4]
+                                      [--block-size 32]
 
 `convert` loads the whole LLM in fp32 (27 GB for a 7B model, 32 GB for 8B) before it exports anything. This
 converter never holds more than one weight matrix of the language model: it reads the safetensors shards one
@@ -14,8 +15,9 @@ runs with one KV buffer bound as past and present:
     per layer: SimplifiedLayerNormalization -> MatMulNBits (q, k, v packed) -> GroupQueryAttention (rotary
     inside) -> MatMulNBits (o) -> SkipSimplifiedLayerNormalization -> gate/up MatMulNBits, SiLU, down MatMulNBits
 
-The vision encoder (tower, Dense Connector, projector: 400M parameters for SigLIP so400m) is exported as
-`convert` exports it, without the LLM, and stored in fp16. The embedding table is a Gather over fp16 rows.
+The vision encoder (tower, Dense Connector, projector: 400M parameters for SigLIP so400m) is written node by
+node too (loupe_dc.vision_graph), its Linear layers int8 by default (MatMulNBits, 8 bits). The embedding table
+is a Gather over fp16 rows.
 `--precision fp32` keeps plain MatMuls (parity tests against transformers); `--kv-cache int8` then calibrates
 an int8 cache (loupe_dc.kv_quant).
 """
@@ -25,7 +27,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import resource
 import sys
 import time
 from dataclasses import asdict
@@ -35,156 +36,19 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from .modeling import connector_width_factor
 from .packfiles import file_table, publish, staging
+from .streamio import ACCURACY_LEVEL, BLOCK, CHUNK_ROWS, ExternalData, Shards, log, peak_rss_mb, quantize_rows
 
 OPSET = 17
-BLOCK = 32
-ACCURACY_LEVEL = 4
-CHUNK_ROWS = 8192  # output rows quantized at a time: bounds the fp32 scratch of a big matrix (the lm_head)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory: VmHWM where Linux has it (getrusage's maxrss carries a forking
-    parent's size into a child that execs, VmHWM starts with the new program), else maxrss."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024 ** 2)
-
-
-class Shards:
-    """A checkpoint's tensors by name, read one at a time (or a few rows at a time) with plain reads.
-
-    Not through safetensors' own loader: it memory-maps the shards, and every page a conversion reads then counts
-    in the process's resident memory until the end (13.5 GB for a 7B model, file-backed but counted). The format
-    is simple enough to read directly: an 8-byte header length, a JSON header of name -> dtype, shape and byte
-    range, then the data.
-    """
-
-    DTYPES = {"F16": np.float16, "BF16": np.uint16, "F32": np.float32, "F64": np.float64}
-
-    def __init__(self, checkpoint: Path):
-        index = checkpoint / "model.safetensors.index.json"
-        paths = sorted({checkpoint / f for f in json.loads(index.read_text())["weight_map"].values()}) if index.exists() \
-            else sorted(checkpoint.glob("*.safetensors"))
-        self.tensors: dict[str, tuple[Path, int, dict]] = {}
-        for path in paths:
-            with open(path, "rb") as f:
-                size = int.from_bytes(f.read(8), "little")
-                header = json.loads(f.read(size))
-            for name, info in header.items():
-                if name != "__metadata__":
-                    self.tensors[name] = (path, 8 + size, info)
-        if not self.tensors:
-            raise ValueError(f"{checkpoint} holds no safetensors weights")
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.tensors
-
-    def shape(self, name: str) -> list[int]:
-        return list(self._info(name)[2]["shape"])
-
-    def _info(self, name: str) -> tuple[Path, int, dict]:
-        if name not in self.tensors:
-            raise ValueError(f"the checkpoint lacks {name}")
-        path, base, info = self.tensors[name]
-        if info["dtype"] not in self.DTYPES:
-            raise ValueError(f"{name} is {info['dtype']}: the streaming converter reads F16, BF16, F32 and F64")
-        return path, base, info
-
-    def get(self, name: str) -> np.ndarray:
-        """The tensor in float32."""
-        shape = self.shape(name)
-        return self.rows(name, 0, shape[0]) if shape else self.rows(name, 0, 1).reshape(())
-
-    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) of the tensor in float32, without reading the rest."""
-        path, base, info = self._info(name)
-        dtype = np.dtype(self.DTYPES[info["dtype"]])
-        shape = info["shape"] or [1]
-        row = int(np.prod(shape[1:])) * dtype.itemsize
-        begin, end = info["data_offsets"]
-        if end - begin != shape[0] * row or not 0 <= start <= stop <= shape[0]:
-            raise ValueError(f"{name}: its byte range does not match its shape {shape} (a damaged shard)")
-        with open(path, "rb") as f:
-            f.seek(base + begin + start * row)
-            raw = f.read((stop - start) * row)
-        if len(raw) != (stop - start) * row:
-            raise ValueError(f"{path.name} ends inside {name} (a truncated shard)")
-        a = np.frombuffer(raw, dtype).reshape([stop - start, *shape[1:]])
-        if info["dtype"] == "BF16":  # the high half of a float32
-            return (a.astype(np.uint32) << 16).view(np.float32)
-        return a.astype(np.float32)
-
-
-class ExternalData:
-    """One external data file, appended to tensor by tensor; each tensor points at its bytes."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.file = open(path, "wb")
-        self.offset = 0
-
-    def begin(self, name: str, dtype: int, dims: list[int]) -> TensorProto:
-        pad = -self.offset % 64
-        if pad:
-            self.file.write(b"\0" * pad)
-            self.offset += pad
-        t = TensorProto()
-        t.name, t.data_type = name, dtype
-        t.dims.extend(dims)
-        t.data_location = TensorProto.EXTERNAL
-        self._start = self.offset
-        return t
-
-    def write(self, data: np.ndarray) -> None:
-        raw = np.ascontiguousarray(data).tobytes()
-        self.file.write(raw)
-        self.offset += len(raw)
-
-    def end(self, t: TensorProto) -> TensorProto:
-        for key, value in (("location", self.path.name), ("offset", str(self._start)), ("length", str(self.offset - self._start))):
-            entry = t.external_data.add()
-            entry.key, entry.value = key, value
-        return t
-
-    def tensor(self, name: str, array: np.ndarray) -> TensorProto:
-        t = self.begin(name, helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape))
-        self.write(array)
-        return self.end(t)
-
-    def close(self) -> None:
-        self.file.close()
-
-
-def quantize_rows(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A torch-layout Linear weight (N, K) -> MatMulNBits' B (N, K/32, 16) uint8 and scales (N, K/32) float32."""
-    from onnxruntime.capi._pybind_state import quantize_matmul_4bits
-
-    n, k = weight.shape
-    blocks = -(-k // BLOCK)
-    b_t = np.ascontiguousarray(weight.T)  # (K, N): the MatMul layout the quantizer reads
-    if blocks * BLOCK != k:
-        b_t = np.pad(b_t, ((0, blocks * BLOCK - k), (0, 0)))
-    packed = np.zeros((n, blocks, BLOCK // 2), np.uint8)
-    scales = np.zeros(n * blocks, np.float32)
-    zero_points = np.zeros(n * ((blocks + 1) // 2), np.uint8)
-    quantize_matmul_4bits(packed, b_t, scales, zero_points, BLOCK, n, k, True)
-    return packed, scales.reshape(n, blocks)
+VISION_DEFAULT = "int8"  # docs/real-models.md: the vision precision measured at so400m size
 
 
 class DecoderWriter:
     """The decoder graph, node by node; weights go to the external data file as they are made."""
 
-    def __init__(self, shards: Shards, cfg: dict, data: ExternalData, precision: str):
-        self.shards, self.cfg, self.data, self.precision = shards, cfg, data, precision
+    def __init__(self, shards: Shards, cfg: dict, data: ExternalData, precision: str, block: int = BLOCK):
+        self.shards, self.cfg, self.data, self.precision, self.block = shards, cfg, data, precision, block
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[TensorProto] = []
 
@@ -198,18 +62,18 @@ class DecoderWriter:
             self.inits.append(self.data.tensor(out + ".weight", np.ascontiguousarray(w)))
             self.nodes.append(helper.make_node("MatMul", [x, out + ".weight"], [out], name=out))
             return out
-        blocks = -(-k // BLOCK)
-        b = self.data.begin(out + ".qweight", TensorProto.UINT8, [n_total, blocks, BLOCK // 2])
+        blocks = -(-k // self.block)
+        b = self.data.begin(out + ".qweight", TensorProto.UINT8, [n_total, blocks, self.block // 2])
         scales = []
         for name, (n, _) in zip(names, shapes):
             for start in range(0, n, CHUNK_ROWS):
-                packed, s = quantize_rows(self.shards.rows(name, start, min(n, start + CHUNK_ROWS)))
+                packed, s = quantize_rows(self.shards.rows(name, start, min(n, start + CHUNK_ROWS)), 4, self.block)
                 self.data.write(packed)
                 scales.append(s)
         self.inits.append(self.data.end(b))
         self.inits.append(self.data.tensor(out + ".scales", np.concatenate(scales).reshape(-1)))
         self.nodes.append(helper.make_node("MatMulNBits", [x, out + ".qweight", out + ".scales"], [out], name=out,
-                                           domain="com.microsoft", K=k, N=n_total, bits=4, block_size=BLOCK,
+                                           domain="com.microsoft", K=k, N=n_total, bits=4, block_size=self.block,
                                            accuracy_level=ACCURACY_LEVEL))
         return out
 
@@ -289,10 +153,10 @@ class DecoderWriter:
         return model
 
 
-def write_decoder(shards: Shards, cfg: dict, tmp: Path, precision: str) -> None:
+def write_decoder(shards: Shards, cfg: dict, tmp: Path, precision: str, block: int = BLOCK) -> None:
     data = ExternalData(tmp / "decoder_model_merged.onnx_data")
     try:
-        model = DecoderWriter(shards, cfg, data, precision).build()
+        model = DecoderWriter(shards, cfg, data, precision, block).build()
     finally:
         data.close()
     onnx.save_model(model, str(tmp / "decoder_model_merged.onnx"))
@@ -320,53 +184,35 @@ def write_embedding(shards: Shards, cfg: dict, tmp: Path) -> None:
     onnx.save_model(model, str(tmp / "embed_tokens.onnx"))
 
 
-def write_vision(shards: Shards, cfg: dict, tower_dir: Path, tmp: Path, fp16: bool) -> dict:
-    """Tower + Dense Connector + projector, exported without the LLM: preprocessing, layers, image size, tokens."""
-    import torch
-
-    from .convert import _gather, _graph_dir, _save_graph, fp16_graph
-    from .modeling import connector_width_factor, dense_connector
-    from .official import is_siglip_tower, load_tower
+def write_vision(shards: Shards, cfg: dict, tower_dir: Path, tmp: Path, precision: str) -> dict:
+    """Tower + Dense Connector + projector, written node by node (loupe_dc.vision_graph): preprocessing, layers,
+    image size, tokens."""
+    from .official import is_siglip_tower, tower_spec
+    from .vision_graph import Tower, write_vision_graph
 
     siglip = is_siglip_tower(cfg)
-    vision, layers, pre = load_tower(tower_dir, siglip)
+    vcfg, layers, pre = tower_spec(tower_dir, siglip)
+    if not siglip:  # as load_official: CLIP's feature layer is the checkpoint's choice
+        layers.select_layer = int(cfg.get("mm_vision_select_layer", -2))
+        if cfg.get("mm_vision_select_feature", "patch") != "patch":
+            raise ValueError(f"mm_vision_select_feature {cfg['mm_vision_select_feature']!r} is not supported (expected 'patch')")
     kind = cfg["mm_dense_connector_type"]
-    width = vision.config.hidden_size * connector_width_factor(kind)
+    width = vcfg.hidden_size * connector_width_factor(kind)
     if cfg["mm_hidden_size"] != width:
-        raise ValueError(f"mm_hidden_size {cfg['mm_hidden_size']} does not match {kind} on a {vision.config.hidden_size}-wide tower")
-    projector = torch.nn.Sequential(torch.nn.Linear(width, cfg["hidden_size"]), torch.nn.GELU(),
-                                    torch.nn.Linear(cfg["hidden_size"], cfg["hidden_size"]))
-    projector.load_state_dict({k: torch.from_numpy(shards.get(f"model.mm_projector.{k}")) for k in ("0.weight", "0.bias", "2.weight", "2.bias")})
-
-    class Encoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.vision, self.projector = vision, projector
-
-        def forward(self, pixel_values):
-            out = self.vision(pixel_values=pixel_values, output_hidden_states=True)
-            return self.projector(dense_connector(out.hidden_states, kind, layers))
-
-    size = vision.config.image_size
-    with torch.no_grad():
-        encoder = Encoder().eval()
-        px = torch.randn(1, 3, size, size)
-        tokens = encoder(px).shape[1]
-        torch.onnx.export(encoder, (px,), _graph_dir(tmp, "vision_encoder.onnx"), opset_version=OPSET,
-                          input_names=["pixel_values"], output_names=["image_features"],
-                          dynamic_axes={"pixel_values": {0: "num_images"}, "image_features": {0: "num_images"}})
-    del encoder, vision, projector
-    gc.collect()
-    _gather(tmp, "vision_encoder.onnx")
-    if fp16:
-        path = tmp / "vision_encoder.onnx"
-        _save_graph(fp16_graph(onnx.load(str(path))), path)
-    return {**pre, "layers": asdict(layers), "kind": kind, "siglip": siglip, "imageSize": size, "tokens": tokens}
+        raise ValueError(f"mm_hidden_size {cfg['mm_hidden_size']} does not match {kind} on a {vcfg.hidden_size}-wide tower")
+    tower = Tower(siglip=siglip, hidden=vcfg.hidden_size, heads=vcfg.num_attention_heads, image_size=vcfg.image_size,
+                  patch=vcfg.patch_size, eps=float(vcfg.layer_norm_eps),
+                  layers=vcfg.num_hidden_layers - (1 if siglip else 0))
+    tokens = write_vision_graph(tower_dir, shards, tower, kind, layers, cfg["hidden_size"], tmp / "vision_encoder.onnx",
+                                precision, log)
+    return {**pre, "layers": asdict(layers), "kind": kind, "siglip": siglip, "imageSize": tower.image_size, "tokens": tokens}
 
 
 def convert(checkpoint: Path, tower: Path | None, out: Path, precision: str = "int4", kv_cache: str = "float32",
-            name: str | None = None, version: str = "0.0.1", vision_precision: str | None = None) -> dict:
-    """vision_precision: fp32 or fp16 for the vision encoder (default: fp16 with int4, fp32 with fp32)."""
+            name: str | None = None, version: str = "0.0.1", vision_precision: str | None = None,
+            block: int = BLOCK) -> dict:
+    """vision_precision: fp32, int8 or int4 for the vision encoder's Linear layers (default: VISION_DEFAULT with
+    an int4 decoder, fp32 with fp32)."""
     from .convert import PACK_FORMAT_VERSION
     from .official import pack_preprocess, prompt_config, read_config, resolve_tower, tokenizer_files
 
@@ -380,11 +226,11 @@ def convert(checkpoint: Path, tower: Path | None, out: Path, precision: str = "i
         tokenizer_files(checkpoint, tmp)
         prompt = prompt_config(checkpoint, tmp, cfg, None)
         log(f"[1/4] vision encoder ({tower_dir.name}), peak RSS so far {peak_rss_mb():.0f} MB")
-        v = write_vision(shards, cfg, tower_dir, tmp, fp16=(vision_precision or ("fp32" if precision == "fp32" else "fp16")) == "fp16")
+        v = write_vision(shards, cfg, tower_dir, tmp, vision_precision or ("fp32" if precision == "fp32" else VISION_DEFAULT))
         log(f"[2/4] token embedding, peak RSS {peak_rss_mb():.0f} MB")
         write_embedding(shards, cfg, tmp)
         log(f"[3/4] decoder: {cfg['num_hidden_layers']} layers, {precision} weights, streamed; peak RSS {peak_rss_mb():.0f} MB")
-        write_decoder(shards, cfg, tmp, precision)
+        write_decoder(shards, cfg, tmp, precision, block)
         manifest = {
             "format": "loupe-model-pack", "formatVersion": PACK_FORMAT_VERSION,
             "name": name or checkpoint.name, "version": version, "license": cfg.get("license", "see the checkpoint"),
@@ -423,14 +269,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--precision", choices=("int4", "fp32"), default="int4")
     ap.add_argument("--kv-cache", choices=("float32", "int8"), default="float32")
-    ap.add_argument("--vision-precision", choices=("fp32", "fp16"), help="the vision encoder's (default: fp16 with int4)")
+    ap.add_argument("--vision-precision", choices=("fp32", "int8", "int4"),
+                    help=f"the vision encoder's Linear layers (default: {VISION_DEFAULT} with an int4 decoder)")
+    ap.add_argument("--block-size", type=int, default=BLOCK, choices=(16, 32, 64, 128, 256),
+                    help="the int4 decoder's quantization block (docs/real-models.md: measured)")
     ap.add_argument("--name")
     args = ap.parse_args()
-    import torch
-
-    torch.set_num_threads(1)
     print(json.dumps(convert(args.checkpoint, args.vision_tower, args.out, args.precision, args.kv_cache, args.name,
-                             vision_precision=args.vision_precision)))
+                             vision_precision=args.vision_precision, block=args.block_size)))
 
 
 if __name__ == "__main__":

@@ -18,3 +18,23 @@ def test_summary_takes_medians_per_figure():
 
 def test_peak_rss_is_this_process():
     assert 1 < peak_rss_mb() < 100_000
+
+
+def test_llamacpp_checkpoint_view_is_a_plain_llama(tmp_path):
+    """llama.cpp's converter reads a LLaVA checkpoint through a view: the same files, config.json a Llama one."""
+    import json
+
+    from loupe_dc.llamacpp_gguf import checkpoint_view
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"architectures": ["LlavaLlamaForCausalLM"], "model_type": "llava_llama",
+                                                  "hidden_size": 64, "mm_hidden_size": 96, "mm_vision_tower": "x"}))
+    (ckpt / "model.safetensors").write_bytes(b"weights")
+    (ckpt / "tokenizer.json").write_text("{}")
+    checkpoint_view(ckpt, tmp_path / "view")
+    cfg = json.loads((tmp_path / "view" / "config.json").read_text())
+    assert cfg == {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64}
+    assert (tmp_path / "view" / "model.safetensors").read_bytes() == b"weights"
+    assert (tmp_path / "view" / "model.safetensors").is_symlink()
+    assert json.loads((ckpt / "config.json").read_text())["model_type"] == "llava_llama"  # the checkpoint untouched

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from loupe_dc import release_shapes, stream_convert, tiny
+from loupe_dc import release_shapes, stream_convert, streamio, tiny
 from loupe_dc.official import load_official
 
 MODELS = Path(__file__).resolve().parent.parent
@@ -69,6 +69,41 @@ def test_fp32_matches_transformers(tiny_checkpoint):
     for pos in (10, 11):
         logits, past = run_decoder(dec, manifest, embeds[:, pos:pos + 1], past, pos)
         assert np.abs(logits - reference[pos]).max() < 1e-4
+
+
+@pytest.mark.parametrize("tower,connector", [("siglip", "sci"), ("clip", "dci"), ("clip", "sti")])
+def test_vision_graph_matches_transformers(tmp_path, tower, connector):
+    """The hand-written vision encoder (loupe_dc.vision_graph) for each tower kind and connector: CLIP's class
+    token, pre-LayerNorm, quick GELU and dropped CLS; STI's pooled runs; SCI's layer choice."""
+    ckpt, tower_dir = tiny.build(tmp_path, tower, connector, "vicuna")
+    out = tmp_path / "pack"
+    stream_convert.convert(ckpt, tower_dir, out, precision="fp32")
+    manifest = json.loads((out / "manifest.json").read_text())
+    model, _, _ = load_official(ckpt, tower_dir)
+    size = manifest["vision"]["imageSize"]
+    px = np.random.default_rng(2).standard_normal((2, 3, size, size)).astype(np.float32)
+    want = model.encode_images(torch.from_numpy(px)).detach().numpy()
+    got = session(out / "vision_encoder.onnx").run(None, {"pixel_values": px})[0]
+    assert got.shape == want.shape and manifest["vision"]["tokensPerImage"] == want.shape[1]
+    assert np.abs(got - want).max() < 1e-4
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_rows_decode_to_the_weights(bits):
+    """MatMulNBits' blocks as written: (q - zero point) * scale is within half a step of each weight (4 bits: one
+    step, since onnxruntime maps a block's largest magnitude to -8 and the other side ends at +7)."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((64, 96)).astype(np.float32) * 0.02
+    w[3, :32] = 0  # an all-zero block keeps a usable scale
+    packed, scales = streamio.quantize_rows(w, bits)
+    if bits == 8:
+        q = packed.astype(np.float32) - 128
+    else:  # two 4-bit values per byte, low nibble first; the zero point is 8
+        q = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(64, -1, 32).astype(np.float32) - 8
+    decoded = (q * scales[:, :, None]).reshape(64, -1)[:, :96]
+    steps = np.abs(np.repeat(scales, 32, axis=1)[:, :96])
+    assert np.all(np.abs(decoded - w) <= steps * (0.5 if bits == 8 else 1.0) + 1e-7)
+    assert np.abs(decoded - w).max() > 0  # it really is quantized
 
 
 def test_int4_is_what_onnxruntimes_own_quantizer_makes(tiny_checkpoint):

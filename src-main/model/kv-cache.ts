@@ -43,6 +43,12 @@ export interface KvCache {
   step(embeds: Float32Array, count: number, signal?: AbortSignal): Promise<Float32Array>;
   /** Whether `signal` can end a run part-way (else Stop lands between runs only). */
   readonly interruptible: boolean;
+  /**
+   * The conversation will hold up to `total` tokens (the prompt and the longest answer): a cache that
+   * allocates ahead sizes its buffers to that at once, instead of doubling past it. A hint: growing beyond it
+   * still works.
+   */
+  expect(total: number): void;
   /** Marks the current length as one a failed or stopped prefill can go back to. */
   checkpoint(): void;
   /** Back to the last checkpoint (a failed or stopped prefill leaves the conversation as it was). */
@@ -167,6 +173,8 @@ export class JsKvCache implements KvCache {
   private past: Record<string, Tensor>;
   private saved: { past: Record<string, Tensor>; length: number };
   private count = 0;
+  /** expect()'s total: buffers double up to it, not past it. */
+  private expected = 0;
   /** Two buffers per cache tensor: one holds the past, the decoder writes the present into the other. */
   private readonly kvBuffers = new Map<string, [CacheArray, CacheArray]>();
   private readonly names: { past: string[]; present: string[] };
@@ -226,7 +234,9 @@ export class JsKvCache implements KvCache {
       const free = pair[0].buffer === held.buffer ? 1 : 0;
       // the checkpoint's buffer must survive a rollback: write a fresh buffer instead
       if (pair[free].buffer === kept.buffer && kept.length) pair[free] = cacheArray(kvDtype, 0);
-      if (pair[free].length < size) pair[free] = cacheArray(kvDtype, Math.max(size, 2 * pair[free].length));
+      const ahead = this.expected >= total ? numKeyValueHeads * this.expected * headDim : Infinity;
+      if (pair[free].length < size)
+        pair[free] = cacheArray(kvDtype, Math.max(size, Math.min(2 * pair[free].length, ahead)));
       views[present[i]!] = cacheTensor(pair[free].subarray(0, size), [1, numKeyValueHeads, total, headDim]);
     });
     return views;
@@ -261,6 +271,10 @@ export class JsKvCache implements KvCache {
       );
     const logits = out.logits!.data as Float32Array;
     return logits.subarray(logits.length - vocabSize);
+  }
+
+  expect(total: number): void {
+    this.expected = total;
   }
 
   checkpoint(): void {

@@ -50,6 +50,13 @@ const PREFILL_MAX_CHUNK = 1024;
  * one run), while an fp32 cache's prefill grows with it (290-370 tok/s from 512 tokens).
  */
 const PREFILL_MAX_CHUNK_INT8 = 256;
+/**
+ * The smallest chunk of a cache whose runs Stop can end part-way. Aiming a chunk at a second would make a big
+ * model's chunks tiny, and each run reads every weight once: a 7B model's first 64 tokens take ~10 s on 2
+ * cores, so the time target gave 8-token chunks, and prefill ran at 6.6 tok/s against decode's 2.6 (measured,
+ * bench:real --size 7b). From ~128 tokens a run is bound by arithmetic, not by reading the weights.
+ */
+const PREFILL_INTERRUPTIBLE_MIN_CHUNK = 128;
 const PREFILL_CHUNK_MS = 100;
 /**
  * The same for a cache whose runs Stop can end part-way (the native one): a chunk's size then only sets how
@@ -63,6 +70,8 @@ const PREFILL_INTERRUPTIBLE_CHUNK_MS = 1000;
  * position's logits, rows × vocabulary floats grow with it) and rows per run.
  */
 const BATCH_MAX_TOKENS = 4096;
+/** Image tokens the vision graph encodes in one run (frames × tokensPerImage, at least one frame). */
+const VISION_BATCH_TOKENS = 2048;
 const BATCH_MAX_LOGITS = 16 * 1024 * 1024;
 const BATCH_MAX_ROWS = 64;
 /** Decoder graphs up to this size get a second, non-spinning session for prompt batches (batchDecoder). */
@@ -157,7 +166,9 @@ export class LocalEngine implements ModelEngine {
     const hidden = this.manifest.decoder.hiddenSize;
     const perImage = 3 * imageSize * imageSize;
     const out: Tokens2D[] = [];
-    const batch = 8; // bounded memory for big towers, still one run for a typical clip
+    // one run for a typical clip on a small tower; big towers run a few frames at a time, since a run's
+    // activations grow with frames × tokens (SigLIP so400m's 729 tokens: 2 frames a run)
+    const batch = Math.min(8, Math.max(1, Math.floor(VISION_BATCH_TOKENS / tokensPerImage)));
     for (let start = 0; start < pixels.length; start += batch) {
       throwIfAborted(control.signal);
       if (start > 0) await control.between?.();
@@ -620,6 +631,7 @@ export class LocalConversation implements ModelConversation {
     // 3. Prefill in chunks (Stop lands between them). A failed or stopped prefill leaves the conversation as
     //    it was: no user turn the cache never saw, the cache cut back to its earlier length.
     const pendingBefore = this.pending;
+    this.cache.expect(this.length + newTokens + maxNewTokens);
     this.cache.checkpoint();
     let logits: Float32Array;
     try {
@@ -698,7 +710,8 @@ export class LocalConversation implements ModelConversation {
     const target = this.cache.interruptible ? PREFILL_INTERRUPTIBLE_CHUNK_MS : PREFILL_CHUNK_MS;
     const largest =
       this.engine.manifest.decoder.kvCache.dtype === 'int8' ? PREFILL_MAX_CHUNK_INT8 : PREFILL_MAX_CHUNK;
-    let chunk = pinned ?? PREFILL_FIRST_CHUNK;
+    const smallest = this.cache.interruptible ? PREFILL_INTERRUPTIBLE_MIN_CHUNK : PREFILL_MIN_CHUNK;
+    let chunk = pinned ?? Math.max(PREFILL_FIRST_CHUNK, smallest);
     let done = 0;
     let logits: Float32Array | undefined;
     while (done < count) {
@@ -711,7 +724,7 @@ export class LocalConversation implements ModelConversation {
       done += n;
       options.onPrefillProgress?.(done, count);
       if (pinned === undefined)
-        chunk = Math.max(PREFILL_MIN_CHUNK, Math.min(largest, Math.round((target * n) / Math.max(ms, 1))));
+        chunk = Math.max(smallest, Math.min(largest, Math.round((target * n) / Math.max(ms, 1))));
     }
     throwIfAborted(control.signal);
     return logits!;
