@@ -285,6 +285,41 @@ export async function llamaCppTools(): Promise<{ python: string; pythonPath: str
   }
 }
 
+/**
+ * A Python module of models/ in its own process: its stdout once it exits 0, else an error naming `what`, how it
+ * ended and its last line of stderr.
+ */
+export function pythonStdout(
+  what: string,
+  python: string,
+  args: string[],
+  { env = process.env, niceness }: { env?: NodeJS.ProcessEnv; niceness?: number } = {},
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(python, args, {
+      cwd: path.join(ROOT, 'models'),
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      if (child.pid && niceness !== undefined) os.setPriority(child.pid, niceness);
+    } catch {
+      // not permitted: same priority as this process
+    }
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', (e) => reject(new Error(`${python}: ${e.message}`)));
+    child.on('exit', (code, signal) => {
+      if (code === 0) return resolve(stdout);
+      const how = signal ? `was killed by ${signal}` : `exited ${code}`;
+      const last = stderr.trim().split('\n').at(-1) ?? '';
+      reject(new Error(`${what} (${python}) ${how}${last ? `: ${last}` : ''}`));
+    });
+  });
+}
+
 /** The repository's venv, with what `loupe_dc.smollm2` needs on top of the model tooling. */
 export async function repoPython(): Promise<string> {
   const python = path.join(ROOT, '.venv', 'bin', 'python');

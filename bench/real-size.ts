@@ -22,7 +22,16 @@ import path from 'node:path';
 import { Engine } from '../src-main/model/engine.ts';
 import { ROOT } from '../test/helpers.ts';
 import { peakRssMb, workerPid } from './procs.ts';
-import { CACHE, cached, exec, folderBytes, llamaCppTools, note, repoPython } from './real-setup.ts';
+import {
+  CACHE,
+  cached,
+  exec,
+  folderBytes,
+  llamaCppTools,
+  note,
+  pythonStdout,
+  repoPython,
+} from './real-setup.ts';
 import { median } from './stats.ts';
 
 const FRAMES = 8;
@@ -130,27 +139,23 @@ export async function prepareSize(size: string): Promise<SizePrepared> {
 }
 
 /** llama.cpp on the GGUF: the same prompt length, new tokens and threads; a short warm-up, one measured run. */
-async function measureLlamaCpp(
+export async function measureLlamaCpp(
   prepared: SizePrepared,
   contextTokens: number,
   threads: number,
   newTokens: number,
 ): Promise<Record<string, number>> {
-  const log = path.join(CACHE, 'logs', 'size-llamacpp.json');
-  await exec(
-    'size-llamacpp',
-    'sh',
+  const stdout = await pythonStdout(
+    'llama.cpp on the GGUF',
+    prepared.python,
     [
-      '-c',
-      `"$0" "$@" > '${log}'`,
-      prepared.python,
       ...['-m', 'loupe_dc.bench_real', '--gguf', prepared.gguf, '--prompt-tokens', String(contextTokens)],
       ...['--new-tokens', String(newTokens), '--threads', String(threads), '--repeats', '1'],
       ...['--warmup-tokens', '16'],
     ],
-    { cwd: path.join(ROOT, 'models'), env: { ...process.env, PYTHONPATH: prepared.pythonPath } },
+    { env: { ...process.env, PYTHONPATH: prepared.pythonPath } },
   );
-  const out = JSON.parse(fs.readFileSync(log, 'utf8')) as {
+  const out = JSON.parse(stdout) as {
     llama_cpp: { prefill_tok_s: number; decode_tok_s: number; ttft_first_ms: number };
     peak_rss_mb: number;
   };

@@ -10,15 +10,13 @@
  * headline is the pack with the model builder's decoder). `--prepare` prepares and prints the paths only.
  * Not in CI. Prints a table, or JSON with --json.
  */
-import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Engine } from '../src-main/model/engine.ts';
 import type { Conversation } from '../src-main/model/engine.ts';
 import type { AnswerTimings } from '../src-main/model/types.ts';
-import { ROOT } from '../test/helpers.ts';
-import { CACHE, prepare, SetupError } from './real-setup.ts';
+import { CACHE, prepare, pythonStdout, SetupError } from './real-setup.ts';
 import { peakRssMb, workerPid } from './procs.ts';
 import { formatTable, median } from './stats.ts';
 
@@ -173,41 +171,6 @@ async function reference(
   > & { peak_rss_mb: number };
   const speed = Object.values(runtimes)[0]!;
   return { ...speed, context_tokens: contextTokens, peak_rss_mb };
-}
-
-/**
- * A Python module of models/ in its own process: its stdout once it exits 0, else an error naming `what`, how it
- * ended and its last line of stderr.
- */
-function pythonStdout(
-  what: string,
-  python: string,
-  args: string[],
-  { env = process.env, niceness }: { env?: NodeJS.ProcessEnv; niceness?: number } = {},
-): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(python, args, {
-      cwd: path.join(ROOT, 'models'),
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    try {
-      if (child.pid && niceness !== undefined) os.setPriority(child.pid, niceness);
-    } catch {
-      // not permitted: same priority as this process
-    }
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', (e) => reject(new Error(`${python}: ${e.message}`)));
-    child.on('exit', (code, signal) => {
-      if (code === 0) return resolve(stdout);
-      const how = signal ? `was killed by ${signal}` : `exited ${code}`;
-      const last = stderr.trim().split('\n').at(-1) ?? '';
-      reject(new Error(`${what} (${python}) ${how}${last ? `: ${last}` : ''}`));
-    });
-  });
 }
 
 interface QualityRow {
