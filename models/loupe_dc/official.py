@@ -183,6 +183,20 @@ def load_tower(tower_dir: Path, siglip: bool) -> tuple[torch.nn.Module, Connecto
     return vision.eval(), layers, pre
 
 
+def connector_choice(cfg: dict, layers: ConnectorLayers, siglip: bool, tower_hidden: int) -> str:
+    """The checkpoint's connector kind, checked against its projector's width; CLIP's feature layer is the
+    checkpoint's choice (set on `layers`)."""
+    if not siglip:
+        layers.select_layer = int(cfg.get("mm_vision_select_layer", -2))
+        if cfg.get("mm_vision_select_feature", "patch") != "patch":
+            raise CheckpointError(f"mm_vision_select_feature {cfg['mm_vision_select_feature']!r} is not supported (expected 'patch')")
+    kind = cfg["mm_dense_connector_type"]
+    width = tower_hidden * connector_width_factor(kind)
+    if cfg["mm_hidden_size"] != width:
+        raise CheckpointError(f"mm_hidden_size {cfg['mm_hidden_size']} does not match {kind} on a {tower_hidden}-wide tower ({width})")
+    return kind
+
+
 def load_official(checkpoint: Path, vision_tower: Path | None = None) -> tuple[DenseConnectorMLLM, dict, dict]:
     """(model in fp32, checkpoint config, vision preprocessing) without a second copy of the weights."""
     from safetensors import safe_open
@@ -195,14 +209,7 @@ def load_official(checkpoint: Path, vision_tower: Path | None = None) -> tuple[D
     tower_dir = resolve_tower(checkpoint, cfg, vision_tower)
     log(f"vision tower: {tower_dir} ({'SigLIP' if siglip else 'CLIP'})")
     vision, layers, pre = load_tower(tower_dir, siglip)
-    if not siglip:
-        layers.select_layer = int(cfg.get("mm_vision_select_layer", -2))
-        if cfg.get("mm_vision_select_feature", "patch") != "patch":
-            raise CheckpointError(f"mm_vision_select_feature {cfg['mm_vision_select_feature']!r} is not supported (expected 'patch')")
-    kind = cfg["mm_dense_connector_type"]
-    width = vision.config.hidden_size * connector_width_factor(kind)
-    if cfg["mm_hidden_size"] != width:
-        raise CheckpointError(f"mm_hidden_size {cfg['mm_hidden_size']} does not match {kind} on a {vision.config.hidden_size}-wide tower ({width})")
+    kind = connector_choice(cfg, layers, siglip, vision.config.hidden_size)
 
     log(f"language model: {cfg['num_hidden_layers']} layers, hidden {cfg['hidden_size']}, vocab {cfg['vocab_size']}")
     llm_cfg = LlamaConfig(**{k: v for k, v in cfg.items() if not k.startswith("mm_") and k not in ("architectures", "model_type")})

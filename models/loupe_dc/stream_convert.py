@@ -36,7 +36,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .modeling import connector_width_factor
 from .packfiles import file_table, publish, staging
 from .streamio import ACCURACY_LEVEL, BLOCK, CHUNK_ROWS, ExternalData, Shards, log, peak_rss_mb, quantize_rows
 
@@ -187,19 +186,12 @@ def write_embedding(shards: Shards, cfg: dict, tmp: Path) -> None:
 def write_vision(shards: Shards, cfg: dict, tower_dir: Path, tmp: Path, precision: str) -> dict:
     """Tower + Dense Connector + projector, written node by node (loupe_dc.vision_graph): preprocessing, layers,
     image size, tokens."""
-    from .official import is_siglip_tower, tower_spec
+    from .official import connector_choice, is_siglip_tower, tower_spec
     from .vision_graph import Tower, write_vision_graph
 
     siglip = is_siglip_tower(cfg)
     vcfg, layers, pre = tower_spec(tower_dir, siglip)
-    if not siglip:  # as load_official: CLIP's feature layer is the checkpoint's choice
-        layers.select_layer = int(cfg.get("mm_vision_select_layer", -2))
-        if cfg.get("mm_vision_select_feature", "patch") != "patch":
-            raise ValueError(f"mm_vision_select_feature {cfg['mm_vision_select_feature']!r} is not supported (expected 'patch')")
-    kind = cfg["mm_dense_connector_type"]
-    width = vcfg.hidden_size * connector_width_factor(kind)
-    if cfg["mm_hidden_size"] != width:
-        raise ValueError(f"mm_hidden_size {cfg['mm_hidden_size']} does not match {kind} on a {vcfg.hidden_size}-wide tower")
+    kind = connector_choice(cfg, layers, siglip, vcfg.hidden_size)
     tower = Tower(siglip=siglip, hidden=vcfg.hidden_size, heads=vcfg.num_attention_heads, image_size=vcfg.image_size,
                   patch=vcfg.patch_size, eps=float(vcfg.layer_norm_eps),
                   layers=vcfg.num_hidden_layers - (1 if siglip else 0))
