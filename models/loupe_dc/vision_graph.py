@@ -82,10 +82,10 @@ class VisionWriter:
         self.inits.append(helper.make_tensor(key, dtype, [len(values)], values))
         return key
 
-    def linear(self, shards: Shards, x: str, name: str, out: str, bias: bool = True) -> str:
-        """x @ W.T (+ b) for the torch-layout Linear `name`.weight (N, K)."""
+    def linear(self, shards: Shards, x: str, name: str, out: str) -> str:
+        """x @ W.T + b for the torch-layout Linear `name` (weight (N, K), bias (N,))."""
         n, k = shards.shape(name + ".weight")
-        y = out if not bias else out + ".nobias"
+        y = out + ".nobias"
         if not self.bits:
             w = self.weight(shards, name + ".weight", out + ".weight", transpose=True)
             self.nodes.append(helper.make_node("MatMul", [x, w], [y], name=out))
@@ -95,8 +95,7 @@ class VisionWriter:
             self.nodes.append(helper.make_node("MatMulNBits", [x, out + ".qweight", out + ".scales"], [y], name=out,
                                                domain="com.microsoft", K=k, N=n, bits=self.bits, block_size=BLOCK,
                                                accuracy_level=self.accuracy))
-        if bias:
-            self.nodes.append(helper.make_node("Add", [y, self.weight(shards, name + ".bias", out + ".bias")], [out]))
+        self.nodes.append(helper.make_node("Add", [y, self.weight(shards, name + ".bias", out + ".bias")], [out]))
         return out
 
     def layer_norm(self, x: str, name: str, out: str, eps: float) -> str:
